@@ -1,0 +1,43 @@
+# porttrig: build, test and demo. `make demo` and `make test` do all set-up
+# themselves (scripts/setup.sh installs what a fresh Debian machine lacks).
+ARCH_TRIPLET := $(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+CLANG ?= clang
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -I/usr/include/$(ARCH_TRIPLET) -Ibpf
+
+BPF_OBJ := build/porttrig.bpf.o
+BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
+TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
+
+.PHONY: all setup build test test-unit demo clean
+
+all: build
+
+setup: .setup-stamp
+.setup-stamp: scripts/setup.sh package.json package-lock.json
+	bash scripts/setup.sh
+	touch $@
+
+$(BPF_OBJ): $(BPF_SRC)
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -c bpf/porttrig.bpf.c -o $@
+
+dist/.stamp: $(TS_SRC) tsconfig.json package.json
+	npx tsc -p tsconfig.json
+	chmod +x dist/src/cli/main.js
+	touch $@
+
+build: setup $(BPF_OBJ) dist/.stamp
+
+## Every test: unit, data path (BPF_PROG_TEST_RUN) and end to end (netns).
+test: build
+	node --test --test-concurrency=1 $$(find dist/test -name '*.test.js' | sort)
+
+## Only the tests that need neither root nor BPF.
+test-unit: build
+	node --test $$(find dist/test/config dist/test/core -name '*.test.js' 2>/dev/null | sort)
+
+demo: build
+	bash scripts/demo.sh
+
+clean:
+	rm -rf build dist .setup-stamp

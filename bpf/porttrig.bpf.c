@@ -1,0 +1,576 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * porttrig data path: two TC (clsact ingress) programs.
+ *
+ *  pt_lan_ingress  on every LAN interface: translates replies of accepted flows
+ *                  back to the WAN address, and arms sessions on trigger packets
+ *                  (in the kernel, before the trigger packet goes on).
+ *  pt_wan_ingress  on the WAN interface: opens flows for inbound connections to
+ *                  open ports of open sessions and rewrites them to the LAN host.
+ *
+ * Translated packets are sent straight to the egress interface with
+ * bpf_redirect_neigh(): they never meet netfilter's forward chain or conntrack,
+ * so a gateway with a "forward policy drop" firewall needs no extra rule.
+ * Everything else leaves with TC_ACT_UNSPEC, untouched byte for byte, so that
+ * other TC filters still see it.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "porttrig_abi.h"
+#include "parsing.h"
+#include "csum.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Every map is pinned by name under the daemon's pin_path, so sessions and
+ * flows outlive the daemon; sizes of the big ones are set from `limits`. */
+
+/* Runtime settings (WAN address, limits); one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_config SEC(".maps");
+
+/* Rule settings by rule id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pt_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_rules SEC(".maps");
+
+/* Rule names by rule id: read only by the daemon, to adopt pinned state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PT_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pt_rule_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_rule_names SEC(".maps");
+
+/* Per (protocol, port): rules it triggers, the rule that opens it, and whether
+ * it is a LAN-side port of some open spec. An array: one inlined load per
+ * lookup, so the miss path costs no hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PT_PORT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pt_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_ports SEC(".maps");
+
+/* Open sessions. max_entries = limits.sessions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct pt_session_key);
+	__type(value, struct pt_session);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_sessions SEC(".maps");
+
+/* Live sessions per LAN host, for limits.sessions_per_host. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_host_sessions SEC(".maps");
+
+/* Accepted flows, one entry per direction. max_entries = 2 * limits.flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 262144);
+	__type(key, struct pt_flow_key);
+	__type(value, struct pt_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_flows SEC(".maps");
+
+/* The gateway's own IPv4 addresses: traffic to them never triggers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_local_addrs SEC(".maps");
+
+struct pt_lpm_v4 {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+/* LAN subnets: packets arriving on the WAN from these are never translated. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pt_lpm_v4);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_lan_nets SEC(".maps");
+
+/* Interfaces the daemon attached to (ifindex -> PT_ATTACH_*); read only by
+ * the daemon, so that `porttrig detach` removes just what porttrig created. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_attach SEC(".maps");
+
+/* Per-rule counters (enum pt_rule_counter). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PT_MAX_RULES * PT_RC__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_rule_stats SEC(".maps");
+
+/* Packets by direction and verdict. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PT_D__COUNT * PT_V__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_pkt_stats SEC(".maps");
+
+_Static_assert(sizeof(struct pt_port) == 16, "pt_port is read on every packet: keep it small");
+_Static_assert(sizeof(struct pt_flow_key) == 16, "pt_flow_key must stay 16 bytes");
+_Static_assert(sizeof(struct pt_session_key) == 8, "pt_session_key must stay 8 bytes");
+
+static __always_inline int pt_done(enum pt_direction dir, enum pt_verdict v, int act)
+{
+	__u32 idx = dir * PT_V__COUNT + v;
+	__u64 *n = bpf_map_lookup_elem(&pt_pkt_stats, &idx);
+	if (n)
+		*n += 1;
+	return act;
+}
+
+static __always_inline void pt_count(__u32 rule, enum pt_rule_counter c)
+{
+	__u32 idx = rule * PT_RC__COUNT + c;
+	__u64 *n = bpf_map_lookup_elem(&pt_rule_stats, &idx);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct pt_port *pt_port_slot(__u8 proto, __be16 port)
+{
+	__u32 idx = (proto == IPPROTO_UDP ? PT_PROTO_IDX_UDP : PT_PROTO_IDX_TCP) * PT_PORTS_PER_PROTO +
+		    bpf_ntohs(port);
+	return bpf_map_lookup_elem(&pt_ports, &idx);
+}
+
+/* A session is live while its idle time is within the rule's timeout. Signed:
+ * another CPU may have stamped last_seen a hair after our `now`. */
+static __always_inline bool pt_live(const struct pt_session *s, const struct pt_rule *r, __u64 now)
+{
+	return (__s64)(now - s->last_seen_ns) <= (__s64)r->idle_timeout_ns;
+}
+
+static __always_inline void pt_touch(__u64 *stamp, __u64 now)
+{
+	if ((__s64)(now - *stamp) > (__s64)PT_REFRESH_GRANULARITY_NS)
+		*stamp = now;
+}
+
+/* Take one session slot for `host`; false when it holds sessions_per_host. */
+static __always_inline bool pt_host_take(__be32 host, __u32 limit)
+{
+	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (!n) {
+		__u32 one = 1;
+		if (limit >= 1 && !bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST))
+			return true;
+		/* Lost a race with another CPU, or the map is full. */
+		n = bpf_map_lookup_elem(&pt_host_sessions, &host);
+		if (!n)
+			return false;
+	}
+	if (__sync_fetch_and_add(n, 1) >= limit) {
+		__sync_fetch_and_sub(n, 1);
+		return false;
+	}
+	return true;
+}
+
+static __always_inline void pt_host_release(__be32 host)
+{
+	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (n && *n > 0)
+		__sync_fetch_and_sub(n, 1);
+}
+
+/*
+ * Open or refresh the session (rule, host[, peer]) for a trigger packet, per
+ * SPEC 4.1-4.6. New values go in with one map update, so a reader on another
+ * CPU sees either the old session or the new one, never a mix.
+ */
+static __always_inline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
+				   const struct pt_config *cfg, __u64 now)
+{
+	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &id);
+	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+		return;
+	pt_count(id, PT_RC_TRIGGER_HITS);
+
+	struct pt_session_key key = {
+		.rule = id,
+		.peer = (rule->flags & PT_RULE_PEER_CONTACTED) ? p->daddr : 0,
+	};
+	struct pt_session fresh = {
+		.opened_ns = now,
+		.last_seen_ns = now,
+		.host = p->saddr,
+		.ifindex = ifindex,
+	};
+	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &key);
+	__be32 old_host = 0;
+	bool keep_slot = false;  /* the host already holds this session's slot */
+
+	if (s && pt_live(s, rule, now)) {
+		if (s->host == p->saddr) {
+			pt_touch(&s->last_seen_ns, now);
+			if (s->ifindex != ifindex)
+				s->ifindex = ifindex;
+			return;
+		}
+		if (!(rule->flags & PT_RULE_CONFLICT_LAST)) {
+			pt_count(id, PT_RC_REFUSED_CONFLICT);
+			return;
+		}
+		old_host = s->host;      /* conflict: last -> take it over */
+	} else if (s) {
+		/* Expired but not swept yet: as good as absent (SPEC 4.3). */
+		if (s->host == p->saddr)
+			keep_slot = true;
+		else
+			old_host = s->host;
+	}
+
+	if (!keep_slot && !pt_host_take(p->saddr, cfg->sessions_per_host)) {
+		pt_count(id, PT_RC_REFUSED_HOST_LIMIT);
+		return;
+	}
+	if (bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY)) {
+		if (!keep_slot)
+			pt_host_release(p->saddr);
+		pt_count(id, PT_RC_REFUSED_MAP_FULL);
+		return;
+	}
+	if (old_host)
+		pt_host_release(old_host);
+	pt_count(id, PT_RC_SESSIONS_OPENED);
+}
+
+/*
+ * Rewrite the destination (dst = true) or source address and port, decrement
+ * the TTL, fix the IP checksum directly and the L4 checksum through
+ * bpf_l4_csum_replace(), which knows whether the skb carries a full checksum
+ * or a CHECKSUM_PARTIAL pseudo-header sum (veth, local senders). UDP checksum
+ * 0 ("none", RFC 768) stays 0 (BPF_F_MARK_MANGLED_0).
+ */
+static __always_inline int pt_rewrite(struct __sk_buff *skb, const struct pt_pkt *p, bool dst,
+				      __be32 addr, __be16 port)
+{
+	__be32 old_addr = dst ? p->daddr : p->saddr;
+	__be16 old_port = dst ? p->dport : p->sport;
+	__u32 l4_off = p->l4_off & 0x7f;  /* <= ETH_HLEN + 60: bounded for the verifier */
+
+	if (!p->nonfirst_frag) {
+		bool udp = p->proto == IPPROTO_UDP;
+		__u32 csum_off = l4_off + (udp ? offsetof(struct udphdr, check) : offsetof(struct tcphdr, check));
+		__u64 mangled0 = udp ? BPF_F_MARK_MANGLED_0 : 0;
+
+		if (bpf_l4_csum_replace(skb, csum_off, old_addr, addr, BPF_F_PSEUDO_HDR | sizeof(addr) | mangled0))
+			return -1;
+		if (port != old_port &&
+		    bpf_l4_csum_replace(skb, csum_off, old_port, port, sizeof(port) | mangled0))
+			return -1;
+	}
+
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+
+	/* TTL and protocol share one 16-bit word of the header. */
+	__u16 *ttl_word = (void *)&ip->ttl;
+	__u16 old_ttl_word = *ttl_word;
+	ip->ttl -= 1;
+	__sum16 check = pt_csum_update16(ip->check, old_ttl_word, *ttl_word);
+	ip->check = pt_csum_update32(check, old_addr, addr);
+	if (dst)
+		ip->daddr = addr;
+	else
+		ip->saddr = addr;
+
+	if (!p->nonfirst_frag) {
+		__be16 *ports = data + l4_off;
+		if ((void *)(ports + 2) > data_end)
+			return -1;
+		ports[dst ? 1 : 0] = port;
+	}
+	return 0;
+}
+
+static __always_inline __u32 pt_seen_flags(const struct pt_pkt *p)
+{
+	__u8 f = p->tcp_flags;
+	__u32 seen = 0;
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	if (f & PT_TCP_SYN)
+		seen |= PT_SEEN_SYN;
+	else if (f & PT_TCP_ACK)
+		seen |= PT_SEEN_ACK;
+	if (f & PT_TCP_FIN)
+		seen |= PT_SEEN_FIN;
+	if (f & PT_TCP_RST)
+		seen |= PT_SEEN_RST;
+	return seen;
+}
+
+/*
+ * A packet of an accepted flow: refresh the flow and, while it is live and
+ * still owned by the flow's host, its session (SPEC 4.2); rewrite; redirect.
+ */
+static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt *p,
+				      struct pt_flow *f, __be32 lan_host, enum pt_direction dir, __u64 now)
+{
+	bool inbound = dir == PT_D_WAN;
+
+	if (p->ttl <= 1)   /* XXX: no ICMP time exceeded is sent (RFC 1812 5.3.1) */
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+
+	pt_touch(&f->last_seen_ns, now);
+	__u32 seen = pt_seen_flags(p);
+	if ((f->seen | seen) != f->seen)
+		__sync_fetch_and_or(&f->seen, seen);
+
+	__u32 rid = f->rule;
+	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
+	struct pt_session_key skey = { .rule = rid, .peer = f->sess_peer };
+	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
+	if (rule && s && s->host == lan_host && pt_live(s, rule, now))
+		pt_touch(&s->last_seen_ns, now);
+
+	__u32 ifindex = f->ifindex;
+	if (pt_rewrite(skb, p, inbound, f->nat_addr, f->nat_port))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(dir, PT_V_TRANSLATED, 0);
+	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+}
+
+/* Is there a socket of the gateway's own for this packet? Then it is the
+ * gateway's traffic and never forwarded (SPEC 5). */
+static __always_inline bool pt_local_socket(struct __sk_buff *skb, const struct pt_pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = p->saddr;
+	t.ipv4.daddr = p->daddr;
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = p->dport;
+	if (p->proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
+}
+
+static __always_inline bool pt_from_lan_net(__be32 addr)
+{
+	struct pt_lpm_v4 k = { .prefixlen = 32, .addr = addr };
+	return bpf_map_lookup_elem(&pt_lan_nets, &k) != NULL;
+}
+
+/*
+ * First packet of an inbound connection to an open WAN port: if the port's
+ * session is live, insert both directions of the flow (reply entry first, and
+ * removed again if the inbound one cannot go in), then forward.
+ */
+static __always_inline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p,
+					const struct pt_port *port, const struct pt_config *cfg,
+					struct pt_flow_key *in_key, __u64 now)
+{
+	__u32 rid = port->open_rule;
+	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
+	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+
+	struct pt_session_key skey = {
+		.rule = rid,
+		.peer = (rule->flags & PT_RULE_PEER_CONTACTED) ? p->saddr : 0,
+	};
+	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
+	if (!s || !pt_live(s, rule, now))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 8: a LAN source on the WAN side, or the gateway's own socket. */
+	if (pt_from_lan_net(p->saddr) || pt_local_socket(skb, p))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+
+	__be32 host = s->host;
+	__be16 lan_port = bpf_htons(port->open_lan_port);
+	struct pt_flow_key out_key = {
+		.saddr = host,
+		.daddr = p->saddr,
+		.sport = lan_port,
+		.dport = p->sport,
+		.proto = p->proto,
+		.dir = PT_DIR_OUT,
+	};
+	struct pt_flow out = {
+		.created_ns = now,
+		.last_seen_ns = now,
+		.nat_addr = cfg->wan_addr,
+		.nat_port = p->dport,
+		.rule = rid,
+		.sess_peer = skey.peer,
+		.ifindex = skb->ifindex,
+	};
+	struct pt_flow in = {
+		.created_ns = now,
+		.last_seen_ns = now,
+		.nat_addr = host,
+		.nat_port = lan_port,
+		.rule = rid,
+		.sess_peer = skey.peer,
+		.ifindex = s->ifindex,
+	};
+	if (bpf_map_update_elem(&pt_flows, &out_key, &out, BPF_NOEXIST)) {
+		pt_count(rid, PT_RC_FLOWS_REFUSED);
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	}
+	if (bpf_map_update_elem(&pt_flows, in_key, &in, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&pt_flows, &out_key);
+		pt_count(rid, PT_RC_FLOWS_REFUSED);
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	}
+	pt_count(rid, PT_RC_FLOWS_OPENED);
+
+	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, in_key);
+	if (!f)  /* swept between insert and lookup: cannot happen with live timers */
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	return pt_forward(skb, p, f, host, PT_D_WAN, now);
+}
+
+SEC("tc")
+int pt_wan_ingress(struct __sk_buff *skb)
+{
+	struct pt_pkt p;
+	int r = pt_parse(skb, &p);
+	if (r != PT_PARSE_OK)
+		return pt_done(PT_D_WAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
+
+	__u32 zero = 0;
+	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
+	if (!cfg || !cfg->wan_addr || p.daddr != cfg->wan_addr)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* XXX: non-first fragments carry no ports; SPEC 5 wants them translated
+	 * like their first fragment (needs a fragment-id map). */
+	if (p.nonfirst_frag)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+
+	__u64 now = bpf_ktime_get_ns();
+	struct pt_flow_key in_key = {
+		.saddr = p.saddr,
+		.daddr = p.daddr,
+		.sport = p.sport,
+		.dport = p.dport,
+		.proto = p.proto,
+		.dir = PT_DIR_IN,
+	};
+	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &in_key);
+	if (f)
+		return pt_forward(skb, &p, f, f->nat_addr, PT_D_WAN, now);
+
+	struct pt_port *port = pt_port_slot(p.proto, p.dport);
+	if (!port || !port->open_rule)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* Only a connection's first packet opens a flow: a bare SYN for TCP. */
+	if (p.proto == IPPROTO_TCP &&
+	    (p.tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) != PT_TCP_SYN)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	return pt_open_flow(skb, &p, port, cfg, &in_key, now);
+}
+
+/* Destinations that are never "non-local" unicast: the gateway's own
+ * addresses, multicast/reserved (224/3) and the limited broadcast. */
+static __always_inline bool pt_local_dest(__be32 daddr)
+{
+	if ((bpf_ntohl(daddr) >> 29) == 7)  /* 224.0.0.0/3 */
+		return true;
+	return bpf_map_lookup_elem(&pt_local_addrs, &daddr) != NULL;
+}
+
+SEC("tc")
+int pt_lan_ingress(struct __sk_buff *skb)
+{
+	struct pt_pkt p;
+	int r = pt_parse(skb, &p);
+	if (r != PT_PARSE_OK)
+		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
+	/* XXX: non-first fragments of replies are not translated yet. */
+	if (p.nonfirst_frag)
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+
+	__u64 now = 0;
+	/* Replies of accepted flows: only from ports that some open spec maps to. */
+	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
+	if (sport && sport->lan_port_refs) {
+		struct pt_flow_key out_key = {
+			.saddr = p.saddr,
+			.daddr = p.daddr,
+			.sport = p.sport,
+			.dport = p.dport,
+			.proto = p.proto,
+			.dir = PT_DIR_OUT,
+		};
+		struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &out_key);
+		if (f) {
+			now = bpf_ktime_get_ns();
+			return pt_forward(skb, &p, f, p.saddr, PT_D_LAN, now);
+		}
+	}
+
+	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
+	if (!dport || !dport->trigger[0])
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+	if (!p.saddr || pt_local_dest(p.daddr))
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+
+	__u32 zero = 0;
+	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
+	if (!cfg)
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+	now = bpf_ktime_get_ns();
+	__u32 ifindex = skb->ifindex;
+#pragma unroll
+	for (int i = 0; i < PT_TRIGGER_SLOTS; i++) {
+		__u32 id = dport->trigger[i];
+		if (!id)
+			break;
+		pt_arm(id, &p, ifindex, cfg, now);
+	}
+	return pt_done(PT_D_LAN, PT_V_TRIGGER, TC_ACT_UNSPEC);
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * porttrig map ABI: every struct and constant that the eBPF data path and the
+ * TypeScript control plane (src/bpf/abi.ts) both read. This header is the one
+ * source of truth; test/bpf/abi.test.ts checks the TypeScript codecs against the
+ * BTF of the compiled object, field by field.
+ *
+ * Rules for this file:
+ *  - fixed-width types only; byte order in the type (__be32 is network order,
+ *    everything else is host order);
+ *  - every struct is explicitly padded with `_pad` fields that writers zero,
+ *    so hash keys never contain uninitialised bytes;
+ *  - bump PT_LAYOUT_VERSION whenever a struct or a map definition changes.
+ */
+#ifndef PORTTRIG_ABI_H
+#define PORTTRIG_ABI_H
+
+#include <linux/types.h>
+
+/* Version of the pinned map layout; a daemon refuses to adopt another one. */
+#define PT_LAYOUT_VERSION 1
+
+/* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
+#define PT_MAX_RULES 1024
+/* At most this many enabled rules share one trigger (proto, port). */
+#define PT_TRIGGER_SLOTS 4
+/* `ports` is indexed by PT_PROTO_IDX(proto) * PT_PORTS_PER_PROTO + port. */
+#define PT_PORTS_PER_PROTO 65536
+#define PT_PORT_SLOTS (2 * PT_PORTS_PER_PROTO)
+#define PT_PROTO_IDX_TCP 0
+#define PT_PROTO_IDX_UDP 1
+
+#define PT_NSEC_PER_SEC 1000000000ULL
+/* Flow idle timeouts: RFC 4787 REQ-5 (UDP, 300 s) and RFC 5382 REQ-5 (TCP
+ * established 2 h 4 min) and the transitory timeout of RFC 5382 sec. 5 (240 s,
+ * 2*MSL, before the handshake completes and after FIN or RST). */
+#define PT_FLOW_TIMEOUT_UDP_NS (300ULL * PT_NSEC_PER_SEC)
+#define PT_FLOW_TIMEOUT_TCP_EST_NS (7440ULL * PT_NSEC_PER_SEC)
+#define PT_FLOW_TIMEOUT_TCP_TRANS_NS (240ULL * PT_NSEC_PER_SEC)
+/* A timestamp already this fresh is not rewritten: saves a store (and a cache
+ * line bounce between CPUs) per packet; far below the 1 s minimum idle timeout. */
+#define PT_REFRESH_GRANULARITY_NS (10ULL * 1000 * 1000)
+
+/* TC handle and priority of porttrig's filters on clsact ingress. */
+#define PT_TC_HANDLE 0x7074
+#define PT_TC_PRIORITY 1
+
+/* --- attach: hash map, ifindex -> flags, daemon only ----------------------- */
+#define PT_ATTACH_LAN (1U << 0)          /* pt_lan_ingress attached here */
+#define PT_ATTACH_WAN (1U << 1)          /* pt_wan_ingress attached here */
+#define PT_ATTACH_CREATED_QDISC (1U << 2) /* porttrig created the clsact qdisc */
+
+/* --- config: array map, one entry, written by the daemon ------------------ */
+struct pt_config {
+	__be32 wan_addr;        /* IPv4 address of the WAN interface; 0 = none yet */
+	__u32 wan_ifindex;      /* host endianness */
+	__u32 layout_version;   /* PT_LAYOUT_VERSION of the object that created the pins */
+	__u32 sessions_per_host; /* limits.sessions_per_host */
+};
+
+/* --- rules: array map indexed by rule id ---------------------------------- */
+#define PT_RULE_ENABLED (1U << 0)
+#define PT_RULE_PEER_CONTACTED (1U << 1)
+#define PT_RULE_CONFLICT_LAST (1U << 2)
+#define PT_RULE_KILL_FLOWS (1U << 3)
+
+struct pt_rule {
+	__u64 idle_timeout_ns;  /* session idle timeout */
+	__u32 flags;            /* PT_RULE_* */
+	__u32 _pad;
+};
+
+/* Rule names, so that a restarted daemon maps pinned state back to rules. */
+#define PT_RULE_NAME_LEN 64
+struct pt_rule_name {
+	char name[PT_RULE_NAME_LEN]; /* NUL-terminated; empty = free id */
+};
+
+/* --- ports: array map, PT_PORT_SLOTS entries ------------------------------ */
+struct pt_port {
+	__u16 trigger[PT_TRIGGER_SLOTS]; /* rules triggered by traffic TO this port; 0 = free */
+	__u16 open_rule;        /* rule whose open spec holds this WAN port; 0 = none */
+	__u16 open_lan_port;    /* LAN port this WAN port reaches, host endianness */
+	__u16 lan_port_refs;    /* open specs whose LAN side holds this port (reply filter) */
+	__u16 _pad;
+};
+
+/* --- sessions: hash map ---------------------------------------------------- */
+/* In peer mode `any` a rule has one session (peer 0) that one LAN host owns;
+ * in mode `contacted` one session per remote peer. */
+struct pt_session_key {
+	__u32 rule;             /* rule id, host endianness */
+	__be32 peer;            /* remote peer (mode contacted) or 0 */
+};
+
+struct pt_session {
+	__u64 opened_ns;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when opened */
+	__u64 last_seen_ns;     /* last trigger or flow packet */
+	__be32 host;            /* LAN host that owns the session */
+	__u32 ifindex;          /* LAN interface the host was last seen on */
+};
+
+/* --- host_sessions: hash map, LAN host (__be32) -> __u32 live sessions ---- */
+
+/* --- flows: hash map, two entries per flow (one per direction) ------------ */
+#define PT_DIR_IN 1   /* WAN -> LAN packets, as they arrive on the WAN */
+#define PT_DIR_OUT 2  /* LAN -> WAN replies, as they arrive on the LAN */
+
+struct pt_flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 dir;               /* PT_DIR_* */
+	__u16 _pad;
+};
+
+/* TCP flags seen in one direction, for the flow timers. */
+#define PT_SEEN_SYN (1U << 0)
+#define PT_SEEN_ACK (1U << 1)   /* an ACK without SYN */
+#define PT_SEEN_FIN (1U << 2)
+#define PT_SEEN_RST (1U << 3)
+
+struct pt_flow {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__be32 nat_addr;        /* IN: LAN host; OUT: WAN address */
+	__be16 nat_port;        /* IN: LAN port; OUT: WAN port */
+	__u16 rule;             /* rule id, host endianness */
+	__be32 sess_peer;       /* peer field of the session key, to refresh it */
+	__u32 ifindex;          /* interface to redirect to */
+	__u32 seen;             /* PT_SEEN_* in this direction (atomically or'ed) */
+	__u32 _pad;
+};
+
+/* --- counters -------------------------------------------------------------- */
+/* rule_stats: per-CPU array indexed by rule id * PT_RC__COUNT + counter. */
+enum pt_rule_counter {
+	PT_RC_TRIGGER_HITS = 0,
+	PT_RC_SESSIONS_OPENED,
+	PT_RC_REFUSED_CONFLICT,
+	PT_RC_REFUSED_HOST_LIMIT,
+	PT_RC_REFUSED_MAP_FULL,
+	PT_RC_FLOWS_OPENED,
+	PT_RC_FLOWS_REFUSED,
+	PT_RC_SESSIONS_EXPIRED,   /* written by the daemon's sweeper */
+	PT_RC__COUNT,
+};
+
+/* pkt_stats: per-CPU array indexed by direction * PT_V__COUNT + verdict. */
+enum pt_direction {
+	PT_D_LAN = 0,             /* packets seen on LAN ingress */
+	PT_D_WAN,                 /* packets seen on WAN ingress */
+	PT_D__COUNT,
+};
+
+enum pt_verdict {
+	PT_V_PASS = 0,            /* matched nothing, passed untouched */
+	PT_V_TRIGGER,             /* trigger packet, passed untouched */
+	PT_V_TRANSLATED,          /* flow packet, rewritten and redirected */
+	PT_V_DROPPED,             /* dropped (TTL exceeded) */
+	PT_V_MALFORMED,           /* bad header, passed untouched */
+	PT_V__COUNT,
+};
+
+#endif /* PORTTRIG_ABI_H */

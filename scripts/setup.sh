@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what porttrig needs on a fresh Debian 12 machine: the BPF toolchain,
+# libbpf, the network tools the tests and demo use, and the npm packages.
+# Idempotent: installs only what is missing. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have clang || need_pkgs+=(clang)
+have llc || need_pkgs+=(llvm)
+have bpftool || need_pkgs+=(bpftool)
+have ip || need_pkgs+=(iproute2)
+have nft || need_pkgs+=(nftables)
+have ping || need_pkgs+=(iputils-ping)
+have gcc || need_pkgs+=(gcc)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
+[ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || need_pkgs+=(libbpf1)
+[ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
+[ -f /usr/include/stdint.h ] || need_pkgs+=(libc6-dev)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "setup: ok (clang $(clang --version | head -1 | grep -o '[0-9][0-9.]*' | head -1), libbpf $(node -e "import('./node_modules/koffi/index.js').then(k=>{const l=k.default.load('libbpf.so.1');console.log(l.func('uint32_t libbpf_major_version(void)')()+'.'+l.func('uint32_t libbpf_minor_version(void)')())})"))"

@@ -1,0 +1,153 @@
+/**
+ * The map ABI of bpf/porttrig_abi.h, on the TypeScript side: constants, key and
+ * value types, and their codecs. test/bpf/abi.test.ts proves every codec
+ * against the compiled object's BTF.
+ */
+import { StructCodec, u16, u32, u64, be16, ipv4, u16s, chars, pad } from './struct.js';
+
+export const PT_LAYOUT_VERSION = 1;
+export const PT_MAX_RULES = 1024;
+export const PT_TRIGGER_SLOTS = 4;
+export const PT_PORTS_PER_PROTO = 65536;
+export const PT_PORT_SLOTS = 2 * PT_PORTS_PER_PROTO;
+export const PT_PROTO_IDX = { tcp: 0, udp: 1 } as const;
+export const PT_TC_HANDLE = 0x7074;
+export const PT_TC_PRIORITY = 1;
+
+export const NSEC_PER_SEC = 1_000_000_000n;
+export const FLOW_TIMEOUT_UDP_NS = 300n * NSEC_PER_SEC;
+export const FLOW_TIMEOUT_TCP_EST_NS = 7440n * NSEC_PER_SEC;
+export const FLOW_TIMEOUT_TCP_TRANS_NS = 240n * NSEC_PER_SEC;
+
+export const RULE_ENABLED = 1 << 0;
+export const RULE_PEER_CONTACTED = 1 << 1;
+export const RULE_CONFLICT_LAST = 1 << 2;
+export const RULE_KILL_FLOWS = 1 << 3;
+
+export const DIR_IN = 1;
+export const DIR_OUT = 2;
+
+export const SEEN_SYN = 1 << 0;
+export const SEEN_ACK = 1 << 1;
+export const SEEN_FIN = 1 << 2;
+export const SEEN_RST = 1 << 3;
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+
+/** enum pt_rule_counter, in order. */
+export const RULE_COUNTERS = [
+  'trigger_hits', 'sessions_opened', 'refused_conflict', 'refused_host_limit',
+  'refused_map_full', 'flows_opened', 'flows_refused', 'sessions_expired',
+] as const;
+export type RuleCounter = (typeof RULE_COUNTERS)[number];
+/** enum pt_direction and enum pt_verdict, in order. */
+export const DIRECTIONS = ['lan', 'wan'] as const;
+export const VERDICTS = ['pass', 'trigger', 'translated', 'dropped', 'malformed'] as const;
+
+/** Map names in the object (and file names under pin_path). */
+export const MAPS = {
+  config: 'pt_config',
+  rules: 'pt_rules',
+  ruleNames: 'pt_rule_names',
+  ports: 'pt_ports',
+  sessions: 'pt_sessions',
+  hostSessions: 'pt_host_sessions',
+  flows: 'pt_flows',
+  localAddrs: 'pt_local_addrs',
+  lanNets: 'pt_lan_nets',
+  ruleStats: 'pt_rule_stats',
+  pktStats: 'pt_pkt_stats',
+  attach: 'pt_attach',
+} as const;
+export const PROGRAMS = { lan: 'pt_lan_ingress', wan: 'pt_wan_ingress' } as const;
+
+export interface PtConfig { wan_addr: string; wan_ifindex: number; layout_version: number; sessions_per_host: number }
+export const ConfigCodec = new StructCodec<PtConfig>('pt_config', 16, [
+  { name: 'wan_addr', offset: 0, kind: ipv4 },
+  { name: 'wan_ifindex', offset: 4, kind: u32 },
+  { name: 'layout_version', offset: 8, kind: u32 },
+  { name: 'sessions_per_host', offset: 12, kind: u32 },
+]);
+
+export interface PtRule { idle_timeout_ns: bigint; flags: number }
+export const RuleCodec = new StructCodec<PtRule>('pt_rule', 16, [
+  { name: 'idle_timeout_ns', offset: 0, kind: u64 },
+  { name: 'flags', offset: 8, kind: u32 },
+  { name: '_pad', offset: 12, kind: pad(4) },
+]);
+
+export interface PtRuleName { name: string }
+export const RuleNameCodec = new StructCodec<PtRuleName>('pt_rule_name', 64, [
+  { name: 'name', offset: 0, kind: chars(64) },
+]);
+
+export interface PtPort { trigger: number[]; open_rule: number; open_lan_port: number; lan_port_refs: number }
+export const PortCodec = new StructCodec<PtPort>('pt_port', 16, [
+  { name: 'trigger', offset: 0, kind: u16s(PT_TRIGGER_SLOTS) },
+  { name: 'open_rule', offset: 8, kind: u16 },
+  { name: 'open_lan_port', offset: 10, kind: u16 },
+  { name: 'lan_port_refs', offset: 12, kind: u16 },
+  { name: '_pad', offset: 14, kind: pad(2) },
+]);
+
+export interface PtSessionKey { rule: number; peer: string }
+export const SessionKeyCodec = new StructCodec<PtSessionKey>('pt_session_key', 8, [
+  { name: 'rule', offset: 0, kind: u32 },
+  { name: 'peer', offset: 4, kind: ipv4 },
+]);
+
+export interface PtSession { opened_ns: bigint; last_seen_ns: bigint; host: string; ifindex: number }
+export const SessionCodec = new StructCodec<PtSession>('pt_session', 24, [
+  { name: 'opened_ns', offset: 0, kind: u64 },
+  { name: 'last_seen_ns', offset: 8, kind: u64 },
+  { name: 'host', offset: 16, kind: ipv4 },
+  { name: 'ifindex', offset: 20, kind: u32 },
+]);
+
+export interface PtFlowKey { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number }
+export const FlowKeyCodec = new StructCodec<PtFlowKey>('pt_flow_key', 16, [
+  { name: 'saddr', offset: 0, kind: ipv4 },
+  { name: 'daddr', offset: 4, kind: ipv4 },
+  { name: 'sport', offset: 8, kind: be16 },
+  { name: 'dport', offset: 10, kind: be16 },
+  { name: 'proto', offset: 12, kind: { t: 'u8' } },
+  { name: 'dir', offset: 13, kind: { t: 'u8' } },
+  { name: '_pad', offset: 14, kind: pad(2) },
+]);
+
+export interface PtFlow {
+  created_ns: bigint; last_seen_ns: bigint; nat_addr: string; nat_port: number;
+  rule: number; sess_peer: string; ifindex: number; seen: number;
+}
+export const FlowCodec = new StructCodec<PtFlow>('pt_flow', 40, [
+  { name: 'created_ns', offset: 0, kind: u64 },
+  { name: 'last_seen_ns', offset: 8, kind: u64 },
+  { name: 'nat_addr', offset: 16, kind: ipv4 },
+  { name: 'nat_port', offset: 20, kind: be16 },
+  { name: 'rule', offset: 22, kind: u16 },
+  { name: 'sess_peer', offset: 24, kind: ipv4 },
+  { name: 'ifindex', offset: 28, kind: u32 },
+  { name: 'seen', offset: 32, kind: u32 },
+  { name: '_pad', offset: 36, kind: pad(4) },
+]);
+
+export interface PtLpmV4 { prefixlen: number; addr: string }
+export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
+  { name: 'prefixlen', offset: 0, kind: u32 },
+  { name: 'addr', offset: 4, kind: ipv4 },
+]);
+
+/** Every struct codec, for the layout test. */
+export const ALL_CODECS = [
+  ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec, LpmV4Codec,
+] as const;
+
+/** Index into pt_ports for (protocol, port). */
+export function portIndex(proto: 'tcp' | 'udp', port: number): number {
+  return PT_PROTO_IDX[proto] * PT_PORTS_PER_PROTO + port;
+}
+
+export const ATTACH_LAN = 1 << 0;
+export const ATTACH_WAN = 1 << 1;
+export const ATTACH_CREATED_QDISC = 1 << 2;

@@ -1,0 +1,127 @@
+/**
+ * Declarative codecs for C structs shared with the data path. One field table
+ * drives parse, format and the layout test against the object's BTF
+ * (test/bpf/abi.test.ts), so the offsets used here cannot drift unseen.
+ */
+
+/** Field kinds. `ipv4` and `be16` are network order in memory and host values here. */
+export type FieldKind =
+  | { t: 'u8' } | { t: 'u16' } | { t: 'u32' } | { t: 'u64' }
+  | { t: 'be16' } | { t: 'ipv4' }
+  | { t: 'u16[]'; len: number }
+  | { t: 'char[]'; len: number }
+  | { t: 'pad'; len: number };
+
+export interface FieldSpec { name: string; offset: number; kind: FieldKind }
+
+export const u8: FieldKind = { t: 'u8' };
+export const u16: FieldKind = { t: 'u16' };
+export const u32: FieldKind = { t: 'u32' };
+export const u64: FieldKind = { t: 'u64' };
+export const be16: FieldKind = { t: 'be16' };
+export const ipv4: FieldKind = { t: 'ipv4' };
+export const u16s = (len: number): FieldKind => ({ t: 'u16[]', len });
+export const chars = (len: number): FieldKind => ({ t: 'char[]', len });
+export const pad = (len: number): FieldKind => ({ t: 'pad', len });
+
+/** Dotted quad of a network-order IPv4 address read from `buf`. */
+export function readIpv4(buf: Buffer, off: number): string {
+  return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+}
+
+/** Write a dotted quad in network order; throws on anything else. */
+export function writeIpv4(buf: Buffer, off: number, addr: string): void {
+  const parts = addr.split('.');
+  if (parts.length !== 4) throw new TypeError(`not an IPv4 address: "${addr}"`);
+  parts.forEach((p, i) => {
+    const n = Number(p);
+    if (!/^\d{1,3}$/.test(p) || n > 255) throw new TypeError(`not an IPv4 address: "${addr}"`);
+    buf[off + i] = n;
+  });
+}
+
+/** A fixed-size value that can go in and out of a map. */
+export interface Codec<T> {
+  readonly size: number;
+  parse(buf: Buffer, off?: number): T;
+  format(value: T, buf?: Buffer, off?: number): Buffer;
+}
+
+/** Codec of a C struct named `cName` (as in the object's BTF). */
+export class StructCodec<T extends object> implements Codec<T> {
+  constructor(readonly cName: string, readonly size: number, readonly fields: readonly FieldSpec[]) {}
+
+  parse(buf: Buffer, off = 0): T {
+    const out: Record<string, unknown> = {};
+    for (const f of this.fields) {
+      const o = off + f.offset;
+      const k = f.kind;
+      switch (k.t) {
+        case 'u8': out[f.name] = buf.readUInt8(o); break;
+        case 'u16': out[f.name] = buf.readUInt16LE(o); break;
+        case 'u32': out[f.name] = buf.readUInt32LE(o); break;
+        case 'u64': out[f.name] = buf.readBigUInt64LE(o); break;
+        case 'be16': out[f.name] = buf.readUInt16BE(o); break;
+        case 'ipv4': out[f.name] = readIpv4(buf, o); break;
+        case 'u16[]': out[f.name] = Array.from({ length: k.len }, (_, i) => buf.readUInt16LE(o + 2 * i)); break;
+        case 'char[]': {
+          const end = buf.indexOf(0, o);
+          out[f.name] = buf.toString('utf8', o, end < 0 || end > o + k.len ? o + k.len : end);
+          break;
+        }
+        case 'pad': break;
+      }
+    }
+    return out as T;
+  }
+
+  format(value: T, buf: Buffer = Buffer.alloc(this.size), off = 0): Buffer {
+    buf.fill(0, off, off + this.size);  // padding is always zero
+    const v = value as Record<string, unknown>;
+    for (const f of this.fields) {
+      const o = off + f.offset;
+      const k = f.kind;
+      const x = v[f.name];
+      switch (k.t) {
+        case 'u8': buf.writeUInt8(Number(x ?? 0), o); break;
+        case 'u16': buf.writeUInt16LE(Number(x ?? 0), o); break;
+        case 'u32': buf.writeUInt32LE(Number(x ?? 0), o); break;
+        case 'u64': buf.writeBigUInt64LE(BigInt((x as bigint | number | undefined) ?? 0), o); break;
+        case 'be16': buf.writeUInt16BE(Number(x ?? 0), o); break;
+        case 'ipv4': writeIpv4(buf, o, String(x ?? '0.0.0.0')); break;
+        case 'u16[]': ((x as number[] | undefined) ?? []).slice(0, k.len).forEach((n, i) => buf.writeUInt16LE(n, o + 2 * i)); break;
+        case 'char[]': {
+          const s = Buffer.from(String(x ?? ''), 'utf8');
+          if (s.length >= k.len) throw new RangeError(`${this.cName}.${f.name}: "${String(x)}" longer than ${k.len - 1} bytes`);
+          s.copy(buf, o);
+          break;
+        }
+        case 'pad': break;
+      }
+    }
+    return buf;
+  }
+}
+
+/** Codec of a bare little-endian u32 / u64 / u8 (map keys and scalar values). */
+export const U32: Codec<number> = {
+  size: 4,
+  parse: (b, o = 0) => b.readUInt32LE(o),
+  format: (v, b = Buffer.alloc(4), o = 0) => { b.writeUInt32LE(v, o); return b; },
+};
+export const U64: Codec<bigint> = {
+  size: 8,
+  parse: (b, o = 0) => b.readBigUInt64LE(o),
+  format: (v, b = Buffer.alloc(8), o = 0) => { b.writeBigUInt64LE(v, o); return b; },
+};
+export const U8: Codec<number> = {
+  size: 1,
+  parse: (b, o = 0) => b.readUInt8(o),
+  format: (v, b = Buffer.alloc(1), o = 0) => { b.writeUInt8(v, o); return b; },
+};
+/** A network-order IPv4 address as a dotted quad. */
+export const IPV4: Codec<string> = {
+  size: 4,
+  parse: (b, o = 0) => readIpv4(b, o),
+  format: (v, b = Buffer.alloc(4), o = 0) => { writeIpv4(b, o, v); return b; },
+};

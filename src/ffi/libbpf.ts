@@ -1,0 +1,282 @@
+/**
+ * Every foreign call porttrig makes, declared in one place: libbpf 1.1
+ * (Debian's libbpf1) and the few libc functions around it, through koffi.
+ *
+ * Conventions of libbpf 1.x: low-level `bpf_*` calls return 0 or -errno;
+ * calls that return a pointer return NULL and set errno. The wrappers here are
+ * raw; src/bpf/ turns failures into typed errors.
+ *
+ * Structs passed by pointer are declared with their libbpf 1.1 layout and a
+ * leading `sz`, which libbpf uses for forward/backward compatibility: we pass
+ * only the fields we know, with `sz` set to their size.
+ */
+import koffi from 'koffi';
+
+const lib = koffi.load('libbpf.so.1');
+const libc = koffi.load('libc.so.6');
+
+/** An opaque libbpf object pointer (struct bpf_object *, struct bpf_map *, ...). */
+export type Ptr = unknown;
+
+koffi.opaque('bpf_object');
+koffi.opaque('bpf_map');
+koffi.opaque('bpf_program');
+koffi.opaque('btf');
+
+/** struct bpf_object_open_opts, up to pin_root_path. */
+const BpfObjectOpenOpts = koffi.struct('bpf_object_open_opts', {
+  sz: 'size_t',
+  object_name: 'const char *',
+  relaxed_maps: 'bool',
+  pin_root_path: 'const char *',
+});
+
+/** struct bpf_tc_hook. */
+const BpfTcHook = koffi.struct('bpf_tc_hook', {
+  sz: 'size_t',
+  ifindex: 'int',
+  attach_point: 'int',
+  parent: 'uint32_t',
+});
+
+/** struct bpf_tc_opts. */
+const BpfTcOpts = koffi.struct('bpf_tc_opts', {
+  sz: 'size_t',
+  prog_fd: 'int',
+  flags: 'uint32_t',
+  prog_id: 'uint32_t',
+  handle: 'uint32_t',
+  priority: 'uint32_t',
+});
+
+/** struct bpf_map_batch_opts. */
+const BpfMapBatchOpts = koffi.struct('bpf_map_batch_opts', {
+  sz: 'size_t',
+  elem_flags: 'uint64_t',
+  flags: 'uint64_t',
+});
+
+/** struct bpf_test_run_opts. */
+const BpfTestRunOpts = koffi.struct('bpf_test_run_opts', {
+  sz: 'size_t',
+  data_in: 'void *',
+  data_out: 'void *',
+  data_size_in: 'uint32_t',
+  data_size_out: 'uint32_t',
+  ctx_in: 'void *',
+  ctx_out: 'void *',
+  ctx_size_in: 'uint32_t',
+  ctx_size_out: 'uint32_t',
+  retval: 'uint32_t',
+  repeat: 'int',
+  duration: 'uint32_t',
+  flags: 'uint32_t',
+  cpu: 'uint32_t',
+  batch_size: 'uint32_t',
+});
+
+/** The head of struct btf_type; members (struct btf_member) follow it. */
+const BtfType = koffi.struct('btf_type', { name_off: 'uint32_t', info: 'uint32_t', size: 'uint32_t' });
+const BtfMember = koffi.struct('btf_member', { name_off: 'uint32_t', type: 'uint32_t', offset: 'uint32_t' });
+
+const PrintFn = koffi.proto('int libbpf_print_fn_t(int level, const char *fmt, void *args)');
+
+export const BPF_TC_INGRESS = 1;
+export const BPF_TC_F_REPLACE = 1;
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+export const BTF_KIND_STRUCT = 4;
+export const BPF_STATS_RUN_TIME = 0;
+
+export interface TcHook { ifindex: number; attach_point: number; parent?: number }
+export interface TcOpts { prog_fd?: number; flags?: number; prog_id?: number; handle: number; priority: number }
+export interface TestRunOpts {
+  data_in: Buffer; data_out: Buffer; data_size_out?: number; ctx_in?: Buffer | null; ctx_out?: Buffer | null;
+  repeat?: number;
+}
+export interface TestRunResult { retval: number; duration: number; data_size_out: number }
+
+const f = {
+  libbpf_major_version: lib.func('uint32_t libbpf_major_version(void)'),
+  libbpf_minor_version: lib.func('uint32_t libbpf_minor_version(void)'),
+  libbpf_num_possible_cpus: lib.func('int libbpf_num_possible_cpus(void)'),
+  libbpf_set_print: lib.func('void *libbpf_set_print(libbpf_print_fn_t *fn)'),
+  bpf_object__open_file: lib.func('bpf_object *bpf_object__open_file(const char *path, const bpf_object_open_opts *opts)'),
+  bpf_object__load: lib.func('int bpf_object__load(bpf_object *obj)'),
+  bpf_object__close: lib.func('void bpf_object__close(bpf_object *obj)'),
+  bpf_object__find_map_by_name: lib.func('bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)'),
+  bpf_object__find_program_by_name: lib.func('bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)'),
+  bpf_map__set_max_entries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
+  bpf_map__max_entries: lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  bpf_map__fd: lib.func('int bpf_map__fd(const bpf_map *map)'),
+  bpf_map__key_size: lib.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
+  bpf_map__value_size: lib.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
+  bpf_program__fd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
+  bpf_tc_hook_create: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
+  bpf_tc_hook_destroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),
+  bpf_tc_attach: lib.func('int bpf_tc_attach(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)'),
+  bpf_tc_detach: lib.func('int bpf_tc_detach(const bpf_tc_hook *hook, const bpf_tc_opts *opts)'),
+  bpf_tc_query: lib.func('int bpf_tc_query(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)'),
+  bpf_map_lookup_elem: lib.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)'),
+  bpf_map_update_elem: lib.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
+  bpf_map_delete_elem: lib.func('int bpf_map_delete_elem(int fd, const void *key)'),
+  bpf_map_lookup_and_delete_elem: lib.func('int bpf_map_lookup_and_delete_elem(int fd, const void *key, void *value)'),
+  bpf_map_get_next_key: lib.func('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
+  bpf_map_lookup_batch: lib.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, const bpf_map_batch_opts *opts)'),
+  bpf_map_update_batch: lib.func('int bpf_map_update_batch(int fd, const void *keys, const void *values, void *count, const bpf_map_batch_opts *opts)'),
+  bpf_map_delete_batch: lib.func('int bpf_map_delete_batch(int fd, const void *keys, void *count, const bpf_map_batch_opts *opts)'),
+  bpf_obj_get: lib.func('int bpf_obj_get(const char *pathname)'),
+  bpf_obj_pin: lib.func('int bpf_obj_pin(int fd, const char *pathname)'),
+  bpf_obj_get_info_by_fd: lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
+  bpf_enable_stats: lib.func('int bpf_enable_stats(int type)'),
+  bpf_prog_test_run_opts: lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)'),
+  btf__parse: lib.func('btf *btf__parse(const char *path, void *btf_ext)'),
+  btf__free: lib.func('void btf__free(btf *btf)'),
+  btf__find_by_name_kind: lib.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
+  btf__type_by_id: lib.func('const btf_type *btf__type_by_id(const btf *btf, uint32_t id)'),
+  btf__name_by_offset: lib.func('const char *btf__name_by_offset(const btf *btf, uint32_t offset)'),
+  close: libc.func('int close(int fd)'),
+  if_nametoindex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
+  mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+  umount2: libc.func('int umount2(const char *target, int flags)'),
+  vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)'),
+};
+
+/** Number of possible CPUs: per-CPU map values hold one slot for each. */
+export const numPossibleCpus = (): number => f.libbpf_num_possible_cpus();
+
+/** errno of the last foreign call on this thread. */
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+/** libbpf's version, e.g. "1.1". */
+export function libbpfVersion(): string {
+  return `${f.libbpf_major_version()}.${f.libbpf_minor_version()}`;
+}
+
+let printCallback: unknown = null;
+/**
+ * Route libbpf's own messages to `sink` (level 0 warn, 1 info, 2 debug),
+ * formatted through vsnprintf. x86-64 and arm64 pass va_list as a pointer-sized
+ * handle, which is what the callback receives.
+ */
+export function setLibbpfPrint(sink: (level: number, msg: string) => void): void {
+  const buf = Buffer.alloc(4096);
+  const fn = (level: number, fmt: string, args: unknown): number => {
+    const n = f.vsnprintf(buf, buf.length, fmt, args) as number;
+    sink(level, buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))).toString('utf8'));
+    return 0;
+  };
+  const registered = koffi.register(fn, koffi.pointer(PrintFn));
+  f.libbpf_set_print(registered);
+  if (printCallback) koffi.unregister(printCallback as never);
+  printCallback = registered;
+}
+
+/** bpf_object__open_file(). Returns null and leaves errno on failure. */
+export function objectOpen(path: string, pinRootPath: string | null): Ptr | null {
+  const opts = { sz: koffi.sizeof(BpfObjectOpenOpts), object_name: null, relaxed_maps: false, pin_root_path: pinRootPath };
+  return f.bpf_object__open_file(path, opts);
+}
+export const objectLoad = (obj: Ptr): number => f.bpf_object__load(obj);
+export const objectClose = (obj: Ptr): void => f.bpf_object__close(obj);
+export const objectFindMap = (obj: Ptr, name: string): Ptr | null => f.bpf_object__find_map_by_name(obj, name);
+export const objectFindProgram = (obj: Ptr, name: string): Ptr | null => f.bpf_object__find_program_by_name(obj, name);
+export const mapSetMaxEntries = (map: Ptr, n: number): number => f.bpf_map__set_max_entries(map, n);
+export const mapMaxEntries = (map: Ptr): number => f.bpf_map__max_entries(map);
+export const mapFd = (map: Ptr): number => f.bpf_map__fd(map);
+export const mapKeySize = (map: Ptr): number => f.bpf_map__key_size(map);
+export const mapValueSize = (map: Ptr): number => f.bpf_map__value_size(map);
+export const programFd = (prog: Ptr): number => f.bpf_program__fd(prog);
+
+function tcHook(h: TcHook): Record<string, number> {
+  return { sz: koffi.sizeof(BpfTcHook), ifindex: h.ifindex, attach_point: h.attach_point, parent: h.parent ?? 0 };
+}
+function tcOpts(o: TcOpts): Record<string, number> {
+  return { sz: koffi.sizeof(BpfTcOpts), prog_fd: o.prog_fd ?? 0, flags: o.flags ?? 0, prog_id: o.prog_id ?? 0, handle: o.handle, priority: o.priority };
+}
+export const tcHookCreate = (h: TcHook): number => f.bpf_tc_hook_create(tcHook(h));
+export const tcHookDestroy = (h: TcHook): number => f.bpf_tc_hook_destroy(tcHook(h));
+export function tcAttach(h: TcHook, o: TcOpts): { ret: number; progId: number } {
+  const opts = tcOpts(o);
+  const ret = f.bpf_tc_attach(tcHook(h), opts) as number;
+  return { ret, progId: opts.prog_id ?? 0 };
+}
+export const tcDetach = (h: TcHook, o: TcOpts): number => f.bpf_tc_detach(tcHook(h), tcOpts({ handle: o.handle, priority: o.priority }));
+/** bpf_tc_query(): the id of the program at (handle, priority), or -errno. */
+export function tcQuery(h: TcHook, o: TcOpts): { ret: number; progId: number } {
+  const opts = tcOpts({ handle: o.handle, priority: o.priority });
+  const ret = f.bpf_tc_query(tcHook(h), opts) as number;
+  return { ret, progId: opts.prog_id ?? 0 };
+}
+
+export const mapLookup = (fd: number, key: Buffer, value: Buffer): number => f.bpf_map_lookup_elem(fd, key, value);
+export const mapUpdate = (fd: number, key: Buffer, value: Buffer, flags: number): number => f.bpf_map_update_elem(fd, key, value, flags);
+export const mapDelete = (fd: number, key: Buffer): number => f.bpf_map_delete_elem(fd, key);
+export const mapLookupAndDelete = (fd: number, key: Buffer, value: Buffer): number => f.bpf_map_lookup_and_delete_elem(fd, key, value);
+export const mapNextKey = (fd: number, key: Buffer | null, next: Buffer): number => f.bpf_map_get_next_key(fd, key, next);
+
+function batchOpts(): Record<string, number> {
+  return { sz: koffi.sizeof(BpfMapBatchOpts), elem_flags: 0, flags: 0 };
+}
+/** bpf_map_lookup_batch(); `count` (4 bytes) is in/out. */
+export const mapLookupBatch = (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Buffer): number =>
+  f.bpf_map_lookup_batch(fd, inBatch, outBatch, keys, values, count, batchOpts());
+export const mapUpdateBatch = (fd: number, keys: Buffer, values: Buffer, count: Buffer): number =>
+  f.bpf_map_update_batch(fd, keys, values, count, batchOpts());
+export const mapDeleteBatch = (fd: number, keys: Buffer, count: Buffer): number =>
+  f.bpf_map_delete_batch(fd, keys, count, batchOpts());
+
+export const objGet = (path: string): number => f.bpf_obj_get(path);
+export const objPin = (fd: number, path: string): number => f.bpf_obj_pin(fd, path);
+export const objGetInfo = (fd: number, info: Buffer, len: Buffer): number => f.bpf_obj_get_info_by_fd(fd, info, len);
+export const enableStats = (type: number): number => f.bpf_enable_stats(type);
+export const closeFd = (fd: number): number => f.close(fd);
+/** mount(2) of a filesystem without options; 0 or -1 with errno. */
+export const mount = (source: string, target: string, fstype: string): number => f.mount(source, target, fstype, 0, null);
+/** umount2(2) with MNT_DETACH (2); 0 or -1 with errno. */
+export const umountLazy = (target: string): number => f.umount2(target, 2);
+/** if_nametoindex(3): 0 when there is no such interface. */
+export const ifNameToIndex = (name: string): number => f.if_nametoindex(name);
+
+/** BPF_PROG_TEST_RUN through bpf_prog_test_run_opts(). */
+export function progTestRun(progFd: number, o: TestRunOpts): TestRunResult & { ret: number } {
+  const opts = {
+    sz: koffi.sizeof(BpfTestRunOpts),
+    data_in: o.data_in, data_out: o.data_out,
+    data_size_in: o.data_in.length, data_size_out: o.data_size_out ?? o.data_out.length,
+    ctx_in: o.ctx_in ?? null, ctx_out: o.ctx_out ?? null,
+    ctx_size_in: o.ctx_in?.length ?? 0, ctx_size_out: o.ctx_out?.length ?? 0,
+    retval: 0, repeat: o.repeat ?? 1, duration: 0, flags: 0, cpu: 0, batch_size: 0,
+  };
+  const ret = f.bpf_prog_test_run_opts(progFd, opts) as number;
+  return { ret, retval: opts.retval, duration: opts.duration, data_size_out: opts.data_size_out };
+}
+
+/** A struct's size and members from a BTF file (for the ABI layout test). */
+export interface BtfStruct { size: number; members: { name: string; offsetBits: number }[] }
+/** Read struct `name` from the BTF of an ELF object; null if it is absent. */
+export function btfStruct(elfPath: string, name: string): BtfStruct | null {
+  const btf = f.btf__parse(elfPath, null);
+  if (!btf) return null;
+  try {
+    const id = f.btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT) as number;
+    if (id < 0) return null;
+    const tp = f.btf__type_by_id(btf, id);
+    const t = koffi.decode(tp, BtfType) as { name_off: number; info: number; size: number };
+    const vlen = t.info & 0xffff;
+    const kflag = (t.info >>> 31) & 1;
+    const members = (vlen ? koffi.decode(tp, koffi.sizeof(BtfType), BtfMember, vlen) : []) as { name_off: number; offset: number }[];
+    return {
+      size: t.size,
+      members: members.map((m) => ({
+        name: f.btf__name_by_offset(btf, m.name_off) as string,
+        offsetBits: kflag ? m.offset & 0xffffff : m.offset,
+      })),
+    };
+  } finally {
+    f.btf__free(btf);
+  }
+}
