@@ -1,0 +1,51 @@
+/**
+ * `porttrig detach`: remove the programs porttrig attached, the clsact qdiscs
+ * it created, and its pinned state. Works without a daemon, from the pins
+ * alone. Idempotent: running it twice is fine.
+ */
+import { existsSync, readdirSync, rmdirSync, statfsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ffi from '../ffi/libbpf.js';
+import { BpfError } from '../errors.js';
+import { ATTACH_CREATED_QDISC, MAPS } from './abi.js';
+import { detachInterface } from './datapath.js';
+import { RawMap } from './map.js';
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+export interface DetachResult { interfaces: number[]; pinsRemoved: number }
+
+/** Detach everything recorded under `pinPath` and remove the pins. */
+export function detachAll(pinPath: string): DetachResult {
+  const res: DetachResult = { interfaces: [], pinsRemoved: 0 };
+  if (!existsSync(pinPath)) return res;
+  const attachPin = join(pinPath, MAPS.attach);
+  if (existsSync(attachPin)) {
+    const fd = ffi.objGet(attachPin);
+    if (fd < 0) throw new BpfError(`open ${attachPin}`, -fd);
+    try {
+      const m = new RawMap({ name: MAPS.attach, fd, keySize: 4, valueSize: 4, maxEntries: 64, perCpu: false });
+      for (const [k, v] of m.entries()) {
+        const ifindex = k.readUInt32LE();
+        detachInterface(ifindex, (v.readUInt32LE() & ATTACH_CREATED_QDISC) !== 0);
+        res.interfaces.push(ifindex);
+      }
+    } finally {
+      ffi.closeFd(fd);
+    }
+  }
+  for (const name of Object.values(MAPS)) {
+    const p = join(pinPath, name);
+    if (existsSync(p)) { unlinkSync(p); res.pinsRemoved++; }
+  }
+  // A bpffs that porttrig mounted on pin_path itself: unmount it.
+  if (statfsSync(pinPath).type === BPF_FS_MAGIC && readdirSync(pinPath).every((f) => f.endsWith('.debug'))) {
+    if (ffi.umountLazy(pinPath) !== 0) {
+      // Not a mount point of its own (a directory inside /sys/fs/bpf): remove it.
+      try { rmdirSync(pinPath); } catch { /* not empty: leave it */ }
+      return res;
+    }
+  }
+  try { rmdirSync(pinPath); } catch { /* busy or not empty: leave it */ }
+  return res;
+}

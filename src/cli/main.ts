@@ -1,0 +1,159 @@
+#!/usr/bin/env node
+/**
+ * The porttrig command line. Thin: parses options, calls the core or the
+ * daemon, prints, and maps typed errors to exit codes (0 ok, 1 operational
+ * error, 2 usage or config error).
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { Daemon, type RuleView, type StatusView } from '../daemon/daemon.js';
+import { createLogger, type LogLevel } from '../daemon/log.js';
+import { loadConfigFile } from '../config/load.js';
+import { detachAll } from '../bpf/detach.js';
+import { ConfigError, PorttrigError } from '../errors.js';
+import type { FlowView, SessionView } from '../core/state.js';
+import { version } from '../paths.js';
+import { callDaemon } from './client.js';
+import { table } from './table.js';
+
+const DEFAULT_CONFIG = '/etc/porttrig/porttrig.yaml';
+const DEFAULT_SOCKET = '/run/porttrig/porttrig.sock';
+
+interface GlobalOpts { json?: boolean; socket?: string; config?: string }
+
+const out = (s: string): void => { process.stdout.write(`${s}\n`); };
+
+/** The control socket: --socket, else the one in --config, else the default. */
+function socketOf(o: GlobalOpts): string {
+  if (o.socket) return o.socket;
+  if (o.config) return loadConfigFile(o.config).control.socket;
+  return DEFAULT_SOCKET;
+}
+
+function print(o: GlobalOpts, data: unknown, human: () => string): void {
+  out(o.json ? JSON.stringify(data, null, 2) : human());
+}
+
+function exitCodeOf(e: unknown): number {
+  if (e instanceof PorttrigError) return e.code === 'E_CONFIG' || e.code === 'E_USAGE' ? 2 : 1;
+  return 1;
+}
+
+function fail(e: unknown, json: boolean): never {
+  if (json && e instanceof PorttrigError) process.stderr.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
+  else if (e instanceof ConfigError) process.stderr.write(`porttrig: invalid configuration:\n${e.message}\n`);
+  else if (e instanceof PorttrigError) process.stderr.write(`porttrig: ${e.message}\n`);
+  else process.stderr.write(`porttrig: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(exitCodeOf(e));
+}
+
+async function runDaemon(opts: { config: string; logLevel: LogLevel }): Promise<void> {
+  const logger = createLogger((l) => process.stderr.write(`${l}\n`), opts.logLevel);
+  const d = await Daemon.start({ configPath: opts.config, logger });
+  process.on('SIGHUP', () => {
+    try { d.reload(); } catch (e) { logger.error('reload refused; running config kept', { error: e instanceof PorttrigError ? e.message : e }); }
+  });
+  const stop = (sig: string) => (): void => {
+    logger.info('signal', { signal: sig });
+    void d.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop('SIGTERM'));
+  process.on('SIGINT', stop('SIGINT'));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('porttrig')
+    .description('Port triggering for Linux gateways (eBPF data path)')
+    .version(version, '-V, --version')
+    .option('--json', 'machine-readable JSON output')
+    .option('--socket <path>', `control socket (default: from --config, else ${DEFAULT_SOCKET})`)
+    .option('-c, --config <file>', 'configuration file (to find the control socket)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const g = (): GlobalOpts => program.opts<GlobalOpts>();
+
+  program.command('daemon')
+    .description('run the daemon in the foreground (logs to stderr)')
+    .option('-c, --config <file>', 'configuration file', DEFAULT_CONFIG)
+    .addOption(new Option('--log-level <level>', 'lowest level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (o: { config: string; logLevel: LogLevel }) => runDaemon(o));
+
+  program.command('status')
+    .description('what the daemon runs: interfaces, attachment, counts')
+    .action(async () => {
+      const s = await callDaemon<StatusView>(socketOf(g()), 'GET', '/v1/status');
+      print(g(), s, () => [
+        `porttrig ${s.version}, pid ${s.pid}, up since ${s.started_at}${s.adopted ? ' (adopted pinned state)' : ''}`,
+        `config:   ${s.config}`,
+        `pin path: ${s.pin_path}`,
+        `WAN:      ${s.wan.interface} ${s.wan.address ?? '(no IPv4 address)'}`,
+        `LAN:      ${s.lan.map((l) => l.interface).join(', ')}`,
+        `attached: ${s.attached.map((a) => `${a.interface}${a.program_id ? `(prog ${a.program_id})` : '(NOT ATTACHED)'}`).join(', ')}`,
+        `rules ${s.rules}, sessions ${s.sessions}, flows ${s.flows}`,
+      ].join('\n'));
+    });
+
+  program.command('sessions')
+    .description('open sessions')
+    .action(async () => {
+      const rows = await callDaemon<SessionView[]>(socketOf(g()), 'GET', '/v1/sessions');
+      print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows']) : 'no open sessions'));
+    });
+
+  program.command('flows')
+    .description('accepted inbound flows')
+    .action(async () => {
+      const rows = await callDaemon<FlowView[]>(socketOf(g()), 'GET', '/v1/flows');
+      print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s']) : 'no flows'));
+    });
+
+  program.command('rules')
+    .description('configured rules with their counters')
+    .action(async () => {
+      const rows = await callDaemon<RuleView[]>(socketOf(g()), 'GET', '/v1/rules');
+      print(g(), rows, () => table(rows as unknown as Record<string, unknown>[], ['name', 'enabled', 'trigger', 'open', 'peer', 'conflict', 'trigger_hits', 'sessions_opened', 'flows_opened']));
+    });
+
+  program.command('reload')
+    .description('apply the changed configuration file (like SIGHUP)')
+    .action(async () => {
+      const r = await callDaemon<{ rules: number }>(socketOf(g()), 'POST', '/v1/reload');
+      print(g(), r, () => `reloaded: ${r.rules} rules`);
+    });
+
+  program.command('check-config <file>')
+    .description('validate a configuration file; exit 2 with every error if it is invalid')
+    .action((file: string) => {
+      const c = loadConfigFile(file);
+      print(g(), { ok: true, rules: c.rules.length }, () => `${file}: ok (${c.rules.length} rules)`);
+    });
+
+  program.command('detach')
+    .description('remove the programs, the qdiscs porttrig created, and all pinned state')
+    .option('--pin-path <dir>', 'pinned state (default: from --config)')
+    .action((o: { pinPath?: string }) => {
+      const pin = o.pinPath ?? (g().config ? loadConfigFile(g().config!).datapath.pinPath : '/sys/fs/bpf/porttrig');
+      const r = detachAll(pin);
+      print(g(), r, () => `detached from ${r.interfaces.length} interfaces, removed ${r.pinsRemoved} pins under ${pin}`);
+    });
+
+  program.command('version')
+    .description('print the version')
+    .action(() => print(g(), { version }, () => version));
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exit(e.exitCode === 0 ? 0 : 2);
+    }
+    fail(e, argv.includes('--json'));
+  }
+}
+
+void main(process.argv);

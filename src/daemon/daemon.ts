@@ -1,0 +1,232 @@
+/**
+ * The porttrig daemon: loads (or adopts) the data path, programs the rules,
+ * attaches the programs, follows interface addresses, sweeps expired state,
+ * and serves the control socket. It never prints and never exits: errors are
+ * thrown as PorttrigError, events go to the injected Logger.
+ */
+import { Datapath, attachedProgramId } from '../bpf/datapath.js';
+import { loadConfigFile, checkInterfacesExist } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { ConfigError, PorttrigError } from '../errors.js';
+import { compileRules } from '../rules/compile.js';
+import { PorttrigState, type SessionView, type FlowView } from '../core/state.js';
+import { bpfObjectPath, version } from '../paths.js';
+import type { Logger } from './log.js';
+import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
+import { ControlServer } from './control.js';
+
+export interface DaemonOptions {
+  configPath: string;
+  logger: Logger;
+  /** How often expired sessions and flows are swept, and addresses re-read. */
+  sweepIntervalMs?: number;
+  objectPath?: string;
+}
+
+export interface StatusView {
+  version: string;
+  pid: number;
+  started_at: string;
+  config: string;
+  pin_path: string;
+  adopted: boolean;
+  wan: { interface: string; ifindex: number; address: string | null };
+  lan: { interface: string; ifindex: number }[];
+  attached: { interface: string; program_id: number }[];
+  rules: number;
+  sessions: number;
+  flows: number;
+}
+
+export interface RuleView {
+  name: string;
+  id: number;
+  enabled: boolean;
+  trigger: string;
+  open: string[];
+  idle_timeout_ms: number;
+  peer: string;
+  conflict: string;
+  kill_flows_on_expiry: boolean;
+  trigger_hits: number;
+  sessions_opened: number;
+  flows_opened: number;
+}
+
+export class Daemon {
+  private config: Config;
+  private readonly dp: Datapath;
+  private readonly state: PorttrigState;
+  private timer: NodeJS.Timeout | null = null;
+  private control: ControlServer | null = null;
+  private wanAddr: string | null = null;
+  private localKey = '';
+  private readonly startedAt = new Date();
+  private stopped = false;
+
+  private constructor(private readonly opts: DaemonOptions, config: Config, dp: Datapath) {
+    this.config = config;
+    this.dp = dp;
+    this.state = new PorttrigState(dp.maps);
+  }
+
+  /**
+   * Start: validate the config, load or adopt the data path, program rules,
+   * attach to the interfaces, start sweeping and serving. Any failure leaves
+   * running forwarding (pinned state, attached programs) as it was.
+   */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const log = opts.logger;
+    const config = loadConfigFile(opts.configPath);
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      throw new PorttrigError('E_PERMISSION', 'porttrig daemon must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)');
+    }
+    const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
+    if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
+
+    const dp = Datapath.load({
+      objectPath: opts.objectPath ?? bpfObjectPath,
+      pinPath: config.datapath.pinPath,
+      limits: config.limits,
+      onLibbpfLog: (level, msg) => log.debug('libbpf', { level, text: msg.trimEnd() }),
+    });
+    const d = new Daemon(opts, config, dp);
+    try {
+      d.program(config);
+      d.followAddresses();
+      d.attachAll();
+      d.control = await ControlServer.listen(config.control.socket, d, log);
+    } catch (e) {
+      dp.close();
+      throw e;
+    }
+    log.info('daemon started', {
+      version, config: opts.configPath, pin_path: config.datapath.pinPath, adopted: dp.adopted,
+      rules: config.rules.length, wan: config.interfaces.wan, lan: config.interfaces.lan.join(','),
+    });
+    d.timer = setInterval(() => d.tick(), opts.sweepIntervalMs ?? 1000);
+    return d;
+  }
+
+  /** Compile and write the rules, keeping the ids of rules that still exist. */
+  private program(config: Config): void {
+    const compiled = compileRules(config.rules, this.state.ruleIds());
+    this.state.applyRules(compiled);
+  }
+
+  private attachAll(): void {
+    const { wan, lan } = this.config.interfaces;
+    for (const name of lan) this.dp.attach(ifindexOf(name), 'lan');
+    this.dp.attach(ifindexOf(wan), 'wan');
+  }
+
+  /**
+   * Read the WAN address, the gateway's own addresses and the LAN subnets,
+   * and write what changed. Called at start and on every tick, so a new WAN
+   * address (DHCP renew) is used within one sweep interval.
+   */
+  private followAddresses(): void {
+    const { wan, lan } = this.config.interfaces;
+    const wanAddr = ipv4Of(wan)[0]?.address ?? null;
+    if (wanAddr !== this.wanAddr) {
+      this.state.setRuntime(wanAddr ?? '0.0.0.0', ifindexOf(wan), this.config.limits.sessionsPerHost);
+      if (wanAddr) this.opts.logger.info('WAN address', { interface: wan, address: wanAddr, previous: this.wanAddr ?? 'none' });
+      else this.opts.logger.warn('WAN interface has no IPv4 address; nothing is forwarded until it has one', { interface: wan });
+      this.wanAddr = wanAddr;
+    }
+    const local = allIpv4();
+    const nets = lan.flatMap((n) => ipv4Of(n).map((a) => a.cidr));
+    const key = `${local.join(',')}|${nets.join(',')}`;
+    if (key !== this.localKey) {
+      this.state.setLocalAddrs(local);
+      this.state.setLanNets(nets);
+      this.localKey = key;
+    }
+  }
+
+  private tick(): void {
+    try {
+      this.followAddresses();
+      const r = this.state.sweep();
+      if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
+        this.opts.logger.info('sweep', { sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved });
+      }
+    } catch (e) {
+      this.opts.logger.error('sweep failed', { error: e });
+    }
+  }
+
+  /**
+   * Apply the config file again (SPEC 6). A file that fails validation is
+   * refused with its errors and nothing changes. Rules keep their identity
+   * by name; sessions of removed rules are closed by the next sweep.
+   */
+  reload(): { rules: number } {
+    const next = loadConfigFile(this.opts.configPath);
+    const cur = this.config;
+    const fixed: [string, unknown, unknown][] = [
+      ['interfaces', cur.interfaces, next.interfaces], ['limits.sessions', cur.limits.sessions, next.limits.sessions],
+      ['limits.flows', cur.limits.flows, next.limits.flows], ['datapath.pin_path', cur.datapath.pinPath, next.datapath.pinPath],
+      ['control.socket', cur.control.socket, next.control.socket], ['metrics.listen', cur.metrics.listen, next.metrics.listen],
+    ];
+    const changed = fixed.filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b)).map(([n]) => n);
+    if (changed.length > 0) {
+      throw new ConfigError(this.opts.configPath, changed.map((path) => ({ path, message: 'cannot change on reload; restart the daemon' })));
+    }
+    this.program(next);
+    this.config = next;
+    this.wanAddr = null;  // re-write runtime settings (sessions_per_host may have changed)
+    this.followAddresses();
+    this.opts.logger.info('config reloaded', { rules: next.rules.length });
+    return { rules: next.rules.length };
+  }
+
+  sessions(): SessionView[] { return this.state.sessions(); }
+  flows(): FlowView[] { return this.state.flows(); }
+
+  rules(): RuleView[] {
+    const ids = this.state.ruleIds();
+    return this.config.rules.map((r) => {
+      const id = ids.get(r.name) ?? 0;
+      const fmt = (protos: string[], ports: string): string => `${protos.length === 2 ? 'both' : protos[0]}/${ports}`;
+      return {
+        name: r.name, id, enabled: r.enabled,
+        trigger: fmt(r.trigger.protos, r.trigger.ranges.map((x) => (x.from === x.to ? `${x.from}` : `${x.from}-${x.to}`)).join(',')),
+        open: r.open.map((o) => fmt(o.protos, o.from === o.to ? `${o.from}` : `${o.from}-${o.to}`) + (o.lanFrom !== o.from ? ` -> ${o.lanFrom}` : '')),
+        idle_timeout_ms: r.idleTimeoutMs, peer: r.peer, conflict: r.conflict, kill_flows_on_expiry: r.killFlowsOnExpiry,
+        trigger_hits: Number(this.state.counter(id, 'trigger_hits')),
+        sessions_opened: Number(this.state.counter(id, 'sessions_opened')),
+        flows_opened: Number(this.state.counter(id, 'flows_opened')),
+      };
+    });
+  }
+
+  status(): StatusView {
+    const { wan, lan } = this.config.interfaces;
+    const ifaces = [...lan, wan];
+    return {
+      version, pid: process.pid, started_at: this.startedAt.toISOString(), config: this.opts.configPath,
+      pin_path: this.config.datapath.pinPath, adopted: this.dp.adopted,
+      wan: { interface: wan, ifindex: ifindexOf(wan), address: this.wanAddr },
+      lan: lan.map((n) => ({ interface: n, ifindex: ifindexOf(n) })),
+      attached: ifaces.map((n) => ({ interface: n, program_id: attachedProgramId(ifindexOf(n)) })),
+      rules: this.config.rules.length,
+      sessions: this.state.sessions().length,
+      flows: this.state.flows().length,
+    };
+  }
+
+  /**
+   * Stop sweeping and serving. The programs stay attached and the maps stay
+   * pinned: forwarding goes on until a new daemon adopts it (SPEC 6).
+   * Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.control?.close();
+    this.dp.close();
+    this.opts.logger.info('daemon stopped; data path left attached');
+  }
+}

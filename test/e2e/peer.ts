@@ -1,0 +1,87 @@
+/**
+ * A small network peer run inside a test namespace (`ip netns exec NS node
+ * peer.js MODE ...`). It prints one JSON line per event on stdout, so tests
+ * can assert what a user's application would see.
+ *
+ *   tcp-echo PORT                 accept, report the peer, echo lines back
+ *   tcp-talk HOST PORT            connect; each stdin line is sent and the echo printed
+ *   tcp-once HOST PORT MSG MS     connect, send MSG, print the echo or the failure
+ *   udp-echo PORT                 echo datagrams, reporting the sender
+ *   udp-once HOST PORT MSG MS     send MSG from a fresh socket, print the reply and its source
+ *   udp-callback PORT CBHOST CBPORT MS
+ *                                 on each datagram, at once connect (TCP) to CBHOST:CBPORT
+ *                                 and print whether it got through
+ */
+import { createServer, connect, type Socket } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { createInterface } from 'node:readline';
+
+const say = (o: Record<string, unknown>): void => { process.stdout.write(`${JSON.stringify(o)}\n`); };
+const [mode, ...a] = process.argv.slice(2);
+
+function lines(sock: Socket, onLine: (l: string) => void): void {
+  let buf = '';
+  sock.on('data', (d) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) { onLine(buf.slice(0, i)); buf = buf.slice(i + 1); }
+  });
+}
+
+function tcpOnce(host: string, port: number, msg: string, ms: number, done: (r: Record<string, unknown>) => void): void {
+  const s = connect({ host, port });
+  const t = setTimeout(() => { s.destroy(); done({ ok: false, error: 'timeout' }); }, ms);
+  s.on('connect', () => s.write(`${msg}\n`));
+  lines(s, (l) => { clearTimeout(t); s.end(); done({ ok: true, reply: l, local: s.localAddress, remote: s.remoteAddress }); });
+  s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); done({ ok: false, error: e.code ?? e.message }); });
+}
+
+switch (mode) {
+  case 'tcp-echo': {
+    const srv = createServer((s) => {
+      say({ event: 'accept', remote: s.remoteAddress, remote_port: s.remotePort, local_port: s.localPort });
+      lines(s, (l) => s.write(`echo:${l}\n`));
+      s.on('error', () => {});
+    });
+    srv.listen(Number(a[0]), '0.0.0.0', () => say({ event: 'listening' }));
+    break;
+  }
+  case 'tcp-talk': {
+    const s = connect({ host: a[0]!, port: Number(a[1]) });
+    s.on('connect', () => say({ event: 'connected', local_port: s.localPort }));
+    s.on('error', (e: NodeJS.ErrnoException) => say({ event: 'error', error: e.code }));
+    lines(s, (l) => say({ event: 'reply', reply: l }));
+    createInterface({ input: process.stdin }).on('line', (l) => s.write(`${l}\n`));
+    break;
+  }
+  case 'tcp-once':
+    tcpOnce(a[0]!, Number(a[1]), a[2]!, Number(a[3]), (r) => { say(r); process.exit(0); });
+    break;
+  case 'udp-echo': {
+    const s = createSocket('udp4');
+    s.on('message', (m, r) => {
+      say({ event: 'datagram', remote: r.address, remote_port: r.port, data: m.toString() });
+      s.send(`echo:${m.toString()}`, r.port, r.address);
+    });
+    s.bind(Number(a[0]), '0.0.0.0', () => say({ event: 'listening' }));
+    break;
+  }
+  case 'udp-once': {
+    const s = createSocket('udp4');
+    const t = setTimeout(() => { say({ ok: false, error: 'timeout' }); process.exit(0); }, Number(a[3]));
+    s.on('message', (m, r) => { clearTimeout(t); say({ ok: true, reply: m.toString(), from: r.address, from_port: r.port }); process.exit(0); });
+    s.send(a[2]!, Number(a[1]), a[0]!);
+    break;
+  }
+  case 'udp-callback': {
+    const s = createSocket('udp4');
+    s.on('message', (_m, r) => {
+      tcpOnce(a[1]!, Number(a[2]), 'callback', Number(a[3]), (res) => say({ event: 'callback', trigger_from: r.address, ...res }));
+    });
+    s.bind(Number(a[0]), '0.0.0.0', () => say({ event: 'listening' }));
+    break;
+  }
+  default:
+    process.stderr.write(`peer: unknown mode ${mode}\n`);
+    process.exit(2);
+}
