@@ -67,10 +67,18 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable JSON output')
     .option('--socket <path>', `control socket (default: from --config, else ${DEFAULT_SOCKET})`)
     .option('-c, --config <file>', 'configuration file (to find the control socket)')
+    .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
 
-  const g = (): GlobalOpts => program.opts<GlobalOpts>();
+  let current: Command = program;
+  const g = (): GlobalOpts => current.optsWithGlobals<GlobalOpts>();
+  /** A subcommand that also takes --json, --socket and --config after its name. */
+  const cmd = (nameAndArgs: string): Command => program.command(nameAndArgs)
+    .option('--json', 'machine-readable JSON output')
+    .option('--socket <path>', 'control socket')
+    .option('-c, --config <file>', 'configuration file (to find the control socket)')
+    .hook('preAction', (_p, action) => { current = action; });
 
   program.command('daemon')
     .description('run the daemon in the foreground (logs to stderr)')
@@ -78,7 +86,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--log-level <level>', 'lowest level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action(async (o: { config: string; logLevel: LogLevel }) => runDaemon(o));
 
-  program.command('status')
+  cmd('status')
     .description('what the daemon runs: interfaces, attachment, counts')
     .action(async () => {
       const s = await callDaemon<StatusView>(socketOf(g()), 'GET', '/v1/status');
@@ -93,42 +101,42 @@ export function buildProgram(): Command {
       ].join('\n'));
     });
 
-  program.command('sessions')
+  cmd('sessions')
     .description('open sessions')
     .action(async () => {
       const rows = await callDaemon<SessionView[]>(socketOf(g()), 'GET', '/v1/sessions');
       print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows']) : 'no open sessions'));
     });
 
-  program.command('flows')
+  cmd('flows')
     .description('accepted inbound flows')
     .action(async () => {
       const rows = await callDaemon<FlowView[]>(socketOf(g()), 'GET', '/v1/flows');
       print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s']) : 'no flows'));
     });
 
-  program.command('rules')
+  cmd('rules')
     .description('configured rules with their counters')
     .action(async () => {
       const rows = await callDaemon<RuleView[]>(socketOf(g()), 'GET', '/v1/rules');
       print(g(), rows, () => table(rows as unknown as Record<string, unknown>[], ['name', 'enabled', 'trigger', 'open', 'peer', 'conflict', 'trigger_hits', 'sessions_opened', 'flows_opened']));
     });
 
-  program.command('reload')
+  cmd('reload')
     .description('apply the changed configuration file (like SIGHUP)')
     .action(async () => {
       const r = await callDaemon<{ rules: number }>(socketOf(g()), 'POST', '/v1/reload');
       print(g(), r, () => `reloaded: ${r.rules} rules`);
     });
 
-  program.command('check-config <file>')
+  cmd('check-config <file>')
     .description('validate a configuration file; exit 2 with every error if it is invalid')
     .action((file: string) => {
       const c = loadConfigFile(file);
       print(g(), { ok: true, rules: c.rules.length }, () => `${file}: ok (${c.rules.length} rules)`);
     });
 
-  program.command('detach')
+  cmd('detach')
     .description('remove the programs, the qdiscs porttrig created, and all pinned state')
     .option('--pin-path <dir>', 'pinned state (default: from --config)')
     .action((o: { pinPath?: string }) => {
@@ -137,7 +145,7 @@ export function buildProgram(): Command {
       print(g(), r, () => `detached from ${r.interfaces.length} interfaces, removed ${r.pinsRemoved} pins under ${pin}`);
     });
 
-  program.command('version')
+  cmd('version')
     .description('print the version')
     .action(() => print(g(), { version }, () => version));
 
