@@ -34,7 +34,7 @@ test: build
 
 ## Only the tests that need neither root nor BPF.
 test-unit: build
-	node --test $$(find dist/test/config dist/test/core -name '*.test.js' 2>/dev/null | sort)
+	node --test $$(find dist/test/config dist/test/core dist/test/rules -name '*.test.js' 2>/dev/null | sort)
 
 demo: build
 	bash scripts/demo.sh

@@ -1,0 +1,68 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { planSweep, flowState, partnerKey } from '../../src/core/sweep.js';
+import {
+  DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_SYN,
+  type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
+} from '../../src/bpf/abi.js';
+
+const S = 1_000_000_000n;
+const NOW = 10_000n * S;   // a fake CLOCK_MONOTONIC value
+const rules = new Map<number, PtRule>([
+  [1, { idle_timeout_ns: 60n * S, flags: RULE_ENABLED }],
+  [2, { idle_timeout_ns: 60n * S, flags: RULE_ENABLED | RULE_KILL_FLOWS }],
+  [3, { idle_timeout_ns: 60n * S, flags: 0 }],   // disabled
+]);
+
+const sess = (rule: number, host: string, idleS: bigint): [PtSessionKey, PtSession] =>
+  [{ rule, peer: '0.0.0.0' }, { opened_ns: NOW - 100n * S, last_seen_ns: NOW - idleS * S, host, ifindex: 3 }];
+
+function flow(rule: number, host: string, proto: number, inSeen: number, outSeen: number, idleS: bigint, rport = 40000): [PtFlowKey, PtFlow][] {
+  const base = { created_ns: NOW - 500n * S, last_seen_ns: NOW - idleS * S, rule, sess_peer: '0.0.0.0', ifindex: 2 };
+  const inKey: PtFlowKey = { saddr: '198.51.100.7', daddr: '203.0.113.1', sport: rport, dport: 113, proto, dir: DIR_IN };
+  const inVal: PtFlow = { ...base, nat_addr: host, nat_port: 113, seen: inSeen };
+  const outKey: PtFlowKey = { saddr: host, daddr: '198.51.100.7', sport: 113, dport: rport, proto, dir: DIR_OUT };
+  const outVal: PtFlow = { ...base, nat_addr: '203.0.113.1', nat_port: 113, seen: outSeen };
+  return [[inKey, inVal], [outKey, outVal]];
+}
+
+test('sessions: idle past the rule timeout expire; within it they stay; disabled rules close', () => {
+  const plan = planSweep([sess(1, '10.0.0.2', 61n), sess(1, '10.0.0.3', 59n).map((x, i) => (i === 0 ? { rule: 1, peer: '192.0.2.9' } : x)) as [PtSessionKey, PtSession], sess(3, '10.0.0.4', 1n)], [], rules, NOW);
+  assert.deepEqual(plan.sessions.map((s) => [s.value.host, s.reason]), [['10.0.0.2', 'expired'], ['10.0.0.4', 'rule_gone']]);
+  assert.deepEqual([...plan.hostCounts], [['10.0.0.3', 1]]);
+});
+
+test('flow timers follow RFC 4787/5382: UDP 300 s, TCP established 7440 s, transitory 240 s', () => {
+  const cases: [string, [PtFlowKey, PtFlow][], boolean][] = [
+    ['udp idle 299 s stays', flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 299n), false],
+    ['udp idle 301 s goes', flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 301n), true],
+    ['tcp established idle 7439 s stays', flow(1, '10.0.0.2', IPPROTO_TCP, SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 7439n), false],
+    ['tcp established idle 7441 s goes', flow(1, '10.0.0.2', IPPROTO_TCP, SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 7441n), true],
+    ['tcp half-open idle 241 s goes', flow(1, '10.0.0.2', IPPROTO_TCP, SEEN_SYN, 0, 241n), true],
+    ['tcp half-open idle 239 s stays', flow(1, '10.0.0.2', IPPROTO_TCP, SEEN_SYN, 0, 239n), false],
+    ['tcp after FIN idle 241 s goes', flow(1, '10.0.0.2', IPPROTO_TCP, SEEN_SYN | SEEN_ACK | SEEN_FIN, SEEN_SYN, 241n), true],
+  ];
+  for (const [name, entries, gone] of cases) {
+    const plan = planSweep([sess(1, '10.0.0.2', 1n)], entries, rules, NOW);
+    assert.equal(plan.flows.length, gone ? 2 : 0, name);
+  }
+});
+
+test('kill_flows_on_expiry removes flows of an ended session; other rules keep them', () => {
+  const killed = planSweep([], flow(2, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n), rules, NOW);
+  assert.equal(killed.flows.length, 2);
+  const kept = planSweep([], flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n), rules, NOW);
+  assert.equal(kept.flows.length, 0);
+});
+
+test('flows are counted per live session of their own host', () => {
+  const plan = planSweep([sess(1, '10.0.0.2', 1n)], [...flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n), ...flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n, 40001)], rules, NOW);
+  assert.equal(plan.flowsPerSession.get('1/0.0.0.0'), 2);
+});
+
+test('partnerKey maps each direction onto the other', () => {
+  const [[ik, iv], [ok, ov]] = flow(1, '10.0.0.2', IPPROTO_TCP, 0, 0, 1n);
+  assert.deepEqual(partnerKey(ik!, iv!), ok);
+  assert.deepEqual(partnerKey(ok!, ov!), ik);
+  assert.equal(flowState(IPPROTO_TCP, SEEN_ACK, SEEN_SYN), 'tcp_established');
+});
