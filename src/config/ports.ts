@@ -81,6 +81,7 @@ function splitProto(text: string): ParseResult<{ protos: Proto[]; rest: string }
 
 /** Parse a trigger spec `PROTO/PORTS`, e.g. `tcp/6667,6697` or `both/3478-3479`. */
 export function parseTriggerSpec(text: string): ParseResult<TriggerSpec> {
+  if (text.includes('->')) return fail('a trigger cannot translate ports ("->" belongs in open specs)');
   const head = splitProto(text);
   if (!head.ok) return head;
   const ranges = parsePortList(head.value.rest);
