@@ -188,31 +188,42 @@ static __always_inline void pt_touch(__u64 *stamp, __u64 now)
 		*stamp = now;
 }
 
-/* Take one session slot for `host`; false when it holds sessions_per_host. */
-static __always_inline bool pt_host_take(__be32 host, __u32 limit)
+enum pt_take {
+	PT_TAKE_OK = 0,
+	PT_TAKE_LIMIT,      /* the host holds sessions_per_host sessions */
+	PT_TAKE_FULL,       /* pt_host_sessions itself is full */
+};
+
+/* Take one session slot for `host`. */
+static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit)
 {
 	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
 	if (!n) {
 		__u32 one = 1;
-		if (limit >= 1 && !bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST))
-			return true;
-		/* Lost a race with another CPU, or the map is full. */
+		if (limit < 1)
+			return PT_TAKE_LIMIT;
+		if (!bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST))
+			return PT_TAKE_OK;
+		/* Lost a race with another CPU (EEXIST), or the map is full. */
 		n = bpf_map_lookup_elem(&pt_host_sessions, &host);
 		if (!n)
-			return false;
+			return PT_TAKE_FULL;
 	}
 	if (__sync_fetch_and_add(n, 1) >= limit) {
 		__sync_fetch_and_sub(n, 1);
-		return false;
+		return PT_TAKE_LIMIT;
 	}
-	return true;
+	return PT_TAKE_OK;
 }
 
+/* Give a slot back; the entry goes when it reaches zero, so that hosts that
+ * hold nothing never fill pt_host_sessions. A take racing the delete can lose
+ * one count; the daemon's sweep recounts every second. */
 static __always_inline void pt_host_release(__be32 host)
 {
 	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
-	if (n && *n > 0)
-		__sync_fetch_and_sub(n, 1);
+	if (n && *n > 0 && __sync_fetch_and_sub(n, 1) == 1)
+		bpf_map_delete_elem(&pt_host_sessions, &host);
 }
 
 /*
@@ -262,9 +273,12 @@ static __always_inline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifind
 			old_host = s->host;
 	}
 
-	if (!keep_slot && !pt_host_take(p->saddr, cfg->sessions_per_host)) {
-		pt_count(id, PT_RC_REFUSED_HOST_LIMIT);
-		return;
+	if (!keep_slot) {
+		enum pt_take t = pt_host_take(p->saddr, cfg->sessions_per_host);
+		if (t != PT_TAKE_OK) {
+			pt_count(id, t == PT_TAKE_LIMIT ? PT_RC_REFUSED_HOST_LIMIT : PT_RC_REFUSED_MAP_FULL);
+			return;
+		}
 	}
 	if (bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY)) {
 		if (!keep_slot)
