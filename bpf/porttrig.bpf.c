@@ -443,6 +443,9 @@ static __always_inline int pt_open_flow(struct __sk_buff *skb, const struct pt_p
 	if (pt_from_lan_net(p->saddr) || pt_local_socket(skb, p))
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
+	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
+		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
+
 	__be32 host = s->host;
 	__be16 lan_port = bpf_htons(port->open_lan_port);
 	struct pt_flow_key out_key = {
