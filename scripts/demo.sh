@@ -37,21 +37,7 @@ ip -n "$WAN" link set eth0 up; ip -n "$WAN" addr add 203.0.113.2/24 dev eth0
 ip -n "$GW" link set lan0 up; ip -n "$GW" addr add 10.77.0.1/24 dev lan0
 ip -n "$GW" link set wan0 up; ip -n "$GW" addr add 203.0.113.1/24 dev wan0
 ip netns exec "$GW" sysctl -qw net.ipv4.ip_forward=1
-ip netns exec "$GW" nft -f - <<'NFT'
-table inet filter {
-  chain forward {
-    type filter hook forward priority 0; policy drop;
-    ct state established,related accept
-    iifname "lan0" oifname "wan0" accept
-  }
-}
-table ip nat {
-  chain postrouting {
-    type nat hook postrouting priority 100;
-    oifname "wan0" masquerade
-  }
-}
-NFT
+ip netns exec "$GW" nft -f examples/gateway-firewall.nft
 echo "gateway firewall: forward policy drop, established/related and LAN->WAN accepted, masquerade on wan0"
 
 mkdir -p "$dir/bpf" && mount -t bpf bpf "$dir/bpf"

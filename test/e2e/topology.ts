@@ -111,21 +111,7 @@ export class Topology {
       this.exec(n, 'ethtool', '-K', 'eth0', 'rx', 'off');
       if (this.opts.hostTxOffload === false) this.exec(n, 'ethtool', '-K', 'eth0', 'tx', 'off');
     }
-    sh('ip', ['netns', 'exec', gw, 'nft', '-f', '-'], `
-table inet filter {
-  chain forward {
-    type filter hook forward priority 0; policy drop;
-    ct state established,related accept
-    iifname "lan0" oifname "wan0" accept
-  }
-}
-table ip nat {
-  chain postrouting {
-    type nat hook postrouting priority 100;
-    oifname "wan0" masquerade
-  }
-}
-`);
+    this.exec(gw, 'nft', '-f', join(ROOT, 'examples/gateway-firewall.nft'));
     mkdirSync(this.pinPath);
     sh('mount', ['-t', 'bpf', 'bpf', this.pinPath]);
     return this;
