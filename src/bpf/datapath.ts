@@ -16,7 +16,8 @@ import {
 import { IPV4, U32, U8 } from './struct.js';
 import { PerCpuCounters, RawMap, TypedMap } from './map.js';
 
-const BPF_FS_MAGIC = 0xcafe4a11;
+/** statfs(2) f_type of a bpffs. */
+export const BPF_FS_MAGIC = 0xcafe4a11;
 const EEXIST = 17;
 const ENOENT = 2;
 const PERCPU_MAPS = new Set<string>([MAPS.ruleStats, MAPS.pktStats]);

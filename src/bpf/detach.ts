@@ -8,10 +8,8 @@ import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError } from '../errors.js';
 import { ATTACH_CREATED_QDISC, MAPS } from './abi.js';
-import { detachInterface } from './datapath.js';
+import { BPF_FS_MAGIC, detachInterface } from './datapath.js';
 import { RawMap } from './map.js';
-
-const BPF_FS_MAGIC = 0xcafe4a11;
 
 export interface DetachResult { interfaces: number[]; pinsRemoved: number }
 

@@ -5,9 +5,10 @@
  */
 import {
   DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_COUNTERS, RULE_PEER_CONTACTED,
-  type PtPort, type PtRule, type PtSessionKey, type RuleCounter,
+  type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
+import { BPF_NOEXIST } from '../ffi/libbpf.js';
 import type { CompiledRules } from '../rules/compile.js';
 import { flowState, planSweep, sessionId, type FlowState } from './sweep.js';
 
@@ -202,9 +203,9 @@ export class PorttrigState {
     return res;
   }
 
-  private putBack(key: PtSessionKey, value: ReturnType<DatapathMaps['sessions']['take']> & object): void {
+  private putBack(key: PtSessionKey, value: PtSession): void {
     try {
-      this.maps.sessions.set(key, value, 1 /* BPF_NOEXIST: the data path may have re-created it */);
+      this.maps.sessions.set(key, value, BPF_NOEXIST);  // the data path may have re-created it
     } catch {
       // The data path opened the session again meanwhile; its value wins.
     }
