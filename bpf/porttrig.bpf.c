@@ -168,6 +168,20 @@ static __always_inline void pt_count(__u32 rule, enum pt_rule_counter c)
 		*n += 1;
 }
 
+/* The flow key of a packet as it arrives, in direction `dir`. */
+static __always_inline struct pt_flow_key pt_flow_key_of(const struct pt_pkt *p, __u8 dir)
+{
+	struct pt_flow_key k = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = p->sport,
+		.dport = p->dport,
+		.proto = p->proto,
+		.dir = dir,
+	};
+	return k;
+}
+
 static __always_inline struct pt_port *pt_port_slot(__u8 proto, __be16 port)
 {
 	__u32 idx = (proto == IPPROTO_UDP ? PT_PROTO_IDX_UDP : PT_PROTO_IDX_TCP) * PT_PORTS_PER_PROTO +
@@ -509,14 +523,7 @@ int pt_wan_ingress(struct __sk_buff *skb)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	__u64 now = bpf_ktime_get_ns();
-	struct pt_flow_key in_key = {
-		.saddr = p.saddr,
-		.daddr = p.daddr,
-		.sport = p.sport,
-		.dport = p.dport,
-		.proto = p.proto,
-		.dir = PT_DIR_IN,
-	};
+	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
 	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &in_key);
 	if (f)
 		return pt_forward(skb, &p, f, f->nat_addr, PT_D_WAN, now);
@@ -555,14 +562,7 @@ int pt_lan_ingress(struct __sk_buff *skb)
 	/* Replies of accepted flows: only from ports that some open spec maps to. */
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
-		struct pt_flow_key out_key = {
-			.saddr = p.saddr,
-			.daddr = p.daddr,
-			.sport = p.sport,
-			.dport = p.dport,
-			.proto = p.proto,
-			.dir = PT_DIR_OUT,
-		};
+		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
 		struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &out_key);
 		if (f) {
 			now = bpf_ktime_get_ns();

@@ -10,7 +10,7 @@ import {
 import type { DatapathMaps } from '../bpf/datapath.js';
 import { BPF_NOEXIST } from '../ffi/libbpf.js';
 import type { CompiledRules } from '../rules/compile.js';
-import { flowState, planSweep, sessionId, type FlowState } from './sweep.js';
+import { flowKeyId, flowState, partnerKey, planSweep, sessionId, type FlowState } from './sweep.js';
 
 /** CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns(). */
 export const monotonicNs = (): bigint => process.hrtime.bigint();
@@ -144,15 +144,12 @@ export class PorttrigState {
     const now = this.clock();
     const names = this.ruleNames();
     const entries = [...this.maps.flows.entries()];
-    const outSeen = new Map<string, { seen: number; last: bigint }>();
-    for (const [k, v] of entries) {
-      if (k.dir !== DIR_IN) outSeen.set(`${k.proto}:${k.saddr}:${k.sport}>${k.daddr}:${k.dport}`, { seen: v.seen, last: v.last_seen_ns });
-    }
+    const outEntries = new Map(entries.filter(([k]) => k.dir !== DIR_IN).map(([k, v]) => [flowKeyId(k), v]));
     const out: FlowView[] = [];
     for (const [k, v] of entries) {
       if (k.dir !== DIR_IN) continue;
-      const partner = outSeen.get(`${k.proto}:${v.nat_addr}:${v.nat_port}>${k.saddr}:${k.sport}`);
-      const last = partner && partner.last > v.last_seen_ns ? partner.last : v.last_seen_ns;
+      const partner = outEntries.get(flowKeyId(partnerKey(k, v)));
+      const last = partner && partner.last_seen_ns > v.last_seen_ns ? partner.last_seen_ns : v.last_seen_ns;
       out.push({
         rule: names.get(v.rule) ?? `#${v.rule}`,
         proto: k.proto === IPPROTO_TCP ? 'tcp' : 'udp',

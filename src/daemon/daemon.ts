@@ -7,6 +7,7 @@
 import { Datapath, attachedProgramId } from '../bpf/datapath.js';
 import { loadConfigFile, checkInterfacesExist } from '../config/load.js';
 import type { Config } from '../config/types.js';
+import { formatOpenSpec, formatTriggerSpec } from '../config/ports.js';
 import { ConfigError, PorttrigError } from '../errors.js';
 import { compileRules } from '../rules/compile.js';
 import { PorttrigState, type SessionView, type FlowView } from '../core/state.js';
@@ -188,11 +189,10 @@ export class Daemon {
     const ids = this.state.ruleIds();
     return this.config.rules.map((r) => {
       const id = ids.get(r.name) ?? 0;
-      const fmt = (protos: string[], ports: string): string => `${protos.length === 2 ? 'both' : protos[0]}/${ports}`;
       return {
         name: r.name, id, enabled: r.enabled,
-        trigger: fmt(r.trigger.protos, r.trigger.ranges.map((x) => (x.from === x.to ? `${x.from}` : `${x.from}-${x.to}`)).join(',')),
-        open: r.open.map((o) => fmt(o.protos, o.from === o.to ? `${o.from}` : `${o.from}-${o.to}`) + (o.lanFrom !== o.from ? ` -> ${o.lanFrom}` : '')),
+        trigger: formatTriggerSpec(r.trigger),
+        open: r.open.map(formatOpenSpec),
         idle_timeout_ms: r.idleTimeoutMs, peer: r.peer, conflict: r.conflict, kill_flows_on_expiry: r.killFlowsOnExpiry,
         trigger_hits: Number(this.state.counter(id, 'trigger_hits')),
         sessions_opened: Number(this.state.counter(id, 'sessions_opened')),
