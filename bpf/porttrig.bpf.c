@@ -182,6 +182,12 @@ static __always_inline struct pt_flow_key pt_flow_key_of(const struct pt_pkt *p,
 	return k;
 }
 
+/* The clock of every timestamp in the maps (see PT_CLOCK_BIAS_NS). */
+static __always_inline __u64 pt_now(void)
+{
+	return bpf_ktime_get_ns() + PT_CLOCK_BIAS_NS;
+}
+
 static __always_inline struct pt_port *pt_port_slot(__u8 proto, __be16 port)
 {
 	__u32 idx = (proto == IPPROTO_UDP ? PT_PROTO_IDX_UDP : PT_PROTO_IDX_TCP) * PT_PORTS_PER_PROTO +
@@ -522,7 +528,7 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (p.nonfirst_frag)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = pt_now();
 	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
 	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &in_key);
 	if (f)
@@ -565,7 +571,7 @@ int pt_lan_ingress(struct __sk_buff *skb)
 		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
 		struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &out_key);
 		if (f) {
-			now = bpf_ktime_get_ns();
+			now = pt_now();
 			return pt_forward(skb, &p, f, p.saddr, PT_D_LAN, now);
 		}
 	}
@@ -580,7 +586,7 @@ int pt_lan_ingress(struct __sk_buff *skb)
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
 	if (!cfg)
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	now = bpf_ktime_get_ns();
+	now = pt_now();
 	__u32 ifindex = skb->ifindex;
 #pragma unroll
 	for (int i = 0; i < PT_TRIGGER_SLOTS; i++) {

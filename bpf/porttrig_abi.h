@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 1
+#define PT_LAYOUT_VERSION 2
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -31,6 +31,11 @@
 #define PT_PROTO_IDX_UDP 1
 
 #define PT_NSEC_PER_SEC 1000000000ULL
+/* Every timestamp in the maps is CLOCK_MONOTONIC (bpf_ktime_get_ns()) plus this
+ * bias, 8 days: longer than the longest idle timeout (7 d) and flow timer, so
+ * "long ago" is representable even seconds after boot, when the raw clock is
+ * still smaller than a timeout. */
+#define PT_CLOCK_BIAS_NS (8ULL * 86400 * PT_NSEC_PER_SEC)
 /* Flow idle timeouts: RFC 4787 REQ-5 (UDP, 300 s) and RFC 5382 REQ-5 (TCP
  * established 2 h 4 min) and the transitory timeout of RFC 5382 sec. 5 (240 s,
  * 2*MSL, before the handshake completes and after FIN or RST). */
@@ -94,7 +99,7 @@ struct pt_session_key {
 };
 
 struct pt_session {
-	__u64 opened_ns;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when opened */
+	__u64 opened_ns;        /* pt_now() (CLOCK_MONOTONIC + PT_CLOCK_BIAS_NS) when opened */
 	__u64 last_seen_ns;     /* last trigger or flow packet */
 	__be32 host;            /* LAN host that owns the session */
 	__u32 ifindex;          /* LAN interface the host was last seen on */

@@ -5,7 +5,7 @@
  */
 import { StructCodec, u16, u32, u64, be16, ipv4, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 1;
+export const PT_LAYOUT_VERSION = 2;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -15,6 +15,8 @@ export const PT_TC_HANDLE = 0x7074;
 export const PT_TC_PRIORITY = 1;
 
 export const NSEC_PER_SEC = 1_000_000_000n;
+/** Added to CLOCK_MONOTONIC for every timestamp in the maps (PT_CLOCK_BIAS_NS). */
+export const CLOCK_BIAS_NS = 8n * 86400n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_UDP_NS = 300n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_EST_NS = 7440n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_TRANS_NS = 240n * NSEC_PER_SEC;

@@ -4,7 +4,7 @@
  * a loaded Datapath (or of pinned maps); never prints.
  */
 import {
-  DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_COUNTERS, RULE_PEER_CONTACTED,
+  CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_COUNTERS, RULE_PEER_CONTACTED,
   type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
@@ -12,8 +12,8 @@ import { BPF_NOEXIST } from '../ffi/libbpf.js';
 import type { CompiledRules } from '../rules/compile.js';
 import { flowKeyId, flowState, partnerKey, planSweep, sessionId, type FlowState } from './sweep.js';
 
-/** CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns(). */
-export const monotonicNs = (): bigint => process.hrtime.bigint();
+/** The data path's clock (pt_now()): CLOCK_MONOTONIC in ns plus CLOCK_BIAS_NS. */
+export const monotonicNs = (): bigint => process.hrtime.bigint() + CLOCK_BIAS_NS;
 
 /** A session as the CLI and API show it (SPEC 6). */
 export interface SessionView {

@@ -24,6 +24,7 @@ import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
+import { monotonicNs } from '../../src/core/state.js';
 import type { OpenSpec, PortRange, Proto, Rule } from '../../src/config/types.js';
 import type { PtFlow, PtFlowKey, PtSession, PtSessionKey } from '../../src/bpf/abi.js';
 import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
@@ -157,7 +158,7 @@ class Ctx {
   /** A port picked at run time (the listener rows). */
   port = 0;
   readonly lo = ffi.ifNameToIndex('lo');
-  readonly now = process.hrtime.bigint();
+  readonly now = monotonicNs();
   readonly seededSessions = new Map<string, PtSession>();
   readonly seededFlows = new Map<string, FlowEntry>();
   readonly seededHosts = new Map<string, number>();
@@ -1240,13 +1241,13 @@ async function runRow(t: { after: (fn: () => void | Promise<void>) => void }, ro
     }
   }
 
-  const tStart = process.hrtime.bigint();
+  const tStart = monotonicNs();
   for (const [i, p] of (row.prelude ?? []).entries()) {
     const r = runProg(f, p.prog, frame(thunk(p.packet, c)));
     if (p.retval !== undefined) assert.equal(r.retval, p.retval >>> 0, `prelude packet ${i}: retval ${RETVAL_NAME[r.retval] ?? r.retval}`);
   }
   const { retval, out } = runProg(f, row.prog, input);
-  const tEnd = process.hrtime.bigint();
+  const tEnd = monotonicNs();
 
   // 1. Verdict.
   assert.equal(retval, row.retval >>> 0,
