@@ -15,7 +15,12 @@ export type ErrorCode =
   | 'E_PERMISSION'    // not root / missing capabilities (exit 1)
   | 'E_NO_DAEMON'     // no daemon answers on the control socket (exit 1)
   | 'E_STATE'         // pinned state unusable (layout mismatch, ...) (exit 1)
-  | 'E_CONTROL';      // control socket request failed (exit 1)
+  | 'E_CONTROL'       // control socket request failed (exit 1)
+  | 'E_CONFLICT'      // the session is held by another LAN host (exit 1)
+  | 'E_LIMIT'         // sessions_per_host reached or a map is full (exit 1)
+  | 'E_BAD_REQUEST'   // control API: body is not valid JSON or too large (exit 1)
+  | 'E_NO_ROUTE'      // control API: no such endpoint (exit 1)
+  | 'E_METHOD';       // control API: endpoint exists, method does not (exit 1)
 
 export class PorttrigError extends Error {
   readonly code: ErrorCode;

@@ -3,14 +3,29 @@
  * the tables, sessions and flows listed and swept. Works on the typed maps of
  * a loaded Datapath (or of pinned maps); never prints.
  */
+import { isIPv4 } from 'node:net';
 import {
-  CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_COUNTERS, RULE_PEER_CONTACTED,
-  type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
+  CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
+  RULE_KILL_FLOWS, RULE_PEER_CONTACTED,
+  type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
-import { BPF_NOEXIST } from '../ffi/libbpf.js';
+import { BpfError, PorttrigError } from '../errors.js';
+import { BPF_EXIST, BPF_NOEXIST } from '../ffi/libbpf.js';
 import type { CompiledRules } from '../rules/compile.js';
-import { flowKeyId, flowState, partnerKey, planSweep, sessionId, type FlowState } from './sweep.js';
+import { flowKeyId, flowState, partnerKey, planSweep, sessionExpired, sessionId, type FlowState } from './sweep.js';
+
+const EEXIST = 17;
+const ENOENT = 2;
+/** A hash map that is full answers E2BIG to an insert. */
+const E2BIG = 7;
+/**
+ * How often a manual open re-reads a session that the data path changed under
+ * it before giving up; each round is a few syscalls, and a change needs a
+ * packet to land in that window, so two in a row are already rare.
+ */
+const MANUAL_OPEN_ATTEMPTS = 5;
+const NO_PEER = '0.0.0.0';
 
 /** The data path's clock (pt_now()): CLOCK_MONOTONIC in ns plus CLOCK_BIAS_NS. */
 export const monotonicNs = (): bigint => process.hrtime.bigint() + CLOCK_BIAS_NS;
@@ -36,6 +51,54 @@ export interface FlowView {
   host_port: number;
   state: FlowState;
   idle_s: number;
+}
+
+/** A LAN subnet as manual opens need it: where a host in it is reached. */
+export interface LanSubnet {
+  /** LAN interface the subnet is on (the session's redirect target). */
+  interface: string;
+  ifindex: number;
+  /** Network in CIDR form, e.g. 10.77.0.0/24. */
+  cidr: string;
+  /** The gateway's own address in it. */
+  address: string;
+}
+
+/** `porttrig open RULE HOST [--peer ADDR] [--force]`. */
+export interface OpenRequest { rule: string; host: string; peer?: string | null; force?: boolean }
+export interface OpenResult {
+  rule: string;
+  host: string;
+  peer: string | null;
+  /** opened: there was none (or an expired one); refreshed: the host held it; taken_over: another host did. */
+  action: 'opened' | 'refreshed' | 'taken_over';
+  previous_host: string | null;
+  expires_in_s: number;
+}
+/** `porttrig close RULE HOST [--peer ADDR]`. */
+export interface CloseRequest { rule: string; host: string; peer?: string | null }
+export interface CloseResult {
+  rule: string;
+  host: string;
+  /** Peers of the sessions closed (null in peer mode any). */
+  closed: (string | null)[];
+  /** Flows removed with the session (kill_flows_on_expiry: true). */
+  flows_removed: number;
+  /** Flows left working (kill_flows_on_expiry: false). */
+  flows_kept: number;
+}
+
+/** 10.1.2.3 -> its 32-bit value. */
+function ipv4Int(a: string): number {
+  return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** Is `addr` inside `cidr`? */
+function inCidr(addr: string, cidr: string): boolean {
+  const [net, lenS] = cidr.split('/');
+  const len = Number(lenS);
+  const size = 2 ** (32 - len);
+  return Math.floor(ipv4Int(addr) / size) === Math.floor(ipv4Int(net!) / size);
 }
 
 export interface SweepResult { sessionsExpired: number; sessionsClosed: number; flowsRemoved: number; hostCountsFixed: number }
@@ -200,6 +263,199 @@ export class PorttrigState {
     return res;
   }
 
+  /**
+   * Open a session by hand for a LAN host (SPEC 4.7), as a trigger packet from
+   * that host would, with the same limits:
+   *  - a live session of another host is refused with E_CONFLICT under
+   *    `conflict: first` unless `force`; under `conflict: last` it is taken
+   *    over, like the data path does; flows already accepted stay with their host;
+   *  - the host's sessions_per_host limit and a full map refuse with E_LIMIT;
+   *  - a session the host already holds is refreshed (its idle timer restarts).
+   * The host must be an IPv4 address inside a LAN subnet (`lan`), not the
+   * gateway's own, nor the network or broadcast address (E_USAGE). In peer mode
+   * `contacted` the remote peer is required; in mode `any` it is refused.
+   *
+   * Atomicity: the session entry is replaced with lookup-and-delete, a check
+   * that it is still the entry judged, then an insert with BPF_NOEXIST; if the
+   * data path changed it in between, the old entry is put back (or the data
+   * path's wins) and the decision is made again. For those microseconds a new
+   * inbound connection of the rule is not forwarded. The per-host count is
+   * read-modify-written (user space has no atomic add); a race with the data
+   * path can make it drift by one until the next sweep recounts.
+   */
+  openSession(req: OpenRequest, lan: readonly LanSubnet[]): OpenResult {
+    const { id, rule } = this.ruleByName(req.rule);
+    if (!(rule.flags & RULE_ENABLED)) {
+      throw new PorttrigError('E_USAGE', `rule "${req.rule}" is disabled in the configuration`, { rule: req.rule });
+    }
+    const subnet = checkLanHost(req.host, lan);
+    const peer = checkPeer(req.rule, rule, req.peer, lan, true);
+    const key: PtSessionKey = { rule: id, peer: peer ?? NO_PEER };
+    const limit = this.maps.config.get(0)?.sessions_per_host ?? 0;
+    const result = (action: OpenResult['action'], previous: string | null): OpenResult => ({
+      rule: req.rule, host: req.host, peer, action, previous_host: previous,
+      expires_in_s: Number(rule.idle_timeout_ns / 1_000_000n) / 1000,
+    });
+
+    for (let attempt = 0; attempt < MANUAL_OPEN_ATTEMPTS; attempt++) {
+      const now = this.clock();
+      const cur = this.maps.sessions.get(key);
+      const live = cur !== undefined && !sessionExpired(cur, rule, now);
+      if (cur && live && cur.host === req.host) {
+        if (this.replaceSession(key, cur, (taken) => ({ ...taken, last_seen_ns: now, ifindex: subnet.ifindex }))) {
+          return result('refreshed', null);
+        }
+        continue;
+      }
+      if (cur && live && !(rule.flags & RULE_CONFLICT_LAST) && !req.force) {
+        const left = Number((rule.idle_timeout_ns - (now - cur.last_seen_ns)) / 1_000_000_000n);
+        throw new PorttrigError('E_CONFLICT',
+          `session of rule "${req.rule}"${peer ? ` for peer ${peer}` : ''} is held by ${cur.host} for another ${left} s (conflict: first); use --force to take it over`,
+          { rule: req.rule, holder: cur.host, peer });
+      }
+      // An expired entry the sweep has not removed yet is as good as absent
+      // (SPEC 4.3); if it was this host's, the host still holds its slot.
+      const keepSlot = cur !== undefined && !live && cur.host === req.host;
+      if (!keepSlot) this.takeHostSlot(req.host, limit);
+      const fresh: PtSession = { opened_ns: now, last_seen_ns: now, host: req.host, ifindex: subnet.ifindex };
+      const ok = cur ? this.replaceSession(key, cur, () => fresh) : this.insertSession(key, fresh);
+      if (!ok) {
+        if (!keepSlot) this.releaseHostSlot(req.host);
+        continue;
+      }
+      if (cur && cur.host !== req.host) this.releaseHostSlot(cur.host);
+      this.addCounter(id, 'sessions_opened', 1n);
+      return result(live ? 'taken_over' : 'opened', live ? cur!.host : null);
+    }
+    throw new PorttrigError('E_STATE', `session of rule "${req.rule}" kept changing under the manual open; try again`, { rule: req.rule });
+  }
+
+  /**
+   * Close a host's session by hand (SPEC 4.7): the entry goes with an atomic
+   * lookup-and-delete (put back if another host took it over meanwhile), the
+   * host's session count is released, and its flows follow the rule's
+   * kill_flows_on_expiry: removed at once, or left working on their own timers.
+   * In peer mode `contacted` without `peer`, every session of the rule the host
+   * holds is closed. A session that is absent, expired or held by another host
+   * is E_NOT_FOUND; nothing changes then.
+   */
+  closeSession(req: CloseRequest): CloseResult {
+    const { id, rule } = this.ruleByName(req.rule);
+    if (!isIPv4(req.host)) throw new PorttrigError('E_USAGE', `host "${req.host}" is not an IPv4 address`, { host: req.host });
+    const peer = checkPeer(req.rule, rule, req.peer, [], false);
+    const now = this.clock();
+    const candidates: [PtSessionKey, PtSession][] = [];
+    if (rule.flags & RULE_PEER_CONTACTED && peer === null) {
+      for (const [k, v] of this.maps.sessions.entries()) if (k.rule === id && v.host === req.host) candidates.push([k, v]);
+    } else {
+      const k: PtSessionKey = { rule: id, peer: peer ?? NO_PEER };
+      const v = this.maps.sessions.get(k);
+      if (v) candidates.push([k, v]);
+    }
+    const closed: PtSessionKey[] = [];
+    let holder: string | null = null;
+    for (const [k, v] of candidates) {
+      if (sessionExpired(v, rule, now)) continue;
+      if (v.host !== req.host) { holder = v.host; continue; }
+      const taken = this.maps.sessions.take(k);
+      if (!taken) continue;
+      if (taken.host !== req.host) { this.putBack(k, taken); holder = taken.host; continue; }
+      this.releaseHostSlot(req.host);
+      closed.push(k);
+    }
+    if (closed.length === 0) {
+      const what = `rule "${req.rule}"${peer ? ` and peer ${peer}` : ''}`;
+      throw new PorttrigError('E_NOT_FOUND', holder
+        ? `the session of ${what} is held by ${holder}, not ${req.host}`
+        : `${req.host} holds no open session of ${what}`, { rule: req.rule, host: req.host, peer, holder });
+    }
+
+    const ended = new Set(closed.map(sessionId));
+    const entries = [...this.maps.flows.entries()];
+    const doomed: PtFlowKey[] = [];
+    let kept = 0;
+    for (const [k, v] of entries) {
+      if (k.dir !== DIR_IN || v.nat_addr !== req.host || !ended.has(sessionId({ rule: v.rule, peer: v.sess_peer }))) continue;
+      if (rule.flags & RULE_KILL_FLOWS) doomed.push(k, partnerKey(k, v));
+      else kept++;
+    }
+    const removed = doomed.length > 0 ? this.maps.flows.deleteMany(doomed) : 0;
+    return {
+      rule: req.rule, host: req.host,
+      closed: closed.map((k) => (rule.flags & RULE_PEER_CONTACTED ? k.peer : null)),
+      flows_removed: Math.ceil(removed / 2), flows_kept: kept,
+    };
+  }
+
+  /** Rule id and settings by name; E_NOT_FOUND naming the known rules. */
+  private ruleByName(name: string): { id: number; rule: PtRule } {
+    const id = this.ruleIds().get(name);
+    const rule = id === undefined ? undefined : this.maps.rules.get(id);
+    if (id === undefined || !rule) {
+      const known = [...this.ruleIds().keys()].sort();
+      throw new PorttrigError('E_NOT_FOUND', `no rule named "${name}" (rules: ${known.join(', ') || 'none'})`, { rule: name, known });
+    }
+    return { id, rule };
+  }
+
+  /** Insert a session that must not exist; false if the data path made one first. */
+  private insertSession(key: PtSessionKey, value: PtSession): boolean {
+    try {
+      this.maps.sessions.set(key, value, BPF_NOEXIST);
+      return true;
+    } catch (e) {
+      if (e instanceof BpfError && e.errno === EEXIST) return false;
+      if (e instanceof BpfError && e.errno === E2BIG) {
+        throw new PorttrigError('E_LIMIT', `the session map is full (limits.sessions = ${this.maps.sessions.raw.info.maxEntries})`, { map: 'sessions' });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Replace the entry judged as `expected` (same owner, same opening) with
+   * `next(taken)`. False when the entry changed or vanished meanwhile; then
+   * the data path's version stays.
+   */
+  private replaceSession(key: PtSessionKey, expected: PtSession, next: (taken: PtSession) => PtSession): boolean {
+    const taken = this.maps.sessions.take(key);
+    if (!taken) return false;
+    if (taken.host !== expected.host || taken.opened_ns !== expected.opened_ns) {
+      this.putBack(key, taken);
+      return false;
+    }
+    if (this.insertSession(key, next(taken))) return true;
+    return false;
+  }
+
+  /** Count one more session for `host`, refusing past `limit` (the data path's pt_host_take). */
+  private takeHostSlot(host: string, limit: number): void {
+    for (let attempt = 0; attempt < MANUAL_OPEN_ATTEMPTS; attempt++) {
+      const n = this.maps.hostSessions.get(host) ?? 0;
+      if (n >= limit) {
+        throw new PorttrigError('E_LIMIT', `${host} holds ${n} sessions; limits.sessions_per_host is ${limit}`, { host, sessions: n, limit });
+      }
+      try {
+        this.maps.hostSessions.set(host, n + 1, n === 0 ? BPF_NOEXIST : BPF_EXIST);
+        return;
+      } catch (e) {
+        if (!(e instanceof BpfError)) throw e;
+        if (e.errno === E2BIG) throw new PorttrigError('E_LIMIT', 'the per-host session count map is full', { map: 'host_sessions' });
+        if (e.errno !== EEXIST && e.errno !== ENOENT) throw e;
+        // The data path inserted or removed the entry meanwhile: read again.
+      }
+    }
+    throw new PorttrigError('E_STATE', `session count of ${host} kept changing; try again`, { host });
+  }
+
+  /** Count one session less for `host`; the entry goes at zero (pt_host_release). */
+  private releaseHostSlot(host: string): void {
+    const n = this.maps.hostSessions.get(host);
+    if (n === undefined) return;
+    if (n <= 1) this.maps.hostSessions.delete(host);
+    else this.maps.hostSessions.set(host, n - 1, BPF_EXIST);
+  }
+
   private putBack(key: PtSessionKey, value: PtSession): void {
     try {
       this.maps.sessions.set(key, value, BPF_NOEXIST);  // the data path may have re-created it
@@ -216,4 +472,46 @@ export class PorttrigState {
   private addCounter(rule: number, c: RuleCounter, delta: bigint): void {
     this.maps.ruleStats.add(rule * RULE_COUNTERS.length + RULE_COUNTERS.indexOf(c), delta);
   }
+}
+
+/** The LAN subnet `host` is a usable host address of, or E_USAGE saying why not. */
+function checkLanHost(host: string, lan: readonly LanSubnet[]): LanSubnet {
+  if (!isIPv4(host)) throw new PorttrigError('E_USAGE', `host "${host}" is not an IPv4 address`, { host });
+  const subnet = lan.find((s) => inCidr(host, s.cidr));
+  if (!subnet) {
+    const nets = lan.map((s) => `${s.cidr} on ${s.interface}`).join(', ') || 'none: the LAN interfaces have no IPv4 address';
+    throw new PorttrigError('E_USAGE', `host ${host} is not inside a LAN subnet (LAN subnets: ${nets})`, { host, lan: lan.map((s) => s.cidr) });
+  }
+  if (host === subnet.address) throw new PorttrigError('E_USAGE', `host ${host} is the gateway's own address on ${subnet.interface}`, { host });
+  const [net, lenS] = subnet.cidr.split('/');
+  const len = Number(lenS);
+  const POINT_TO_POINT_PREFIX = 31;  // RFC 3021: /31 and /32 have no network or broadcast address
+  if (len < POINT_TO_POINT_PREFIX) {
+    const first = ipv4Int(net!);
+    const last = first + 2 ** (32 - len) - 1;
+    const h = ipv4Int(host);
+    if (h === first || h === last) {
+      throw new PorttrigError('E_USAGE', `host ${host} is the ${h === first ? 'network' : 'broadcast'} address of ${subnet.cidr}`, { host });
+    }
+  }
+  return subnet;
+}
+
+/**
+ * The peer argument against the rule's peer mode: required to open in mode
+ * `contacted` (`required`), refused in mode `any`; an IPv4 address outside the LAN.
+ */
+function checkPeer(name: string, rule: PtRule, peer: string | null | undefined, lan: readonly LanSubnet[], required: boolean): string | null {
+  const contacted = (rule.flags & RULE_PEER_CONTACTED) !== 0;
+  if (peer === undefined || peer === null) {
+    if (contacted && required) {
+      throw new PorttrigError('E_USAGE', `rule "${name}" has peer: contacted; say which remote peer may connect with --peer ADDR`, { rule: name });
+    }
+    return null;
+  }
+  if (!contacted) throw new PorttrigError('E_USAGE', `rule "${name}" has peer: any; --peer applies to peer: contacted rules only`, { rule: name });
+  if (!isIPv4(peer) || peer === NO_PEER) throw new PorttrigError('E_USAGE', `peer "${peer}" is not an IPv4 address`, { peer });
+  const inLan = lan.find((s) => inCidr(peer, s.cidr));
+  if (inLan) throw new PorttrigError('E_USAGE', `peer ${peer} is inside the LAN subnet ${inLan.cidr}; the peer is the remote host`, { peer });
+  return peer;
 }
