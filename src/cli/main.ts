@@ -10,7 +10,7 @@ import { createLogger, type LogLevel } from '../daemon/log.js';
 import { loadConfigFile } from '../config/load.js';
 import { detachAll } from '../bpf/detach.js';
 import { ConfigError, PorttrigError } from '../errors.js';
-import type { FlowView, SessionView } from '../core/state.js';
+import type { CloseResult, FlowView, OpenResult, SessionView } from '../core/state.js';
 import { version } from '../paths.js';
 import { callDaemon } from './client.js';
 import { table } from './table.js';
@@ -120,6 +120,35 @@ export function buildProgram(): Command {
     .action(async () => {
       const rows = await callDaemon<RuleView[]>(socketOf(g()), 'GET', '/v1/rules');
       print(g(), rows, () => table(rows as unknown as Record<string, unknown>[], ['name', 'enabled', 'trigger', 'open', 'peer', 'conflict', 'trigger_hits', 'sessions_opened', 'flows_opened']));
+    });
+
+  cmd('open <rule> <host>')
+    .description('open a session of RULE for LAN host HOST by hand, as its trigger would (conflict and sessions_per_host apply)')
+    .option('--peer <addr>', 'remote peer allowed to connect (rules with peer: contacted; required there)')
+    .option('--force', 'take the session over from another host even under conflict: first')
+    .addHelpText('after', `
+Exit status: 0 opened or refreshed; 2 bad arguments (host not an IPv4 address,
+not inside a LAN subnet, --peer missing or not allowed, rule disabled);
+1 refused by the state (unknown rule E_NOT_FOUND, held by another host
+E_CONFLICT, sessions_per_host or map full E_LIMIT) or no daemon.`)
+    .action(async (rule: string, host: string, o: { peer?: string; force?: boolean }) => {
+      const r = await callDaemon<OpenResult>(socketOf(g()), 'POST', '/v1/sessions/open', { rule, host, peer: o.peer ?? null, force: !!o.force });
+      const what = `${r.rule} for ${r.host}${r.peer ? ` (peer ${r.peer})` : ''}`;
+      print(g(), r, () => (r.action === 'taken_over'
+        ? `took over ${what} from ${r.previous_host}; closes after ${r.expires_in_s} s idle`
+        : `${r.action} ${what}; closes after ${r.expires_in_s} s idle`));
+    });
+
+  cmd('close <rule> <host>')
+    .description("close HOST's session of RULE; its flows follow the rule's kill_flows_on_expiry")
+    .option('--peer <addr>', 'only the session for this remote peer (peer: contacted; default: all of the host)')
+    .addHelpText('after', `
+Exit status: 0 closed; 2 bad arguments; 1 no such rule or no open session
+of the host (E_NOT_FOUND) or no daemon.`)
+    .action(async (rule: string, host: string, o: { peer?: string }) => {
+      const r = await callDaemon<CloseResult>(socketOf(g()), 'POST', '/v1/sessions/close', { rule, host, peer: o.peer ?? null });
+      const n = (k: number, w: string): string => `${k} ${w}${k === 1 ? '' : 's'}`;
+      print(g(), r, () => `closed ${n(r.closed.length, 'session')} of ${r.rule} for ${r.host}; ${r.flows_removed ? `${n(r.flows_removed, 'flow')} removed` : `${n(r.flows_kept, 'flow')} left to run out`}`);
     });
 
   cmd('reload')

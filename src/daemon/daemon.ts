@@ -10,7 +10,11 @@ import type { Config } from '../config/types.js';
 import { formatOpenSpec, formatTriggerSpec } from '../config/ports.js';
 import { ConfigError, PorttrigError } from '../errors.js';
 import { compileRules } from '../rules/compile.js';
-import { PorttrigState, type SessionView, type FlowView } from '../core/state.js';
+import {
+  PorttrigState, type CloseRequest, type CloseResult, type FlowView, type LanSubnet, type OpenRequest, type OpenResult,
+  type SessionView,
+} from '../core/state.js';
+import { missingRequiredCaps } from '../doctor/caps.js';
 import { bpfObjectPath, version } from '../paths.js';
 import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
@@ -79,8 +83,10 @@ export class Daemon {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const log = opts.logger;
     const config = loadConfigFile(opts.configPath);
-    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-      throw new PorttrigError('E_PERMISSION', 'porttrig daemon must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)');
+    // Capabilities, not uid 0: the systemd unit runs with just these.
+    const lacking = missingRequiredCaps();
+    if (lacking.length > 0) {
+      throw new PorttrigError('E_PERMISSION', `porttrig daemon lacks ${lacking.join(', ')}: run it as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see packaging/porttrig.service)`, { missing: lacking });
     }
     const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
     if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
@@ -180,6 +186,28 @@ export class Daemon {
     this.followAddresses();
     this.opts.logger.info('config reloaded', { rules: next.rules.length });
     return { rules: next.rules.length };
+  }
+
+  /** The LAN subnets with their interfaces, as they are now. */
+  private lanSubnets(): LanSubnet[] {
+    return this.config.interfaces.lan.flatMap((name) => {
+      const ifindex = ifindexOf(name);
+      return ipv4Of(name).map((a) => ({ interface: name, ifindex, cidr: a.cidr, address: a.address }));
+    });
+  }
+
+  /** `porttrig open`: see PorttrigState.openSession. */
+  openSession(req: OpenRequest): OpenResult {
+    const r = this.state.openSession(req, this.lanSubnets());
+    this.opts.logger.info('session opened by hand', { rule: r.rule, host: r.host, peer: r.peer ?? undefined, action: r.action, previous_host: r.previous_host ?? undefined });
+    return r;
+  }
+
+  /** `porttrig close`: see PorttrigState.closeSession. */
+  closeSession(req: CloseRequest): CloseResult {
+    const r = this.state.closeSession(req);
+    this.opts.logger.info('session closed by hand', { rule: r.rule, host: r.host, sessions: r.closed.length, flows_removed: r.flows_removed, flows_kept: r.flows_kept });
+    return r;
   }
 
   sessions(): SessionView[] { return this.state.sessions(); }

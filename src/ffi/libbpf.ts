@@ -280,3 +280,20 @@ export function btfStruct(elfPath: string, name: string): BtfStruct | null {
     f.btf__free(btf);
   }
 }
+
+// --- control socket peers, capabilities probes (doctor) ----------------------
+
+const SOL_SOCKET = 1;
+const SO_PEERCRED = 17;
+/** struct ucred: pid_t pid, uid_t uid, gid_t gid. */
+const UCRED_SIZE = 12;
+const getsockoptFn = libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)');
+
+/** Who is on the other end of a connected Unix socket (SO_PEERCRED), or null with errno. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } | null {
+  const cred = Buffer.alloc(UCRED_SIZE);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(UCRED_SIZE);
+  if (getsockoptFn(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return null;
+  return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
+}
