@@ -1,0 +1,101 @@
+/**
+ * `porttrig open` and `porttrig close` through a daemon in a namespace
+ * topology: a manual open makes an inbound connection work, a close stops it;
+ * bad arguments and refusals exit 2 or 1 with one clear line.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { CLI, GW_WAN, LAN_HOST, Topology } from '../e2e/topology.js';
+
+const root = process.getuid?.() === 0;
+const OTHER_LAN_HOST = '10.77.0.3';
+const CONNECT_TIMEOUT_MS = 1500;
+
+const RULES = `  - name: ident
+    trigger: tcp/6667
+    open: tcp/113
+    idle_timeout: 5m
+  - name: voip
+    trigger: udp/5060
+    open: tcp/5061
+    peer: contacted
+`;
+
+test('open makes an inbound connection reach the LAN host; close stops new ones', { skip: !root && 'needs root' }, async (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  await topo.startDaemon(topo.writeConfig(RULES));
+  const ident = topo.peer(topo.ns.lan, 'tcp-echo', 113);
+  await ident.waitFor((e) => e.event === 'listening');
+
+  const before = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hello', CONNECT_TIMEOUT_MS);
+  assert.equal(before.ok, false, `forwarded before any open: ${JSON.stringify(before)}`);
+
+  const open = topo.cli('open', 'ident', LAN_HOST);
+  assert.equal(open.status, 0, open.stderr);
+  assert.equal(open.stdout, `opened ident for ${LAN_HOST}; closes after 300 s idle\n`);
+  const sessions = JSON.parse(topo.cli('sessions', '--json').stdout) as Record<string, unknown>[];
+  assert.deepEqual(sessions.map((s) => [s.rule, s.host, s.peer]), [['ident', LAN_HOST, null]]);
+
+  const during = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hello', 3000);
+  assert.deepEqual([during.ok, during.reply], [true, 'echo:hello'], JSON.stringify(during));
+
+  const again = topo.cli('open', 'ident', LAN_HOST, '--json');
+  assert.equal(again.status, 0);
+  assert.equal((JSON.parse(again.stdout) as { action: string }).action, 'refreshed');
+
+  const close = topo.cli('close', 'ident', LAN_HOST);
+  assert.equal(close.status, 0, close.stderr);
+  assert.equal(close.stdout, `closed 1 session of ident for ${LAN_HOST}; 1 flow left to run out\n`);
+  assert.deepEqual(JSON.parse(topo.cli('sessions', '--json').stdout), []);
+
+  const after = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'late', CONNECT_TIMEOUT_MS);
+  assert.equal(after.ok, false, `forwarded after close: ${JSON.stringify(after)}`);
+});
+
+test('open/close refusals: exit 2 for bad arguments, 1 for the state, one line each', { skip: !root && 'needs root' }, async (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  await topo.startDaemon(topo.writeConfig(RULES));
+  const cases: [string[], number, RegExp][] = [
+    [['open', 'ident', 'lanpc'], 2, /^porttrig: host "lanpc" is not an IPv4 address\n$/],
+    [['open', 'ident', '192.0.2.9'], 2, /^porttrig: host 192\.0\.2\.9 is not inside a LAN subnet \(LAN subnets: 10\.77\.0\.0\/24 on lan0\)\n$/],
+    [['open', 'voip', LAN_HOST], 2, /^porttrig: rule "voip" has peer: contacted; say which remote peer may connect with --peer ADDR\n$/],
+    [['open', 'ident', LAN_HOST, '--peer', '198.51.100.1'], 2, /peer: any; --peer applies/],
+    [['open', 'nosuch', LAN_HOST], 1, /^porttrig: no rule named "nosuch" \(rules: ident, voip\)\n$/],
+    [['close', 'ident', LAN_HOST], 1, /^porttrig: 10\.77\.0\.2 holds no open session of rule "ident"\n$/],
+    [['open'], 2, /missing required argument 'rule'/],
+  ];
+  for (const [args, status, stderr] of cases) {
+    const r = topo.cli(...args);
+    assert.equal(r.status, status, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, stderr, args.join(' '));
+  }
+
+  assert.equal(topo.cli('open', 'ident', LAN_HOST).status, 0);
+  const conflict = topo.cli('open', 'ident', OTHER_LAN_HOST, '--json');
+  assert.equal(conflict.status, 1);
+  const err = (JSON.parse(conflict.stderr) as { error: { code: string; details: { holder: string } } }).error;
+  assert.deepEqual([err.code, err.details.holder], ['E_CONFLICT', LAN_HOST]);
+  const forced = topo.cli('open', 'ident', OTHER_LAN_HOST, '--force');
+  assert.equal(forced.status, 0, forced.stderr);
+  assert.match(forced.stdout, new RegExp(`^took over ident for ${OTHER_LAN_HOST} from ${LAN_HOST};`));
+
+  const peer = topo.cli('open', 'voip', LAN_HOST, '--peer', '198.51.100.1', '--json');
+  assert.equal(peer.status, 0, peer.stderr);
+  assert.equal((JSON.parse(peer.stdout) as { peer: string }).peer, '198.51.100.1');
+  assert.equal(topo.cli('close', 'voip', LAN_HOST).status, 0);
+});
+
+test('open and close have --help naming their options and exit statuses', () => {
+  for (const cmd of ['open', 'close']) {
+    const r = spawnSync(process.execPath, [CLI, cmd, '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0);
+    assert.match(r.stdout, new RegExp(`Usage: porttrig ${cmd} \\[options\\] <rule> <host>`));
+    assert.match(r.stdout, /--peer <addr>/);
+    assert.match(r.stdout, /Exit status: 0 /);
+  }
+});
