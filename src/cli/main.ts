@@ -12,6 +12,8 @@ import { detachAll } from '../bpf/detach.js';
 import { ConfigError, PorttrigError } from '../errors.js';
 import type { CloseResult, FlowView, OpenResult, SessionView } from '../core/state.js';
 import { version } from '../paths.js';
+import { runDoctor, type DoctorReport } from '../doctor/doctor.js';
+import { existsSync } from 'node:fs';
 import { callDaemon } from './client.js';
 import { table } from './table.js';
 
@@ -58,6 +60,20 @@ async function runDaemon(opts: { config: string; logLevel: LogLevel }): Promise<
   };
   process.on('SIGTERM', stop('SIGTERM'));
   process.on('SIGINT', stop('SIGINT'));
+}
+
+const STATUS_WIDTH = 'missing'.length;
+
+/** The doctor's report as text: one line per check, its fix under it. */
+function formatDoctor(r: DoctorReport): string {
+  const lines = r.checks.flatMap((c) => [
+    `${c.status.padEnd(STATUS_WIDTH)}  ${c.title}: ${c.detail}`,
+    ...(c.fix && c.status !== 'ok' ? [`${' '.repeat(STATUS_WIDTH)}  -> ${c.fix}`] : []),
+  ]);
+  const missing = r.checks.filter((c) => c.required && c.status === 'missing').length;
+  const warn = r.checks.filter((c) => c.status === 'warn').length;
+  lines.push('', missing ? `${missing} required item${missing === 1 ? '' : 's'} missing` : `nothing required is missing${warn ? ` (${warn} warning${warn === 1 ? '' : 's'})` : ''}`);
+  return lines.join('\n');
 }
 
 export function buildProgram(): Command {
@@ -163,6 +179,20 @@ of the host (E_NOT_FOUND) or no daemon.`)
     .action((file: string) => {
       const c = loadConfigFile(file);
       print(g(), { ok: true, rules: c.rules.length }, () => `${file}: ok (${c.rules.length} rules)`);
+    });
+
+  cmd('doctor')
+    .description('what the kernel and machine support, what porttrig needs, and what to do about what is missing')
+    .addHelpText('after', `
+Reads only. With a configuration (--config, else ${DEFAULT_CONFIG} if it exists)
+it also checks the interfaces, their forwarding sysctls and what else is
+attached to them. Exit status: 0 nothing required is missing, 1 something is.`)
+    .action(() => {
+      const o = g();
+      const configPath = o.config ?? (existsSync(DEFAULT_CONFIG) ? DEFAULT_CONFIG : null);
+      const r = runDoctor({ configPath });
+      print(o, r, () => formatDoctor(r));
+      if (!r.ok) process.exitCode = 1;
     });
 
   cmd('detach')

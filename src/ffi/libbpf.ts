@@ -297,3 +297,57 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   if (getsockoptFn(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return null;
   return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
 }
+
+export const BPF_MAP_TYPE_ARRAY = 2;
+export const BPF_PROG_TYPE_SCHED_CLS = 3;
+/** enum bpf_func_id values of the helpers the data path calls that came late. */
+export const BPF_FUNC_SK_LOOKUP_TCP = 84;
+export const BPF_FUNC_REDIRECT_NEIGH = 152;
+/** enum bpf_attach_type BPF_TCX_INGRESS (kernel 6.6); newer than Debian 12's headers. */
+export const BPF_TCX_INGRESS = 46;
+
+const probeFns = {
+  bpf_map_create: lib.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)'),
+  libbpf_probe_bpf_prog_type: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
+  libbpf_probe_bpf_helper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
+  bpf_prog_query: lib.func('int bpf_prog_query(int target_fd, int type, uint32_t query_flags, void *attach_flags, void *prog_ids, void *prog_cnt)'),
+  bpf_xdp_query_id: lib.func('int bpf_xdp_query_id(int ifindex, int flags, void *prog_id)'),
+};
+
+/** bpf_map_create() of a one-entry array: the fd, or -errno. The caller closes the fd. */
+export const mapCreateProbe = (): number => probeFns.bpf_map_create(BPF_MAP_TYPE_ARRAY, null, 4, 4, 1, null);
+/** libbpf_probe_bpf_prog_type(): 1 supported, 0 not, -errno when it cannot tell. */
+export const probeProgType = (type: number): number => probeFns.libbpf_probe_bpf_prog_type(type, null);
+/** libbpf_probe_bpf_helper(): 1 supported, 0 not, -errno when it cannot tell. */
+export const probeHelper = (progType: number, helper: number): number => probeFns.libbpf_probe_bpf_helper(progType, helper, null);
+
+/**
+ * bpf_prog_query() for an attach point: the ids of the attached programs, or
+ * -errno (EINVAL when the kernel does not know the attach type).
+ */
+export function progQuery(targetFd: number, attachType: number, maxIds = 64): number[] | number {
+  const flags = Buffer.alloc(4);
+  const ids = Buffer.alloc(4 * maxIds);
+  const cnt = Buffer.alloc(4);
+  cnt.writeUInt32LE(maxIds);
+  const r = probeFns.bpf_prog_query(targetFd, attachType, 0, flags, ids, cnt) as number;
+  if (r < 0) return r;
+  return Array.from({ length: cnt.readUInt32LE() }, (_, i) => ids.readUInt32LE(4 * i));
+}
+
+/** bpf_xdp_query_id(): the id of the XDP program on `ifindex` (0: none), or -errno. */
+export function xdpProgId(ifindex: number): number {
+  const id = Buffer.alloc(4);
+  const r = probeFns.bpf_xdp_query_id(ifindex, 0, id) as number;
+  return r < 0 ? r : id.readUInt32LE();
+}
+
+/** Does this libbpf export `symbol`? (e.g. bpf_program__attach_tcx, libbpf >= 1.3) */
+export function libbpfHas(symbol: string): boolean {
+  try {
+    lib.func(`void ${symbol}(void)`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * `porttrig doctor` in a namespace topology: what it reports about
+ * forwarding, interfaces, capabilities and what else is attached.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { CLI, ROOT, Topology } from '../e2e/topology.js';
+import type { Check, DoctorReport } from '../../src/doctor/doctor.js';
+import { effectiveCaps, hasCap, missingRequiredCaps } from '../../src/doctor/caps.js';
+
+const root = process.getuid?.() === 0;
+const RULES = `  - name: ident
+    trigger: tcp/6667
+    open: tcp/113
+`;
+
+function doctor(topo: Topology, ...args: string[]): { status: number; report: DoctorReport; stdout: string } {
+  const r = topo.cli('doctor', '--json', ...args);
+  return { status: r.status, report: JSON.parse(r.stdout) as DoctorReport, stdout: r.stdout };
+}
+const find = (r: DoctorReport, id: string): Check => {
+  const c = r.checks.find((x) => x.id === id);
+  assert.ok(c, `no check ${id} in ${r.checks.map((x) => x.id).join(', ')}`);
+  return c;
+};
+
+test('CapEff parsing: required capabilities, CAP_SYS_ADMIN standing in for CAP_BPF', () => {
+  const mask = effectiveCaps('Name:\tx\nCapEff:\t000000c000001000\n');  // CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF
+  assert.ok(hasCap(mask, 'CAP_BPF') && hasCap(mask, 'CAP_NET_ADMIN') && hasCap(mask, 'CAP_PERFMON'));
+  assert.ok(!hasCap(mask, 'CAP_SYS_ADMIN'));
+  assert.deepEqual(missingRequiredCaps(mask), []);
+  assert.deepEqual(missingRequiredCaps(1n << 12n), ['CAP_BPF']);
+  assert.deepEqual(missingRequiredCaps((1n << 12n) | (1n << 21n)), [], 'CAP_SYS_ADMIN covers CAP_BPF');
+  assert.deepEqual(missingRequiredCaps(0n), ['CAP_BPF', 'CAP_NET_ADMIN']);
+});
+
+test('doctor: all well in the gateway namespace; forwarding off and a missing interface are reported, exit 1', { skip: !root && 'needs root' }, (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  const cfg = topo.writeConfig(RULES);
+
+  const good = doctor(topo, '--config', cfg);
+  assert.equal(good.status, 0, good.stdout);
+  assert.equal(good.report.ok, true);
+  for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
+    assert.equal(find(good.report, id).status, 'ok', `${id}: ${find(good.report, id).detail}`);
+  }
+  assert.match(find(good.report, 'bpffs').detail, new RegExp(`${topo.pinPath} is on a bpffs`));
+  assert.equal(find(good.report, 'attached:lan0').detail, 'nothing else attached');
+  assert.match(find(good.report, 'tcx').detail, /libbpf: /);
+
+  topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
+  const off = doctor(topo, '--config', cfg);
+  assert.equal(off.status, 1);
+  assert.equal(off.report.ok, false);
+  const fwd = find(off.report, 'ip_forward');
+  assert.equal(fwd.status, 'missing');
+  assert.match(fwd.detail, /net\.ipv4\.ip_forward/);
+  assert.match(fwd.fix!, /sysctl -w net\.ipv4\.ip_forward=1/);
+
+  const human = topo.cli('doctor', '--config', cfg);
+  assert.equal(human.status, 1);
+  assert.match(human.stdout, /^missing  IPv4 forwarding: .*\n {9}-> sysctl -w/m);
+  assert.match(human.stdout, /\n1 required item missing\n$/);
+
+  topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+  const bad = topo.writeConfig(RULES);
+  execFileSync('sed', ['-i', 's/wan: wan0/wan: ptnosuch0/', bad]);
+  const missing = doctor(topo, '--config', bad);
+  assert.equal(missing.status, 1);
+  assert.equal(find(missing.report, 'interface:ptnosuch0').status, 'missing');
+  assert.equal(find(missing.report, 'interface:lan0').status, 'ok');
+});
+
+test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, porttrig\'s own filter fine', { skip: !root && 'needs root' }, async (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  const cfg = topo.writeConfig(RULES);
+  await topo.startDaemon(cfg);
+  const own = doctor(topo, '--config', cfg);
+  assert.match(find(own.report, 'attached:lan0').detail, /^porttrig's own bpf filter pref 1 handle 0x7074 \(prog pt_lan_ingress/);
+  assert.equal(find(own.report, 'attached:lan0').status, 'ok');
+
+  topo.exec(topo.ns.gw, 'tc', 'filter', 'add', 'dev', 'lan0', 'ingress', 'prio', '5', 'handle', '3', 'bpf', 'da',
+    'obj', join(ROOT, 'build/porttrig.bpf.o'), 'sec', 'tc');
+  topo.exec(topo.ns.gw, 'tc', 'qdisc', 'del', 'dev', 'wan0', 'clsact');
+  topo.exec(topo.ns.gw, 'tc', 'qdisc', 'add', 'dev', 'wan0', 'ingress');
+  const r = doctor(topo, '--config', cfg);
+  const lan = find(r.report, 'attached:lan0');
+  assert.equal(lan.status, 'warn');
+  assert.match(lan.detail, /bpf filter pref 5 handle 0x3 .*runs after porttrig's/);
+  const wan = find(r.report, 'attached:wan0');
+  assert.equal(wan.status, 'missing');
+  assert.match(wan.detail, /an "ingress" qdisc, which excludes the clsact qdisc/);
+  assert.match(wan.fix!, /tc qdisc del dev wan0 ingress/);
+  assert.equal(r.status, 1);
+});
+
+test('doctor: without CAP_BPF the bpf() probe and the capabilities are reported missing', { skip: !root && 'needs root (setpriv)' }, () => {
+  // Root keeps uid 0 but only CAP_NET_ADMIN: effective = bounding set after exec.
+  const r = spawnSync('setpriv', ['--bounding-set', '-all,+net_admin', '--inh-caps', '-all', process.execPath, CLI, 'doctor', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 1, r.stderr);
+  assert.equal(r.stderr, '', 'libbpf says nothing on stderr');
+  const report = JSON.parse(r.stdout) as DoctorReport;
+  const caps = find(report, 'capabilities');
+  assert.equal(caps.status, 'missing');
+  assert.match(caps.detail, /holds CAP_NET_ADMIN; .*missing CAP_BPF/);
+  assert.equal(find(report, 'bpf_syscall').status, 'missing');
+  assert.match(find(report, 'bpf_syscall').detail, /EPERM/);
+});
