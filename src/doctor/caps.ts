@@ -14,12 +14,16 @@ export const CAPS = {
 export type CapName = keyof typeof CAPS;
 
 /**
- * What the daemon cannot run without: loading TC programs and creating maps
- * (CAP_BPF), attaching them and creating the clsact qdisc (CAP_NET_ADMIN).
- * CAP_PERFMON is recommended: without it the verifier applies the Spectre v1
- * mitigations and pointer restrictions of unprivileged BPF.
+ * What the daemon cannot run without: creating maps and loading programs
+ * (CAP_BPF), loading SCHED_CLS programs, attaching them and creating the
+ * clsact qdisc (CAP_NET_ADMIN), and CAP_PERFMON: without it the verifier
+ * treats the programs as unprivileged ones and refuses them (EACCES) on the
+ * Spectre v1 and pointer-leak rules (test/daemon/caps.test.ts shows it).
  */
-export const REQUIRED_CAPS: readonly CapName[] = ['CAP_BPF', 'CAP_NET_ADMIN'];
+export const REQUIRED_CAPS: readonly CapName[] = ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON'];
+
+/** The kernel accepts CAP_SYS_ADMIN for these (bpf_capable(), perfmon_capable()). */
+const SYS_ADMIN_COVERS: ReadonlySet<CapName> = new Set(['CAP_BPF', 'CAP_PERFMON']);
 
 /** The effective capability mask of `status` (text of /proc/<pid>/status). */
 export function effectiveCaps(status: string): bigint {
@@ -40,8 +44,8 @@ export function ownCaps(): bigint {
 
 /**
  * The required capabilities this process lacks. CAP_SYS_ADMIN stands in for
- * CAP_BPF, as the kernel allows (bpf_capable()).
+ * CAP_BPF and CAP_PERFMON, as the kernel allows.
  */
 export function missingRequiredCaps(mask: bigint = ownCaps()): CapName[] {
-  return REQUIRED_CAPS.filter((c) => !hasCap(mask, c) && !(c === 'CAP_BPF' && hasCap(mask, 'CAP_SYS_ADMIN')));
+  return REQUIRED_CAPS.filter((c) => !hasCap(mask, c) && !(SYS_ADMIN_COVERS.has(c) && hasCap(mask, 'CAP_SYS_ADMIN')));
 }

@@ -188,14 +188,12 @@ function capsCheck(mask: bigint): Check {
   const names = Object.keys(CAPS) as CapName[];
   const held = names.filter((c) => hasCap(mask, c));
   const lacking = missingRequiredCaps(mask);
-  const optional = (['CAP_PERFMON', 'CAP_SYS_ADMIN'] as CapName[]).filter((c) => !hasCap(mask, c));
   const detail = `this process holds ${held.join(', ') || 'none of them'}` +
-    (optional.includes('CAP_PERFMON') ? '; without CAP_PERFMON the verifier applies the unprivileged Spectre mitigations' : '') +
-    (optional.includes('CAP_SYS_ADMIN') ? '; without CAP_SYS_ADMIN a bpffs cannot be mounted' : '');
+    (hasCap(mask, 'CAP_SYS_ADMIN') ? '' : '; without CAP_SYS_ADMIN a bpffs cannot be mounted');
   if (lacking.length > 0) {
     return { id: 'capabilities', title: 'capabilities', required: true, status: 'missing', detail: `${detail}; missing ${lacking.join(', ')}`, fix: 'run as root, or with CAP_BPF CAP_NET_ADMIN CAP_PERFMON (packaging/porttrig.service)' };
   }
-  return { id: 'capabilities', title: 'capabilities', required: true, status: optional.includes('CAP_PERFMON') ? 'warn' : 'ok', detail };
+  return { id: 'capabilities', title: 'capabilities', required: true, status: 'ok', detail };
 }
 
 /** The nearest existing directory at or above `path`. */

@@ -1,0 +1,107 @@
+/**
+ * The daemon runs with exactly the capabilities packaging/porttrig.service
+ * grants (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and forwards; without CAP_BPF
+ * it refuses in one line.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chownSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, GW_WAN, ROOT, Topology, WAN_SERVER, type Proc } from '../e2e/topology.js';
+
+const root = process.getuid?.() === 0;
+const NOBODY = 65534;
+const START_TIMEOUT_MS = 15000;
+const POLL_MS = 50;
+const RULES = `  - name: ident
+    trigger: tcp/6667
+    open: tcp/113
+`;
+
+/** The capabilities of the unit file's CapabilityBoundingSet, as setpriv names them. */
+function unitCaps(): string[] {
+  const unit = readFileSync(join(ROOT, 'packaging/porttrig.service'), 'utf8');
+  const line = /^CapabilityBoundingSet=(.*)$/m.exec(unit);
+  assert.ok(line, 'packaging/porttrig.service has no CapabilityBoundingSet=');
+  const ambient = /^AmbientCapabilities=(.*)$/m.exec(unit);
+  assert.equal(ambient?.[1], line[1], 'AmbientCapabilities= and CapabilityBoundingSet= differ');
+  return line[1]!.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '').toLowerCase());
+}
+
+/** Resolve when the daemon logs that it serves; reject with its stderr if it exits first. */
+function started(d: Proc): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { clearInterval(poll); reject(new Error(`daemon did not start: ${d.stderr}`)); }, START_TIMEOUT_MS);
+    const poll = setInterval(() => {
+      if (d.stderr.includes('daemon started')) { clearTimeout(t); clearInterval(poll); resolve(); }
+      if (d.child.exitCode !== null) { clearTimeout(t); clearInterval(poll); reject(new Error(`daemon exited ${d.child.exitCode}: ${d.stderr}`)); }
+    }, POLL_MS);
+  });
+}
+
+/** A trigger from the LAN host, then an inbound connection from the WAN server reaches it. */
+async function forwards(topo: Topology): Promise<void> {
+  const ident = topo.peer(topo.ns.lan, 'tcp-echo', 113);
+  await ident.waitFor((e) => e.event === 'listening');
+  const irc = topo.peer(topo.ns.wan, 'tcp-echo', 6667);
+  await irc.waitFor((e) => e.event === 'listening');
+  const trig = await topo.once(topo.ns.lan, 'tcp-once', WAN_SERVER, 6667, 'NICK x', 3000);
+  assert.equal(trig.ok, true, JSON.stringify(trig));
+  const r = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hi', 3000);
+  assert.deepEqual([r.ok, r.reply], [true, 'echo:hi'], JSON.stringify(r));
+}
+
+function setpriv(caps: string[], user: boolean): string[] {
+  const set = `-all${caps.map((c) => `,+${c}`).join('')}`;
+  return [
+    ...(user ? ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', '--ambient-caps', set] : []),
+    '--inh-caps', set, '--bounding-set', set,
+  ];
+}
+
+test('as root with only the unit\'s capabilities: starts, forwards, and says which capabilities it has', { skip: !root && 'needs root' }, async (t) => {
+  const caps = unitCaps();
+  assert.deepEqual(caps.sort(), ['bpf', 'net_admin', 'perfmon']);
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  const cfg = topo.writeConfig(RULES);
+  const d = topo.spawn(topo.ns.gw, 'setpriv', [...setpriv(caps, false), process.execPath, CLI, 'daemon', '--config', cfg]);
+  await started(d);
+  const status = readFileSync(`/proc/${d.child.pid}/status`, 'utf8');
+  assert.match(status, /^CapEff:\s*000000c000001000$/m, 'the daemon holds exactly CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF');
+  await forwards(topo);
+  assert.equal(topo.cli('status').status, 0);
+});
+
+test('as nobody with the unit\'s capabilities as ambient ones: starts and forwards', { skip: !root && 'needs root' }, async (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  const cfg = topo.writeConfig(RULES);
+  // The daemon's own files (config, socket dir, pinned maps) belong to its user.
+  for (const p of [topo.dir, topo.pinPath, cfg]) chownSync(p, NOBODY, NOBODY);
+  const d = topo.spawn(topo.ns.gw, 'setpriv', [...setpriv(unitCaps(), true), process.execPath, CLI, 'daemon', '--config', cfg]);
+  await started(d);
+  assert.ok(readdirSync(topo.pinPath).includes('pt_sessions'));
+  assert.equal(statSync(topo.socket).uid, NOBODY);
+  await forwards(topo);
+  // Root may use the daemon's socket (and so may its own user).
+  assert.equal(topo.cli('sessions', '--json').status, 0);
+});
+
+for (const lacking of ['bpf', 'perfmon']) {
+  test(`without CAP_${lacking.toUpperCase()} the daemon refuses to start, in one line, and attaches nothing`, { skip: !root && 'needs root' }, async (t) => {
+    const topo = new Topology();
+    t.after(() => topo.destroy());
+    topo.create();
+    const cfg = topo.writeConfig(RULES);
+    const caps = unitCaps().filter((c) => c !== lacking);
+    const d = topo.spawn(topo.ns.gw, 'setpriv', [...setpriv(caps, false), process.execPath, CLI, 'daemon', '--config', cfg]);
+    assert.equal(await d.exited(), 1);
+    assert.equal(d.stderr, `porttrig: porttrig daemon lacks CAP_${lacking.toUpperCase()}: run it as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see packaging/porttrig.service)\n`);
+    assert.deepEqual(readdirSync(topo.pinPath).filter((f) => !f.endsWith('.debug')), [], 'nothing pinned');
+    assert.equal(topo.exec(topo.ns.gw, 'tc', 'qdisc', 'show', 'dev', 'lan0').includes('clsact'), false, 'nothing attached');
+  });
+}
+
