@@ -20,6 +20,11 @@ import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
 import { ControlServer } from './control.js';
 
+/** libbpf's level for warnings (LIBBPF_WARN); info and debug are 1 and 2. */
+const LIBBPF_WARN = 0;
+/** A failed load can log thousands of verifier lines; its end says why. */
+const MAX_LIBBPF_LINES_SHOWN = 40;
+
 export interface DaemonOptions {
   configPath: string;
   logger: Logger;
@@ -91,12 +96,22 @@ export class Daemon {
     const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
     if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
 
-    const dp = Datapath.load({
-      objectPath: opts.objectPath ?? bpfObjectPath,
-      pinPath: config.datapath.pinPath,
-      limits: config.limits,
-      onLibbpfLog: (level, msg) => log.debug('libbpf', { level, text: msg.trimEnd() }),
-    });
+    // libbpf's own messages are debug lines; its warnings during the load are
+    // kept, and shown as errors only if the load fails (the verifier's reasons).
+    const warnings: string[] = [];
+    const onLibbpfLog = (level: number, msg: string): void => {
+      log.debug('libbpf', { level, text: msg.trimEnd() });
+      if (level === LIBBPF_WARN) warnings.push(msg.trimEnd());
+    };
+    let dp: Datapath;
+    try {
+      dp = Datapath.load({ objectPath: opts.objectPath ?? bpfObjectPath, pinPath: config.datapath.pinPath, limits: config.limits, onLibbpfLog });
+    } catch (e) {
+      const shown = warnings.slice(-MAX_LIBBPF_LINES_SHOWN);
+      if (warnings.length > shown.length) log.error('libbpf', { text: `${warnings.length - shown.length} earlier lines omitted; --log-level debug shows them all` });
+      for (const text of shown) log.error('libbpf', { text });
+      throw e;
+    }
     const d = new Daemon(opts, config, dp);
     try {
       d.program(config);
