@@ -113,8 +113,9 @@ export class ControlServer {
       res.on('error', () => { /* the caller went away; nothing to tell it */ });
       const send = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
         if (res.headersSent) return;
+        const text = `${JSON.stringify(body)}\n`;  // before the head: a body that cannot be serialised still gets an answer
         res.writeHead(status, { 'content-type': 'application/json', ...headers });
-        res.end(`${JSON.stringify(body)}\n`);
+        res.end(text);
       };
       const fail = (e: unknown): void => {
         if (e instanceof PorttrigError) {

@@ -42,3 +42,26 @@ test('unknown command or option: usage error, exit 2', () => {
   assert.equal(run('frobnicate').status, 2);
   assert.equal(run('sessions', '--bogus').status, 2);
 });
+
+test('every SPEC 6 command has --help (exit 0) and the daemon-facing ones take --json and --socket', () => {
+  const commands = ['daemon', 'status', 'rules', 'sessions', 'flows', 'open', 'close', 'reload', 'check-config', 'doctor', 'detach', 'version'];
+  for (const c of commands) {
+    const r = run(c, '--help');
+    assert.equal(r.status, 0, `${c} --help: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Usage: porttrig ${c}`), c);
+    if (c !== 'daemon') {
+      assert.match(r.stdout, /--json/, `${c} has no --json`);
+      assert.match(r.stdout, /--socket <path>/, `${c} has no --socket`);
+    }
+  }
+  const top = run('--help').stdout;
+  for (const c of commands) assert.match(top, new RegExp(`^  ${c}\\b`, 'm'), `porttrig --help does not list ${c}`);
+});
+
+test('--socket wins over the socket named in --config', () => {
+  const r = run('status', '--config', join(ROOT, 'examples/porttrig.yaml'), '--socket', '/nonexistent/other.sock');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /no porttrig daemon answers on \/nonexistent\/other\.sock/);
+  const c = run('status', '--config', join(ROOT, 'examples/porttrig.yaml'));
+  assert.match(c.stderr, /no porttrig daemon answers on \/run\/porttrig\/porttrig\.sock|no access to \/run\/porttrig\/porttrig\.sock/);
+});

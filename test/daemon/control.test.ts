@@ -120,6 +120,11 @@ test('typed errors map to statuses; an unexpected exception is a logged 500, not
   assert.deepEqual([(await call(socket, 'POST', '/v1/sessions/open', body)).status], [409]);
   target.openThrows = new PorttrigError('E_NOT_FOUND', 'no rule');
   assert.equal((await call(socket, 'POST', '/v1/sessions/open', body)).status, 404);
+  const status = target.status;
+  target.status = () => ({ n: 1n });  // a BigInt: JSON.stringify throws
+  const unserialisable = await call(socket, 'GET', '/v1/status');
+  assert.deepEqual([unserialisable.status, unserialisable.body.error?.code], [500, 'E_CONTROL']);
+  target.status = status;
   target.openThrows = new TypeError('boom');
   const r = await call(socket, 'POST', '/v1/sessions/open', body);
   assert.deepEqual([r.status, r.body.error?.code], [500, 'E_CONTROL']);
