@@ -15,6 +15,7 @@ import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { PorttrigError } from '../errors.js';
 import * as ffi from '../ffi/libbpf.js';
+import { ipv4Of } from '../daemon/netinfo.js';
 import { CAPS, hasCap, missingRequiredCaps, ownCaps, type CapName } from './caps.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'missing';
@@ -244,7 +245,14 @@ function interfaceCheck(name: string, role: 'WAN' | 'LAN'): Check {
   if (ifindex === 0) {
     return { id, title: `${role} interface ${name}`, required: true, status: 'missing', detail: `interface "${name}" does not exist`, fix: `create ${name} or name the right interface in the configuration` };
   }
-  return { id, title: `${role} interface ${name}`, required: true, status: 'ok', detail: `ifindex ${ifindex}` };
+  const addrs = ipv4Of(name).map((a) => `${a.address}/${a.cidr.split('/')[1]}`);
+  if (addrs.length === 0) {
+    return {
+      id, title: `${role} interface ${name}`, required: true, status: 'warn', detail: `ifindex ${ifindex}, no IPv4 address`,
+      fix: role === 'WAN' ? 'nothing is forwarded until it has one (the daemon follows it when it comes)' : 'give it the LAN subnet\'s address: the LAN subnets come from it',
+    };
+  }
+  return { id, title: `${role} interface ${name}`, required: true, status: 'ok', detail: `ifindex ${ifindex}, ${addrs.join(', ')}` };
 }
 
 interface TcQdisc { kind: string; handle?: string; parent?: string }

@@ -48,6 +48,7 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
     assert.equal(find(good.report, id).status, 'ok', `${id}: ${find(good.report, id).detail}`);
   }
+  assert.equal(find(good.report, 'interface:wan0').detail.replace(/^ifindex \d+/, 'ifindex N'), 'ifindex N, 203.0.113.1/24');
   assert.match(find(good.report, 'bpffs').detail, new RegExp(`${topo.pinPath} is on a bpffs`));
   assert.equal(find(good.report, 'attached:lan0').detail, 'nothing else attached');
   assert.match(find(good.report, 'tcx').detail, /libbpf: /);
@@ -67,12 +68,17 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   assert.match(human.stdout, /\n1 required item missing\n$/);
 
   topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-  const bad = topo.writeConfig(RULES);
+  const bad = topo.writeConfig(RULES);  // the same file as cfg: rewritten below
   execFileSync('sed', ['-i', 's/wan: wan0/wan: ptnosuch0/', bad]);
   const missing = doctor(topo, '--config', bad);
   assert.equal(missing.status, 1);
   assert.equal(find(missing.report, 'interface:ptnosuch0').status, 'missing');
   assert.equal(find(missing.report, 'interface:lan0').status, 'ok');
+
+  topo.writeConfig(RULES);
+  topo.exec(topo.ns.gw, 'ip', 'addr', 'flush', 'dev', 'wan0');
+  const noAddr = find(doctor(topo, '--config', cfg).report, 'interface:wan0');
+  assert.deepEqual([noAddr.status, noAddr.detail.replace(/^ifindex \d+/, 'ifindex N')], ['warn', 'ifindex N, no IPv4 address']);
 });
 
 test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, porttrig\'s own filter fine', { skip: !root && 'needs root' }, async (t) => {
