@@ -424,8 +424,7 @@ export class PorttrigState {
       this.putBack(key, taken);
       return false;
     }
-    if (this.insertSession(key, next(taken))) return true;
-    return false;
+    return this.insertSession(key, next(taken));
   }
 
   /** Count one more session for `host`, refusing past `limit` (the data path's pt_host_take). */
