@@ -15,6 +15,7 @@ import { bpfObjectPath, version } from '../paths.js';
 import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
 import { ControlServer } from './control.js';
+import { DaemonMetrics } from '../metrics/daemon.js';
 
 export interface DaemonOptions {
   configPath: string;
@@ -60,6 +61,7 @@ export class Daemon {
   private readonly state: PorttrigState;
   private timer: NodeJS.Timeout | null = null;
   private control: ControlServer | null = null;
+  private metrics: DaemonMetrics | null = null;
   private wanAddr: string | null = null;
   private localKey = '';
   private readonly startedAt = new Date();
@@ -96,8 +98,10 @@ export class Daemon {
       d.program(config);
       d.followAddresses();
       d.attachAll();
+      d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, state: d.state, interfaces: config.interfaces, logger: log });
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
+      await d.metrics?.close();
       dp.close();
       throw e;
     }
@@ -148,7 +152,7 @@ export class Daemon {
   private tick(): void {
     try {
       this.followAddresses();
-      const r = this.state.sweep();
+      const r = this.metrics ? this.metrics.timeSweep(() => this.state.sweep()) : this.state.sweep();
       if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
         this.opts.logger.info('sweep', { sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved });
       }
@@ -226,6 +230,7 @@ export class Daemon {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.control?.close();
+    await this.metrics?.close();
     this.dp.close();
     this.opts.logger.info('daemon stopped; data path left attached');
   }
