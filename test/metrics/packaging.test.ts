@@ -8,39 +8,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import { REPO_ROOT } from '../helpers/bpffs.js';
-import { metricNamesIn } from './promtext.js';
+import { ALERTS, dashboardExprs, metricNamesIn } from './promtext.js';
 
-export const ALERTS = join(REPO_ROOT, 'packaging/prometheus-alerts.yml');
-export const DASHBOARD = join(REPO_ROOT, 'packaging/grafana-dashboard.json');
 const ALERT_TESTS = join(REPO_ROOT, 'test/metrics/prometheus-alerts.test.yml');
 
 const promtool = spawnSync('promtool', ['--version']).status === 0;
 const needPromtool = promtool ? {} : { skip: 'promtool missing: run scripts/setup.sh (Debian package prometheus)' };
-
-/** Every PromQL expression of the dashboard: panel targets and query variables. */
-export function dashboardExprs(): { where: string; expr: string }[] {
-  const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
-    panels: { title: string; type: string; targets?: { expr: string }[] }[];
-    templating: { list: { name: string; type: string; query?: { query: string } }[] };
-  };
-  const out: { where: string; expr: string }[] = [];
-  for (const p of d.panels) for (const t of p.targets ?? []) out.push({ where: `panel "${p.title}"`, expr: t.expr });
-  for (const v of d.templating.list) {
-    const q = v.type === 'query' ? /^label_values\((\w+)/.exec(v.query?.query ?? '') : null;
-    if (q) out.push({ where: `variable $${v.name}`, expr: q[1]! });
-  }
-  return out;
-}
-
-/** Every alert expression of the rules file. */
-export function alertExprs(): { where: string; expr: string }[] {
-  const doc = parse(readFileSync(ALERTS, 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] };
-  return doc.groups.flatMap((g) => g.rules.map((r) => ({ where: `alert ${r.alert}`, expr: r.expr })));
-}
 
 test('promtool check rules accepts packaging/prometheus-alerts.yml', needPromtool, () => {
   const out = execFileSync('promtool', ['check', 'rules', ALERTS], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,7 +1,16 @@
 /**
  * A small reader of the Prometheus text format (0.0.4) for tests: samples
- * with their labels and values, and the metric families named in # TYPE.
+ * with their labels and values, and the metric families named in # TYPE;
+ * the metric names PromQL expressions read; the expressions of the shipped
+ * dashboard and alert rules.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { REPO_ROOT } from '../helpers/bpffs.js';
+
+export const ALERTS = join(REPO_ROOT, 'packaging/prometheus-alerts.yml');
+export const DASHBOARD = join(REPO_ROOT, 'packaging/grafana-dashboard.json');
 
 export interface Sample { name: string; labels: Record<string, string>; value: number }
 export interface Exposition { samples: Sample[]; types: Map<string, string> }
@@ -70,4 +79,25 @@ export function metricNamesIn(expr: string): string[] {
     out.push(m[0]);
   }
   return out;
+}
+
+/** Every PromQL expression of the dashboard: panel targets and query variables. */
+export function dashboardExprs(): { where: string; expr: string }[] {
+  const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
+    panels: { title: string; type: string; targets?: { expr: string }[] }[];
+    templating: { list: { name: string; type: string; query?: { query: string } }[] };
+  };
+  const out: { where: string; expr: string }[] = [];
+  for (const p of d.panels) for (const t of p.targets ?? []) out.push({ where: `panel "${p.title}"`, expr: t.expr });
+  for (const v of d.templating.list) {
+    const q = v.type === 'query' ? /^label_values\((\w+)/.exec(v.query?.query ?? '') : null;
+    if (q) out.push({ where: `variable $${v.name}`, expr: q[1]! });
+  }
+  return out;
+}
+
+/** Every alert expression of the rules file. */
+export function alertExprs(): { where: string; expr: string }[] {
+  const doc = parse(readFileSync(ALERTS, 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] };
+  return doc.groups.flatMap((g) => g.rules.map((r) => ({ where: `alert ${r.alert}`, expr: r.expr })));
 }
