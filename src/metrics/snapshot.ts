@@ -5,15 +5,25 @@
  * copies, so counters kept in the kernel carry on across daemon restarts.
  */
 import {
-  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, VERDICTS, type RuleCounter,
+  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec, VERDICTS,
+  type PtRule, type RuleCounter,
 } from '../bpf/abi.js';
+import type { StructCodec } from '../bpf/struct.js';
 import type { RawMap } from '../bpf/map.js';
 import { monotonicNs, type PorttrigState } from '../core/state.js';
-import { sessionExpired } from '../core/sweep.js';
 import { progRunStats } from './progstats.js';
 
-/** Offset of `dir` in a pt_flow_key (from the codec the ABI test proves). */
-const FLOW_KEY_DIR = FlowKeyCodec.fields.find((f) => f.name === 'dir')!.offset;
+/** Offset of a field, from the codecs that test/bpf/abi.test.ts proves against the BTF. */
+const offsetOf = (c: StructCodec<object>, field: string): number => {
+  const f = c.fields.find((x) => x.name === field);
+  if (!f) throw new Error(`${c.cName} has no field ${field}`);
+  return f.offset;
+};
+const FLOW_KEY_DIR = offsetOf(FlowKeyCodec, 'dir');
+const SESSION_KEY_RULE = offsetOf(SessionKeyCodec, 'rule');
+const SESSION_LAST_SEEN = offsetOf(SessionCodec, 'last_seen_ns');
+const U32_BYTES = 4;
+const U64_BYTES = 8;
 
 export type Direction = (typeof DIRECTIONS)[number];
 export type Verdict = (typeof VERDICTS)[number];
@@ -54,11 +64,73 @@ export interface DatapathSnapshot {
   attached: { interface: string; program: string; attached: boolean }[];
 }
 
-/** Count a map's entries with batch lookups (hash maps have no cheaper count). */
-function countEntries(m: RawMap, keep: (key: Buffer) => boolean = () => true): number {
+/** Count a map's entries (hash maps keep no count user space can read). */
+function countEntries(m: RawMap, keep?: (keys: Buffer, i: number) => boolean): number {
   let n = 0;
-  for (const [k] of m.entries()) if (keep(k)) n++;
+  for (const { keys, count } of m.batches()) {
+    if (!keep) { n += count; continue; }
+    for (let i = 0; i < count; i++) if (keep(keys, i)) n++;
+  }
   return n;
+}
+
+/** Sum of one per-CPU u64 slot array, as a Number (exact below 2^53). */
+function sumCpus(values: Buffer, off: number, ncpu: number): number {
+  let s = 0;
+  for (let c = 0; c < ncpu; c++) s += Number(values.readBigUInt64LE(off + c * U64_BYTES));
+  return s;
+}
+
+/** Runs of consecutive ids, e.g. [1,2,3,7] -> [[1,3],[7,7]]. */
+export function idRuns(ids: Iterable<number>): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const id of [...ids].sort((a, b) => a - b)) {
+    const last = runs[runs.length - 1];
+    if (last && id === last[1] + 1) last[1] = id;
+    else runs.push([id, id]);
+  }
+  return runs;
+}
+
+/**
+ * Per-rule counters of the rules in use, summed over CPUs: one batch lookup
+ * per run of consecutive ids (ids are handed out lowest first, so usually
+ * one), reading only the counters of those ids.
+ */
+function readRuleCounters(raw: RawMap, ids: Iterable<number>): Map<number, Record<RuleCounter, number>> {
+  const out = new Map<number, Record<RuleCounter, number>>();
+  const per = RULE_COUNTERS.length;
+  for (const [first, last] of idRuns(ids)) {
+    const after = Buffer.alloc(U32_BYTES);
+    after.writeUInt32LE(first * per - 1);  // id >= 1, so never below 0
+    let id = first;
+    let k = 0;
+    let c = {} as Record<RuleCounter, number>;
+    for (const { values, count } of raw.batches({ after, limit: (last - first + 1) * per })) {
+      for (let i = 0; i < count; i++) {
+        c[RULE_COUNTERS[k]!] = sumCpus(values, i * raw.valueBytes, raw.ncpu);
+        if (++k === per) { out.set(id++, c); c = {} as Record<RuleCounter, number>; k = 0; }
+      }
+    }
+  }
+  return out;
+}
+
+/** Live sessions per rule: enabled rule, not idle past its timeout. */
+function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: bigint): { entries: number; active: Map<number, number> } {
+  const active = new Map<number, number>();
+  let entries = 0;
+  for (const { keys, values, count } of raw.batches()) {
+    entries += count;
+    for (let i = 0; i < count; i++) {
+      const id = keys.readUInt32LE(i * raw.info.keySize + SESSION_KEY_RULE);
+      const rule = settings.get(id);
+      if (!rule || !(rule.flags & RULE_ENABLED)) continue;
+      if (now - values.readBigUInt64LE(i * raw.valueBytes + SESSION_LAST_SEEN) > rule.idle_timeout_ns) continue;
+      active.set(id, (active.get(id) ?? 0) + 1);
+    }
+  }
+  return { entries, active };
 }
 
 /**
@@ -71,28 +143,20 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   const now = (src.clock ?? monotonicNs)();
 
   const rules = state.ruleNames();
-  // One batch read of the whole counter array is cheaper than 8 lookups per
-  // rule once there are more than a handful of rules, and costs ~1 ms at most.
-  const sums = maps.ruleStats.sumAll();
-  const ruleCounters = new Map<number, Record<RuleCounter, number>>();
+  const ruleCounters = readRuleCounters(maps.ruleStats.raw, rules.keys());
+  const settings = new Map<number, PtRule>();
   for (const id of rules.keys()) {
-    const c = {} as Record<RuleCounter, number>;
-    RULE_COUNTERS.forEach((name, i) => { c[name] = Number(sums[id * RULE_COUNTERS.length + i] ?? 0n); });
-    ruleCounters.set(id, c);
+    const r = maps.rules.get(id);
+    if (r) settings.set(id, r);
   }
-
-  const settings = state.ruleSettings();
-  const sessionsActive = new Map<number, number>([...rules.keys()].map((id) => [id, 0]));
-  let sessionEntries = 0;
-  for (const [k, v] of maps.sessions.entries()) {
-    sessionEntries++;
-    const rule = settings.get(k.rule);
-    if (!rule || !(rule.flags & RULE_ENABLED) || sessionExpired(v, rule, now)) continue;
-    sessionsActive.set(k.rule, (sessionsActive.get(k.rule) ?? 0) + 1);
-  }
+  const sessions = readSessions(maps.sessions.raw, settings, now);
+  const sessionsActive = new Map<number, number>([...rules.keys()].map((id) => [id, sessions.active.get(id) ?? 0]));
 
   let flowEntries = 0;
-  const flowsActive = countEntries(maps.flows.raw, (k) => { flowEntries++; return k[FLOW_KEY_DIR] === DIR_IN; });
+  const flowsActive = countEntries(maps.flows.raw, (keys, i) => {
+    flowEntries++;
+    return keys[i * maps.flows.raw.info.keySize + FLOW_KEY_DIR] === DIR_IN;
+  });
 
   const pkt = maps.pktStats.sumAll();
   const packets = DIRECTIONS.flatMap((direction, d) => VERDICTS.map((verdict, v) => ({
@@ -101,7 +165,7 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
 
   const fill = (map: string, raw: RawMap, entries: number): MapFill => ({ map, entries, capacity: raw.info.maxEntries });
   const mapFill = [
-    fill('sessions', maps.sessions.raw, sessionEntries),
+    fill('sessions', maps.sessions.raw, sessions.entries),
     fill('flows', maps.flows.raw, flowEntries),
     fill('host_sessions', maps.hostSessions.raw, countEntries(maps.hostSessions.raw)),
     fill('local_addrs', maps.localAddrs.raw, countEntries(maps.localAddrs.raw)),

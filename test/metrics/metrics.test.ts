@@ -16,7 +16,7 @@ import type { Rule } from '../../src/config/types.js';
 import * as ffi from '../../src/ffi/libbpf.js';
 import { registerMetrics } from '../../src/metrics/metrics.js';
 import { enableRunTimeStats } from '../../src/metrics/progstats.js';
-import type { SnapshotSource } from '../../src/metrics/snapshot.js';
+import { idRuns, type SnapshotSource } from '../../src/metrics/snapshot.js';
 import { BPF_OBJECT, bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import { buildPacket, TCP } from '../helpers/packet.js';
 import { parseExposition, valueOf, type Exposition } from './promtext.js';
@@ -227,4 +227,28 @@ test('isolated registries: two sets of metrics side by side, none on the global 
   const { register } = await import('prom-client');
   assert.equal(register.getSingleMetric('porttrig_trigger_hits_total'), undefined);
   assert.deepEqual((await scrape(a)).types, (await scrape(b)).types);
+});
+
+test('counters of rules with gaps between their ids are read from the right slots', opts, async (t) => {
+  const f = useDatapath(t);
+  const four = [rule('a', 1001, 2001), rule('b', 1002, 2002), rule('c', 1003, 2003), rule('d', 1004, 2004)];
+  programRules(f, four);
+  const ids = programRules(f, [four[0]!, four[2]!, four[3]!]);  // b's id is now free: ids 1, 3, 4
+  assert.deepEqual(idRuns(ids.values()), [[1, 1], [3, 4]]);
+  const want = new Map<string, number>();
+  for (const id of [1, 2, 3, 4, 5]) {
+    // Every slot of ids 1..5 holds a distinct value; only ids in use may show.
+    for (let k = 0; k < RULE_COUNTERS.length; k++) seedPerCpu(f.dp.maps.ruleStats.raw, id * RULE_COUNTERS.length + k, 100 * id + k);
+  }
+  for (const [name, id] of ids) want.set(name, seedPerCpu(f.dp.maps.ruleStats.raw, id * RULE_COUNTERS.length + RULE_COUNTERS.indexOf('flows_opened'), 1000 * id));
+  const registry = new Registry();
+  registerMetrics(registry, source(f), { defaultMetrics: false });
+  const e = await scrape(registry);
+  for (const [name, v] of want) assert.equal(valueOf(e, 'porttrig_flows_opened_total', { rule: name }), v, name);
+  const expiredIdx = RULE_COUNTERS.indexOf('sessions_expired');
+  for (const [name, id] of ids) {
+    const perCpuSum = Array.from({ length: f.dp.maps.ruleStats.raw.ncpu }, (_, c) => (100 * id + expiredIdx) * (c + 1)).reduce((a, b) => a + b, 0);
+    assert.equal(valueOf(e, 'porttrig_sessions_expired_total', { rule: name }), perCpuSum, `${name} (id ${id})`);
+  }
+  assert.equal(e.samples.filter((s) => s.name === 'porttrig_flows_opened_total').length, 3);
 });
