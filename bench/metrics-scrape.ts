@@ -3,7 +3,7 @@
  * sessions and flows up to a large table, on a throw-away data path (own
  * bpffs under /tmp; needs root). Prints one line per case; not a test.
  *
- *   make build && node dist/bench/metrics-scrape.js
+ *   make build && node dist/bench/metrics-scrape.js [RULES]     (default 1000)
  */
 import { Registry } from 'prom-client';
 import { DIR_IN, DIR_OUT, IPPROTO_UDP, RULE_COUNTERS, type PtFlow, type PtFlowKey, type PtSession, type PtSessionKey } from '../src/bpf/abi.js';
@@ -13,7 +13,7 @@ import type { Rule } from '../src/config/types.js';
 import { registerMetrics } from '../src/metrics/metrics.js';
 import { makeTestDatapath } from '../test/helpers/bpffs.js';
 
-const RULES = 1000;
+const RULES = Number(process.argv[2] ?? 1000);
 const SCRAPES = 20;
 const LIMITS = { sessions: 65536, flows: 262144 };
 const TRIGGER_BASE = 10000;
