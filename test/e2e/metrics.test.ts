@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GW_WAN, Topology, WAN_SERVER, sleep, type Proc } from './topology.js';
+import { CLI, GW_WAN, Topology, WAN_SERVER, sleep, type Proc } from './topology.js';
 import { alertExprs, dashboardExprs, exportedNames, metricNamesIn, parseExposition, type Exposition } from '../metrics/promtext.js';
 
 const root = process.getuid?.() === 0;
@@ -72,12 +72,15 @@ async function waitForValue(topo: Topology, query: string, want: number, prom: P
 describe('metrics scraped by a real Prometheus in the gateway namespace', { skip: SKIP }, () => {
   let topo: Topology;
   let prom: Proc;
+  let daemon: Proc;
+  let config: string;
   let scrape: Exposition;
   let rawScrape: string;
 
   before(async () => {
     topo = new Topology().create();
-    await topo.startDaemon(topo.writeConfig(RULES));
+    config = topo.writeConfig(RULES);
+    daemon = await topo.startDaemon(config);
     const dir = join(topo.dir, 'prometheus');
     mkdirSync(join(dir, 'data'), { recursive: true });
     writeFileSync(join(dir, 'prometheus.yml'), `global:
@@ -147,8 +150,32 @@ scrape_configs:
     assert.deepEqual(unknown, [], 'expressions name metrics the daemon does not export');
   });
 
+  test('counters carry on across a daemon restart: Prometheus sees no reset', async () => {
+    assert.ok(scrape, 'no scrape (the first test failed)');
+    daemon.kill('SIGTERM');
+    assert.equal(await daemon.exited(), 0, `daemon did not stop cleanly: ${daemon.stderr.slice(-2000)}`);
+    await waitForValue(topo, 'up{job="porttrig"}', 0, prom);
+    daemon = await topo.startDaemon(config);
+    await waitForValue(topo, 'up{job="porttrig"}', 1, prom);
+    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident"}', 1, prom);
+    await waitForValue(topo, 'porttrig_flows_opened_total{rule="irc-ident"}', 1, prom);
+    assert.equal(await promValue(topo, 'resets(porttrig_sessions_opened_total{rule="irc-ident"}[10m])'), 0);
+    assert.equal(await promValue(topo, 'resets(porttrig_packets_total{direction="wan", verdict="translated"}[10m])'), 0);
+  });
+
   test('the endpoint answers 404 beside /metrics', async () => {
     const r = await getIn(topo, METRICS_URL.replace('/metrics', '/'));
     assert.equal(r.status, 404);
+  });
+
+  test('a metrics port that is taken stops the daemon at start with a clear error', async () => {
+    daemon.kill('SIGTERM');
+    await daemon.exited();
+    // Prometheus holds PROM_ADDR in the same namespace.
+    const cfg = topo.writeConfig(RULES, `metrics:\n  listen: ${PROM_ADDR}\n`);
+    const d = topo.spawn(topo.ns.gw, process.execPath, [CLI, 'daemon', '--config', cfg]);
+    assert.equal(await d.exited(), 1, d.stderr);
+    assert.match(d.stderr, new RegExp(`cannot serve metrics on ${PROM_ADDR} \\(metrics.listen\\): address already in use`));
+    assert.doesNotMatch(d.stderr, /unexpected error/);
   });
 });
