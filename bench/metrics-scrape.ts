@@ -50,7 +50,7 @@ try {
   for (const id of ids) for (let k = 0; k < RULE_COUNTERS.length; k++) f.dp.maps.ruleStats.add(id * RULE_COUNTERS.length + k, BigInt(id + k));
   const registry = new Registry();
   registerMetrics(registry, {
-    state: f.state,
+    maps: f.dp.maps,
     programs: () => [{ name: 'pt_lan_ingress', fd: f.dp.programFd('lan') }, { name: 'pt_wan_ingress', fd: f.dp.programFd('wan') }],
     interfaces: () => [], isAttached: () => false,
   });

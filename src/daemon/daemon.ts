@@ -98,7 +98,7 @@ export class Daemon {
       d.program(config);
       d.followAddresses();
       d.attachAll();
-      d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, state: d.state, interfaces: config.interfaces, logger: log });
+      d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log });
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
       await d.metrics?.close();

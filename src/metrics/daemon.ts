@@ -9,7 +9,6 @@ import type { Logger } from '../daemon/log.js';
 import { ifindexOf } from '../daemon/netinfo.js';
 import { PROGRAMS } from '../bpf/abi.js';
 import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
-import type { PorttrigState } from '../core/state.js';
 import { NS_PER_S, registerMetrics } from './metrics.js';
 import { MetricsServer } from './server.js';
 import { enableRunTimeStats } from './progstats.js';
@@ -18,17 +17,16 @@ import type { SnapshotSource } from './snapshot.js';
 export interface DaemonMetricsOptions {
   listen: { host: string; port: number };
   datapath: Datapath;
-  state: PorttrigState;
   /** Interfaces the data path is attached to (fixed until restart). */
   interfaces: { wan: string; lan: readonly string[] };
   logger: Logger;
 }
 
 /** What a scrape of the daemon reads: its maps, its loaded programs, its interfaces. */
-export function daemonSource(dp: Datapath, state: PorttrigState, ifs: DaemonMetricsOptions['interfaces']): SnapshotSource {
+export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces']): SnapshotSource {
   const roles = Object.keys(PROGRAMS) as ProgramRole[];
   return {
-    state,
+    maps: dp.maps,
     programs: () => roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
     interfaces: () => [...ifs.lan.map((name) => ({ name, program: PROGRAMS.lan })), { name: ifs.wan, program: PROGRAMS.wan }],
     isAttached: (name) => attachedProgramId(ifindexOf(name)) !== 0,
@@ -58,7 +56,7 @@ export class DaemonMetrics {
       opts.logger.warn('BPF run-time statistics unavailable; porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
     }
     const registry = new Registry();
-    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.state, opts.interfaces), { statsEnabled: () => stats.fd >= 0 });
+    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces), { statsEnabled: () => stats.fd >= 0 });
     try {
       const server = await MetricsServer.listen(opts.listen, registry, opts.logger);
       opts.logger.info('metrics listening', { listen: `${server.address.host}:${server.address.port}` });

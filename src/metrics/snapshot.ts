@@ -5,12 +5,13 @@
  * copies, so counters kept in the kernel carry on across daemon restarts.
  */
 import {
-  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec, VERDICTS,
+  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, RuleNameCodec, SessionCodec, SessionKeyCodec, VERDICTS,
   type PtRule, type RuleCounter,
 } from '../bpf/abi.js';
 import type { StructCodec } from '../bpf/struct.js';
 import type { RawMap } from '../bpf/map.js';
-import { monotonicNs, type PorttrigState } from '../core/state.js';
+import type { DatapathMaps } from '../bpf/datapath.js';
+import { monotonicNs } from '../core/state.js';
 import { progRunStats } from './progstats.js';
 
 /** Offset of a field, from the codecs that test/bpf/abi.test.ts proves against the BTF. */
@@ -35,7 +36,8 @@ export interface InterfaceRef { name: string; program: string }
 
 /** Where a scrape reads from. */
 export interface SnapshotSource {
-  state: PorttrigState;
+  /** The data path's maps (loaded or adopted). */
+  maps: DatapathMaps;
   /** The daemon's loaded programs (their run statistics). */
   programs(): ProgramRef[];
   /** Interfaces porttrig attaches to, and the program each should run. */
@@ -116,6 +118,24 @@ function readRuleCounters(raw: RawMap, ids: Iterable<number>): Map<number, Recor
   return out;
 }
 
+/**
+ * Rule names by id, for ids in use. The same answer as
+ * PorttrigState.ruleNames(), an order of magnitude cheaper: free ids (an
+ * empty name) are skipped on their first byte instead of being copied and
+ * decoded, which matters on a path that runs on every scrape.
+ */
+function readRuleNames(raw: RawMap): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const { keys, values, count } of raw.batches()) {
+    for (let i = 0; i < count; i++) {
+      const off = i * raw.valueBytes;
+      if (values[off] === 0) continue;
+      out.set(keys.readUInt32LE(i * raw.info.keySize), RuleNameCodec.parse(values, off).name);
+    }
+  }
+  return out;
+}
+
 /** Live sessions per rule: enabled rule, not idle past its timeout. */
 function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: bigint): { entries: number; active: Map<number, number> } {
   const active = new Map<number, number>();
@@ -138,11 +158,10 @@ function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: b
  * once, in batches, while the data path keeps running.
  */
 export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
-  const { state } = src;
-  const maps = state.maps;
+  const { maps } = src;
   const now = (src.clock ?? monotonicNs)();
 
-  const rules = state.ruleNames();
+  const rules = readRuleNames(maps.ruleNames.raw);
   const ruleCounters = readRuleCounters(maps.ruleStats.raw, rules.keys());
   const settings = new Map<number, PtRule>();
   for (const id of rules.keys()) {

@@ -10,7 +10,7 @@ import { Registry } from 'prom-client';
 import { Datapath } from '../../src/bpf/datapath.js';
 import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, PT_MAX_RULES, RULE_COUNTERS, VERDICTS, type RuleCounter } from '../../src/bpf/abi.js';
 import type { RawMap } from '../../src/bpf/map.js';
-import { monotonicNs, PorttrigState } from '../../src/core/state.js';
+import { monotonicNs } from '../../src/core/state.js';
 import { compileRules } from '../../src/rules/compile.js';
 import type { Rule } from '../../src/config/types.js';
 import * as ffi from '../../src/ffi/libbpf.js';
@@ -55,9 +55,9 @@ function seedPerCpu(raw: RawMap, index: number, base: number): number {
   return sum;
 }
 
-function source(f: TestDatapath, state = f.state, attached = new Map([['lan0', true], ['wan0', false]])): SnapshotSource {
+function source(f: TestDatapath, attached = new Map([['lan0', true], ['wan0', false]])): SnapshotSource {
   return {
-    state,
+    maps: f.dp.maps,
     programs: () => [{ name: 'pt_lan_ingress', fd: f.dp.programFd('lan') }, { name: 'pt_wan_ingress', fd: f.dp.programFd('wan') }],
     interfaces: () => [{ name: 'lan0', program: 'pt_lan_ingress' }, { name: 'wan0', program: 'pt_wan_ingress' }],
     isAttached: (n) => attached.get(n) ?? false,
@@ -184,10 +184,9 @@ test('counters kept in the kernel carry on across a daemon restart (pinned maps 
   t.after(() => dp2.close());
   assert.equal(dp2.adopted, true);
   f.dp.close();
-  const state2 = new PorttrigState(dp2.maps);
   const registry = new Registry();
   registerMetrics(registry, {
-    state: state2, programs: () => [{ name: 'pt_lan_ingress', fd: dp2.programFd('lan') }], interfaces: () => [], isAttached: () => false,
+    maps: dp2.maps, programs: () => [{ name: 'pt_lan_ingress', fd: dp2.programFd('lan') }], interfaces: () => [], isAttached: () => false,
   }, { defaultMetrics: false });
   const e = await scrape(registry);
   assert.equal(valueOf(e, 'porttrig_sessions_opened_total', { rule: 'game' }), n);

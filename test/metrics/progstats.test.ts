@@ -34,7 +34,7 @@ test('bpf_prog_info offsets match the kernel\'s BTF', { skip: !existsSync(VMLINU
 test('DaemonMetrics: stats on while it runs, the sweep histogram, 0 after close', { skip: bpfSkipReason() ?? false }, async (t) => {
   const f = useDatapath(t);
   const m = await DaemonMetrics.start({
-    listen: { host: '127.0.0.1', port: 0 }, datapath: f.dp, state: f.state,
+    listen: { host: '127.0.0.1', port: 0 }, datapath: f.dp,
     interfaces: { wan: 'lo', lan: [] }, logger: nullLogger,
   });
   t.after(() => m.close());
