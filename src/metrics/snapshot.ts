@@ -66,7 +66,12 @@ export interface DatapathSnapshot {
   attached: { interface: string; program: string; attached: boolean }[];
 }
 
-/** Count a map's entries (hash maps keep no count user space can read). */
+/**
+ * Count a map's entries (hash maps keep no count user space can read).
+ * XXX: a batch walk visits every bucket, so its cost follows the capacity, not
+ * the fill (~0.3 s for the default 2 x 262144 flow entries); a BPF map
+ * iterator calling bpf_map_sum_elem_count() (kernel >= 6.6) would make it O(1).
+ */
 function countEntries(m: RawMap, keep?: (keys: Buffer, i: number) => boolean): number {
   let n = 0;
   for (const { keys, count } of m.batches()) {
@@ -146,6 +151,7 @@ function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: b
       const id = keys.readUInt32LE(i * raw.info.keySize + SESSION_KEY_RULE);
       const rule = settings.get(id);
       if (!rule || !(rule.flags & RULE_ENABLED)) continue;
+      // The data path's own test (sessionExpired() in core/sweep.ts), on the raw bytes.
       if (now - values.readBigUInt64LE(i * raw.valueBytes + SESSION_LAST_SEEN) > rule.idle_timeout_ns) continue;
       active.set(id, (active.get(id) ?? 0) + 1);
     }
@@ -203,10 +209,12 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
 }
 
 /**
- * readSnapshot(), shared by every metric of one scrape: prom-client calls the
- * collect() of all metrics synchronously, one after the other, so a reading
- * kept until the current task ends serves exactly one scrape. A later scrape
- * (or a collect outside a scrape) reads afresh.
+ * readSnapshot(), shared by every metric of one scrape: prom-client's
+ * registry.metrics() calls the collect() of all metrics synchronously, one
+ * after the other, so a reading dropped at the next microtask serves exactly
+ * one scrape. A later scrape (or a collect outside a scrape) reads afresh; if
+ * prom-client ever awaited between collects, each would read for itself:
+ * slower, never stale.
  */
 export class ScrapeReader {
   private current: DatapathSnapshot | null = null;
