@@ -68,9 +68,9 @@ export interface DatapathSnapshot {
 
 /**
  * Count a map's entries (hash maps keep no count user space can read).
- * XXX: a batch walk visits every bucket, so its cost follows the capacity, not
- * the fill (~0.3 s for the default 2 x 262144 flow entries); a BPF map
- * iterator calling bpf_map_sum_elem_count() (kernel >= 6.6) would make it O(1).
+ * XXX: a batch walk copies every entry and visits every bucket (~0.3 s for a
+ * full flow table of the default 2 x 262144 entries); a BPF map iterator
+ * calling bpf_map_sum_elem_count() (kernel >= 6.6) would make it O(1).
  */
 function countEntries(m: RawMap, keep?: (keys: Buffer, i: number) => boolean): number {
   let n = 0;
