@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what porttrig needs on a fresh Debian 12 machine: the BPF toolchain,
-# libbpf, the network tools the tests and demo use, and the npm packages.
+# libbpf, the network tools the tests and demo use, Prometheus (the metrics e2e
+# test runs one; promtool checks the alert rules), and the npm packages.
 # Idempotent: installs only what is missing. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +22,30 @@ have setpriv || need_pkgs+=(util-linux)        # runs the daemon with reduced ca
 [ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || need_pkgs+=(libbpf1)
 [ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
 [ -f /usr/include/stdint.h ] || need_pkgs+=(libc6-dev)
+# Debian's prometheus ships promtool too. Its own service is not wanted here:
+# see the install step below.
+{ have prometheus && have promtool; } || need_pkgs+=(prometheus)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+  # A policy-rc.d that answers 101 keeps maintainer scripts from starting
+  # services (prometheus would listen on :9090); only ours is removed after.
+  no_start=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    no_start=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${need_pkgs[@]}"
+  if [ -n "$no_start" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  # The tests start their own Prometheus in a namespace; the package's system
+  # service stays off (a no-op where systemd does not run).
+  if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -9,6 +9,8 @@ import type { Codec } from './struct.js';
 
 const ENOENT = 2;
 const EINVAL = 22;
+/** Entries per BPF_MAP_LOOKUP_BATCH call unless a caller asks otherwise. */
+const DEFAULT_BATCH = 4096;
 
 /** Static facts about a map, read from the object or the kernel. */
 export interface MapInfo { name: string; fd: number; keySize: number; valueSize: number; maxEntries: number; perCpu: boolean }
@@ -68,31 +70,52 @@ export class RawMap {
   }
 
   /**
-   * Every entry, read with BPF_MAP_LOOKUP_BATCH in chunks of `chunk`. Not a
-   * snapshot: entries changed during the walk may or may not be seen.
+   * Entries in chunks, one BPF_MAP_LOOKUP_BATCH each, without a copy per
+   * entry: each chunk's `keys` and `values` are packed (keySize and
+   * valueBytes apart) and reused by the next chunk. For array maps, `after`
+   * (a u32 index) starts the walk at the next index; `limit` stops it after
+   * that many entries. Not a snapshot: entries changed during the walk may or may
+   * not be seen.
    */
-  *entries(chunk = 4096): Generator<[Buffer, Buffer]> {
-    const n = Math.max(1, Math.min(chunk, this.info.maxEntries));
+  *batches(opts: { chunk?: number; after?: Buffer; limit?: number } = {}): Generator<{ keys: Buffer; values: Buffer; count: number }> {
+    const limit = opts.limit ?? Infinity;
+    const n = Math.max(1, Math.min(opts.chunk ?? DEFAULT_BATCH, this.info.maxEntries, limit));
     const keys = Buffer.alloc(n * this.info.keySize);
     const values = Buffer.alloc(n * this.valueBytes);
+    // The kernel's batch token: the last key of a chunk (hash maps: a bucket
+    // index); at least 8 bytes for either.
     const tokenSize = Math.max(8, this.info.keySize);
     let inBatch: Buffer | null = null;
+    if (opts.after) {
+      this.check('batch start key', opts.after, this.info.keySize);
+      inBatch = Buffer.alloc(tokenSize);
+      opts.after.copy(inBatch);
+    }
     let outBatch = Buffer.alloc(tokenSize);
     const count = Buffer.alloc(4);
-    for (;;) {
-      count.writeUInt32LE(n);
+    for (let seen = 0; seen < limit;) {
+      count.writeUInt32LE(Math.min(n, limit - seen));
       const r = ffi.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, count);
       if (r < 0 && r !== -ENOENT) throw new BpfError(`${this.name}: lookup_batch`, -r);
       const got = count.readUInt32LE();
-      for (let i = 0; i < got; i++) {
-        yield [
-          Buffer.from(keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize)),
-          Buffer.from(values.subarray(i * this.valueBytes, (i + 1) * this.valueBytes)),
-        ];
-      }
+      seen += got;
+      if (got > 0) yield { keys, values, count: got };
       if (r === -ENOENT) return;
       inBatch = outBatch;
       outBatch = Buffer.alloc(tokenSize);
+    }
+  }
+
+  /** Every entry, each key and value a copy, read in batches of `chunk`. */
+  *entries(chunk = DEFAULT_BATCH): Generator<[Buffer, Buffer]> {
+    const { keySize } = this.info;
+    for (const { keys, values, count } of this.batches({ chunk })) {
+      for (let i = 0; i < count; i++) {
+        yield [
+          Buffer.from(keys.subarray(i * keySize, (i + 1) * keySize)),
+          Buffer.from(values.subarray(i * this.valueBytes, (i + 1) * this.valueBytes)),
+        ];
+      }
     }
   }
 

@@ -19,6 +19,7 @@ import { bpfObjectPath, version } from '../paths.js';
 import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
 import { ControlServer } from './control.js';
+import { DaemonMetrics } from '../metrics/daemon.js';
 
 /** libbpf's level for warnings (LIBBPF_WARN); info and debug are 1 and 2. */
 const LIBBPF_WARN = 0;
@@ -69,6 +70,7 @@ export class Daemon {
   private readonly state: PorttrigState;
   private timer: NodeJS.Timeout | null = null;
   private control: ControlServer | null = null;
+  private metrics: DaemonMetrics | null = null;
   private wanAddr: string | null = null;
   private localKey = '';
   private readonly startedAt = new Date();
@@ -117,8 +119,10 @@ export class Daemon {
       d.program(config);
       d.followAddresses();
       d.attachAll();
+      d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log });
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
+      await d.metrics?.close();
       dp.close();
       throw e;
     }
@@ -169,7 +173,7 @@ export class Daemon {
   private tick(): void {
     try {
       this.followAddresses();
-      const r = this.state.sweep();
+      const r = this.metrics ? this.metrics.timeSweep(() => this.state.sweep()) : this.state.sweep();
       if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
         this.opts.logger.info('sweep', { sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved });
       }
@@ -269,6 +273,7 @@ export class Daemon {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.control?.close();
+    await this.metrics?.close();
     this.dp.close();
     this.opts.logger.info('daemon stopped; data path left attached');
   }

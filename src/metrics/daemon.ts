@@ -1,0 +1,86 @@
+/**
+ * The daemon's metrics: an isolated registry, BPF run-time statistics held on
+ * for the daemon's life, and the HTTP endpoint on metrics.listen.
+ */
+import { Registry } from 'prom-client';
+import * as ffi from '../ffi/libbpf.js';
+import { PorttrigError } from '../errors.js';
+import type { Logger } from '../daemon/log.js';
+import { ifindexOf } from '../daemon/netinfo.js';
+import { PROGRAMS } from '../bpf/abi.js';
+import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
+import { NS_PER_S, registerMetrics } from './metrics.js';
+import { MetricsServer } from './server.js';
+import { enableRunTimeStats } from './progstats.js';
+import type { SnapshotSource } from './snapshot.js';
+
+export interface DaemonMetricsOptions {
+  listen: { host: string; port: number };
+  datapath: Datapath;
+  /** Interfaces the data path is attached to (fixed until restart). */
+  interfaces: { wan: string; lan: readonly string[] };
+  logger: Logger;
+}
+
+/** What a scrape of the daemon reads: its maps, its loaded programs, its interfaces. */
+export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces']): SnapshotSource {
+  const roles = Object.keys(PROGRAMS) as ProgramRole[];
+  return {
+    maps: dp.maps,
+    programs: () => roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
+    interfaces: () => [...ifs.lan.map((name) => ({ name, program: PROGRAMS.lan })), { name: ifs.wan, program: PROGRAMS.wan }],
+    isAttached: (name) => attachedProgramId(ifindexOf(name)) !== 0,
+  };
+}
+
+export class DaemonMetrics {
+  private constructor(
+    readonly registry: Registry,
+    private readonly server: MetricsServer,
+    private readonly stats: { fd: number },
+    private readonly observeSweep: (seconds: number) => void,
+  ) {}
+
+  /**
+   * Enable BPF run-time statistics (kept until close(); a kernel that refuses
+   * only costs the run-time metrics, with a warning), register the metrics on
+   * a registry of their own and listen. A listen failure (port taken) throws
+   * E_STATE and leaves nothing behind.
+   */
+  static async start(opts: DaemonMetricsOptions): Promise<DaemonMetrics> {
+    // Shared with the gauge, so that it reads 0 once close() released the fd.
+    const stats = { fd: -1 };
+    try {
+      stats.fd = enableRunTimeStats();
+    } catch (e) {
+      opts.logger.warn('BPF run-time statistics unavailable; porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
+    }
+    const registry = new Registry();
+    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces), { statsEnabled: () => stats.fd >= 0 });
+    try {
+      const server = await MetricsServer.listen(opts.listen, registry, opts.logger);
+      opts.logger.info('metrics listening', { listen: `${server.address.host}:${server.address.port}` });
+      return new DaemonMetrics(registry, server, stats, (s) => m.sweepDuration.observe(s));
+    } catch (e) {
+      if (stats.fd >= 0) ffi.closeFd(stats.fd);
+      throw e;
+    }
+  }
+
+  /** Run `fn` (a sweep) and record how long it took, also when it throws. */
+  timeSweep<T>(fn: () => T): T {
+    const t0 = process.hrtime.bigint();
+    try {
+      return fn();
+    } finally {
+      this.observeSweep(Number(process.hrtime.bigint() - t0) / NS_PER_S);
+    }
+  }
+
+  /** Stop serving and release the statistics. Idempotent. */
+  async close(): Promise<void> {
+    await this.server.close();
+    if (this.stats.fd >= 0) ffi.closeFd(this.stats.fd);
+    this.stats.fd = -1;
+  }
+}
