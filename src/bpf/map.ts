@@ -221,6 +221,14 @@ export class PerCpuCounters {
     return out;
   }
 
+  /** Set counters `indices` to 0 on every CPU, in one batch update. */
+  zero(indices: readonly number[]): void {
+    if (indices.length === 0) return;
+    const keys = Buffer.alloc(4 * indices.length);
+    indices.forEach((idx, i) => keys.writeUInt32LE(idx, 4 * i));
+    this.raw.updateBatch(keys, Buffer.alloc(this.raw.valueBytes * indices.length));
+  }
+
   /** Add `delta` to counter `index` (on the first CPU's slot). */
   add(index: number, delta: bigint): void {
     const key = Buffer.alloc(4);

@@ -133,6 +133,15 @@ export class PorttrigState {
    */
   applyRules(c: CompiledRules): void {
     const names = new Map([...c.ids].map(([n, i]) => [i, n]));
+    // An id that passes to another rule (or is freed) starts its counters at 0:
+    // a new rule must not inherit a removed rule's trigger hits or sessions.
+    const before = this.ruleNames();
+    const renamed: number[] = [];
+    for (let id = 1; id < PT_MAX_RULES; id++) {
+      if ((before.get(id) ?? '') !== (names.get(id) ?? '')) {
+        for (let k = 0; k < RULE_COUNTERS.length; k++) renamed.push(id * RULE_COUNTERS.length + k);
+      }
+    }
     const rules: [number, PtRule][] = [];
     const ruleNames: [number, { name: string }][] = [];
     for (let id = 0; id < PT_MAX_RULES; id++) {
@@ -141,6 +150,7 @@ export class PorttrigState {
     }
     // Order: names first, so that a sweep that runs concurrently already sees
     // a new rule's name; settings; then the table that makes packets match.
+    this.maps.ruleStats.zero(renamed);
     this.maps.ruleNames.setMany(ruleNames);
     this.maps.rules.setMany(rules);
     const empty: PtPort = { trigger: [0, 0, 0, 0], open_rule: 0, open_lan_port: 0, lan_port_refs: 0 };
