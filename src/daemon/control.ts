@@ -27,7 +27,7 @@ const STATUS_OF: Partial<Record<ErrorCode, number>> = {
 };
 
 /** Does something answer on `path` already? */
-function socketAlive(path: string): Promise<boolean> {
+export function socketAlive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(path);
     s.once('connect', () => { s.destroy(); resolve(true); });

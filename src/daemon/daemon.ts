@@ -13,8 +13,8 @@ import { compileRules } from '../rules/compile.js';
 import { PorttrigState, type SessionView, type FlowView } from '../core/state.js';
 import { bpfObjectPath, version } from '../paths.js';
 import type { Logger } from './log.js';
-import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
-import { ControlServer } from './control.js';
+import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
+import { ControlServer, socketAlive } from './control.js';
 
 export interface DaemonOptions {
   configPath: string;
@@ -59,6 +59,7 @@ export class Daemon {
   private readonly dp: Datapath;
   private readonly state: PorttrigState;
   private timer: NodeJS.Timeout | null = null;
+  private addrWatch: AddressWatch | null = null;
   private control: ControlServer | null = null;
   private wanAddr: string | null = null;
   private localKey = '';
@@ -72,9 +73,12 @@ export class Daemon {
   }
 
   /**
-   * Start: validate the config, load or adopt the data path, program rules,
-   * attach to the interfaces, start sweeping and serving. Any failure leaves
-   * running forwarding (pinned state, attached programs) as it was.
+   * Start: validate the config, load or adopt the data path, attach to the
+   * interfaces, program the rules, start sweeping and serving. Until the
+   * attach, a failure changes nothing (another daemon running, unusable
+   * pinned state, bad config: refused first). The attach is all or nothing
+   * (Datapath.attachAll). After it, the new programs stay attached whatever
+   * happens: they forward from the same pinned state as the old ones.
    */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const log = opts.logger;
@@ -84,6 +88,12 @@ export class Daemon {
     }
     const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
     if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
+    compileRules(config.rules);  // throws E_CONFIG for tables the schema cannot judge, before anything changes
+    // A second daemon would replace the first one's programs before failing on
+    // the socket: refuse first.
+    if (await socketAlive(config.control.socket)) {
+      throw new PorttrigError('E_STATE', `another porttrig daemon already answers on ${config.control.socket}; stop it first`, { socket: config.control.socket });
+    }
 
     const dp = Datapath.load({
       objectPath: opts.objectPath ?? bpfObjectPath,
@@ -93,14 +103,17 @@ export class Daemon {
     });
     const d = new Daemon(opts, config, dp);
     try {
+      d.attachAll();
       d.program(config);
       d.followAddresses();
-      d.attachAll();
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
       dp.close();
       throw e;
     }
+    const w = watchAddresses(() => d.onAddressEvent());
+    if ('error' in w) log.warn('no rtnetlink address events; addresses are re-read every sweep only', { errno: w.error });
+    else d.addrWatch = w;
     log.info('daemon started', {
       version, config: opts.configPath, pin_path: config.datapath.pinPath, adopted: dp.adopted,
       rules: config.rules.length, wan: config.interfaces.wan, lan: config.interfaces.lan.join(','),
@@ -115,10 +128,23 @@ export class Daemon {
     this.state.applyRules(compiled);
   }
 
+  /** Attach to the configured interfaces (all or none), then leave the ones no longer configured. */
   private attachAll(): void {
     const { wan, lan } = this.config.interfaces;
-    for (const name of lan) this.dp.attach(ifindexOf(name), 'lan');
-    this.dp.attach(ifindexOf(wan), 'wan');
+    const targets = [...lan.map((n) => ({ ifindex: ifindexOf(n), role: 'lan' as const })), { ifindex: ifindexOf(wan), role: 'wan' as const }];
+    this.dp.attachAll(targets);
+    const gone = this.dp.detachOthers(new Set(targets.map((t) => t.ifindex)));
+    if (gone.length > 0) this.opts.logger.info('detached from interfaces no longer configured', { ifindexes: gone.join(',') });
+  }
+
+  /** An IPv4 address changed somewhere: re-read at once rather than at the next sweep. */
+  private onAddressEvent(): void {
+    if (this.stopped) return;
+    try {
+      this.followAddresses();
+    } catch (e) {
+      this.opts.logger.error('address update failed', { error: e });
+    }
   }
 
   /**
@@ -225,6 +251,7 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.addrWatch?.close();
     await this.control?.close();
     this.dp.close();
     this.opts.logger.info('daemon stopped; data path left attached');
