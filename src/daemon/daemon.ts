@@ -16,6 +16,9 @@ import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
 import { ControlServer, socketAlive } from './control.js';
 
+/** pt_config.wan_addr when the WAN interface has no IPv4 address. */
+const NO_ADDR = '0.0.0.0';
+
 export interface DaemonOptions {
   configPath: string;
   logger: Logger;
@@ -62,6 +65,8 @@ export class Daemon {
   private addrWatch: AddressWatch | null = null;
   private control: ControlServer | null = null;
   private wanAddr: string | null = null;
+  /** The last WAN address the data path translated to (from the pins at start), to drop its flows when it is replaced. */
+  private lastWanAddr: string | null = null;
   private localKey = '';
   private readonly startedAt = new Date();
   private stopped = false;
@@ -70,6 +75,8 @@ export class Daemon {
     this.config = config;
     this.dp = dp;
     this.state = new PorttrigState(dp.maps);
+    const pinned = dp.maps.config.get(0)?.wan_addr;
+    this.lastWanAddr = pinned && pinned !== NO_ADDR ? pinned : null;
   }
 
   /**
@@ -149,17 +156,24 @@ export class Daemon {
 
   /**
    * Read the WAN address, the gateway's own addresses and the LAN subnets,
-   * and write what changed. Called at start and on every tick, so a new WAN
-   * address (DHCP renew) is used within one sweep interval.
+   * and write what changed. Called at start, on every rtnetlink address
+   * event and on every tick (the fallback), so a new WAN address (DHCP renew)
+   * is used within milliseconds. Flows accepted on a replaced address are
+   * dropped; an address that only goes away keeps them (it may come back).
    */
   private followAddresses(): void {
     const { wan, lan } = this.config.interfaces;
     const wanAddr = ipv4Of(wan)[0]?.address ?? null;
     if (wanAddr !== this.wanAddr) {
-      this.state.setRuntime(wanAddr ?? '0.0.0.0', ifindexOf(wan), this.config.limits.sessionsPerHost);
+      this.state.setRuntime(wanAddr ?? NO_ADDR, ifindexOf(wan), this.config.limits.sessionsPerHost);
       if (wanAddr) this.opts.logger.info('WAN address', { interface: wan, address: wanAddr, previous: this.wanAddr ?? 'none' });
       else this.opts.logger.warn('WAN interface has no IPv4 address; nothing is forwarded until it has one', { interface: wan });
       this.wanAddr = wanAddr;
+      if (wanAddr && this.lastWanAddr && wanAddr !== this.lastWanAddr) {
+        const n = this.state.dropFlowsOfWanAddr(this.lastWanAddr);
+        if (n > 0) this.opts.logger.info('flows on the replaced WAN address dropped', { address: this.lastWanAddr, entries: n });
+      }
+      if (wanAddr) this.lastWanAddr = wanAddr;
     }
     const local = allIpv4();
     const nets = lan.flatMap((n) => ipv4Of(n).map((a) => a.cidr));
