@@ -92,10 +92,19 @@ test('a restart whose attach fails puts the previous programs back; forwarding n
 
   // Once lan1 is free, the same config starts and adopts.
   topo.exec(topo.ns.gw, 'tc', 'filter', 'del', 'dev', 'lan1', 'ingress', 'prio', '1');
-  await topo.startDaemon(wide);
+  const d3 = await topo.startDaemon(wide);
   assert.ok(porttrigProgId(topo, 'lan1') > 0);
   assert.notEqual(porttrigProgId(topo, 'lan0'), before.lan0);
   assert.equal(cliJson<unknown[]>(topo, 'sessions').length, 1);
+  await streamAdvances(ends, FLOWING);
+
+  // Back to the config without lan1: the next daemon leaves lan1 (its clsact
+  // qdisc predates porttrig and stays).
+  d3.kill('SIGTERM');
+  await exitCode(d3);
+  await topo.startDaemon(cfg);
+  assert.equal(porttrigProgId(topo, 'lan1'), 0, `lan1 keeps a porttrig filter: ${tcFilters(topo, 'lan1')}`);
+  assert.equal(hasClsact(topo, 'lan1'), true);
   await streamAdvances(ends, FLOWING);
 });
 
