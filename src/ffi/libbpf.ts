@@ -145,8 +145,8 @@ const f = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
-  poll: libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
-  recv: libc.func('long recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)'),
 };
 
