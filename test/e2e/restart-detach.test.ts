@@ -1,11 +1,12 @@
 /**
  * End to end: `porttrig detach` removes porttrig's programs, the clsact
  * qdiscs porttrig created (not one that was there before, with its own
- * filter), and every pin; forwarding stops; a second run has nothing to do.
+ * filter), and every pin, also when an interface has vanished meanwhile;
+ * forwarding stops; a second run has nothing to do.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { GW_WAN, Topology, WAN_SERVER } from './topology.js';
 import { exitCode, hasClsact, porttrigProgId, tcFilters } from './restart-util.js';
 
@@ -22,7 +23,11 @@ test('detach removes programs, created qdiscs and pins; a foreign clsact filter 
   // wan0 already has a clsact qdisc with someone else's filter (another priority).
   topo.exec(topo.ns.gw, 'tc', 'qdisc', 'add', 'dev', 'wan0', 'clsact');
   topo.exec(topo.ns.gw, 'tc', 'filter', 'add', 'dev', 'wan0', 'ingress', 'prio', '2', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0');
+  // lan1 will have vanished by the time detach runs (a USB NIC unplugged).
+  topo.exec(topo.ns.gw, 'ip', 'link', 'add', 'lan1', 'type', 'veth', 'peer', 'name', 'lan1p');
+  topo.exec(topo.ns.gw, 'ip', 'link', 'set', 'lan1', 'up');
   const cfg = topo.writeConfig(RULES);
+  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('lan: [lan0]', 'lan: [lan0, lan1]'));
   const d = await topo.startDaemon(cfg);
   const irc = topo.peer(topo.ns.wan, 'tcp-echo', 6667);
   await irc.waitFor((e) => e.event === 'listening');
@@ -34,9 +39,10 @@ test('detach removes programs, created qdiscs and pins; a foreign clsact filter 
   assert.equal(await exitCode(d), 0);
   assert.ok(porttrigProgId(topo, 'lan0') > 0 && porttrigProgId(topo, 'wan0') > 0);
 
+  topo.exec(topo.ns.gw, 'ip', 'link', 'del', 'lan1');
   const r = topo.cli('detach', '--config', cfg);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /detached from 2 interfaces, removed 12 pins/);
+  assert.match(r.stdout, /detached from 3 interfaces, removed 12 pins/);
   assert.equal(porttrigProgId(topo, 'lan0'), 0);
   assert.equal(porttrigProgId(topo, 'wan0'), 0);
   assert.equal(hasClsact(topo, 'lan0'), false, 'porttrig created the clsact qdisc on lan0: removed');
