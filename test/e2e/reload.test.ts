@@ -17,8 +17,8 @@ const NEW_IDLE_S = 5;
 /** Sweep interval (1 s) plus margin for a loaded machine. */
 const SWEEP_SLACK_MS = 2500;
 const NO_REPLY_MS = 1500;
-/** opened_at is converted from the monotonic clock at each listing; allow the rounding. */
-const CLOCK_SLACK_MS = 5;
+/** opened_at is converted from the monotonic clock at each listing (a preemption between the two clock reads shifts it); a re-opened session would be seconds off. */
+const CLOCK_SLACK_MS = 50;
 
 const rule = (name: string, trigger: string, open: string, idle = '10m'): string =>
   `  - name: ${name}\n    trigger: ${trigger}\n    open: ${open}\n    idle_timeout: ${idle}\n`;
