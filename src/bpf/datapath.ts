@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
-import { BpfError, PorttrigError } from '../errors.js';
+import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
   ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, FlowCodec, FlowKeyCodec, LpmV4Codec, MAPS, PortCodec,
   PROGRAMS, PT_LAYOUT_VERSION, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec, SessionCodec, SessionKeyCodec,
@@ -20,6 +20,10 @@ import { PerCpuCounters, RawMap, TypedMap } from './map.js';
 export const BPF_FS_MAGIC = 0xcafe4a11;
 const EEXIST = 17;
 const ENOENT = 2;
+const ENODEV = 19;
+const EINVAL = 22;
+/** BPF_TC_INGRESS | BPF_TC_EGRESS: the whole clsact qdisc. */
+const BPF_TC_CLSACT = 3;
 const PERCPU_MAPS = new Set<string>([MAPS.ruleStats, MAPS.pktStats]);
 
 export interface DatapathOptions {
@@ -63,21 +67,75 @@ export function ensureBpffs(dir: string): void {
   }
 }
 
-/** Read a pinned map's (key size, value size, max entries) without libbpf. */
-function pinnedMapInfo(path: string): { keySize: number; valueSize: number; maxEntries: number } | null {
-  if (!existsSync(path)) return null;
+/** A map's definition: what libbpf compares before it reuses a pinned map. */
+interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+
+/** struct bpf_map_info, up to map_flags: offsets of the fields read here. */
+const MAP_INFO = { size: 96, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, flags: 20 } as const;
+/** enum bpf_map_type values porttrig uses, for messages. */
+const MAP_TYPE_NAMES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 11: 'lpm_trie' };
+const DEF_FIELDS: [keyof MapDef, string][] = [
+  ['type', 'type'], ['keySize', 'key size'], ['valueSize', 'value size'], ['maxEntries', 'max_entries'], ['flags', 'map_flags'],
+];
+
+/** The definition of the map pinned at `path`, read from the kernel (bpf_obj_get_info_by_fd). */
+function pinnedMapDef(path: string): MapDef {
   const fd = ffi.objGet(path);
   if (fd < 0) throw new BpfError(`open pinned map ${path}`, -fd);
   try {
-    const info = Buffer.alloc(96);
+    const info = Buffer.alloc(MAP_INFO.size);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(info.length);
     const r = ffi.objGetInfo(fd, info, len);
     if (r < 0) throw new BpfError(`info of pinned map ${path}`, -r);
-    return { keySize: info.readUInt32LE(8), valueSize: info.readUInt32LE(12), maxEntries: info.readUInt32LE(16) };
+    return {
+      type: info.readUInt32LE(MAP_INFO.type), keySize: info.readUInt32LE(MAP_INFO.keySize),
+      valueSize: info.readUInt32LE(MAP_INFO.valueSize), maxEntries: info.readUInt32LE(MAP_INFO.maxEntries),
+      flags: info.readUInt32LE(MAP_INFO.flags),
+    };
   } finally {
     ffi.closeFd(fd);
   }
+}
+
+/** The definition of map `name` in an opened (not yet loaded) object. */
+function objectMapDef(obj: ffi.Ptr, name: string): MapDef {
+  const m = ffi.objectFindMap(obj, name);
+  if (!m) throw new BpfError(`find map ${name}`, ENOENT);
+  return {
+    type: ffi.mapType(m), keySize: ffi.mapKeySize(m), valueSize: ffi.mapValueSize(m),
+    maxEntries: ffi.mapMaxEntries(m), flags: ffi.mapFlags(m),
+  };
+}
+
+const showDef = (field: keyof MapDef, v: number): string =>
+  field === 'type' ? (MAP_TYPE_NAMES[v] ?? `type ${v}`) : field === 'flags' ? `0x${v.toString(16)}` : String(v);
+
+/** The layout version written in a pinned pt_config. */
+function pinnedLayoutVersion(path: string): number {
+  const fd = ffi.objGet(path);
+  if (fd < 0) throw new BpfError(`open pinned ${MAPS.config}`, -fd);
+  try {
+    const v = Buffer.alloc(ConfigCodec.size);
+    const r = ffi.mapLookup(fd, U32.format(0), v);
+    if (r < 0) throw new BpfError(`read pinned ${MAPS.config}`, -r);
+    return ConfigCodec.parse(v).layout_version;
+  } finally {
+    ffi.closeFd(fd);
+  }
+}
+
+/** One program porttrig puts on one interface. */
+export interface AttachTarget { ifindex: number; role: ProgramRole }
+
+/** What attachAll() changed on one interface, enough to put it back. */
+interface AttachUndo {
+  ifindex: number;
+  /** fd of the program that was at porttrig's handle/priority before, or -1. */
+  prevProgFd: number;
+  createdQdisc: boolean;
+  /** pt_attach entry before, or undefined. */
+  prevRecord: number | undefined;
 }
 
 export class Datapath {
@@ -101,8 +159,6 @@ export class Datapath {
   static load(opts: DatapathOptions): Datapath {
     if (opts.onLibbpfLog) ffi.setLibbpfPrint(opts.onLibbpfLog);
     ensureBpffs(opts.pinPath);
-    const adopted = Datapath.checkPinnedState(opts);
-
     const obj = ffi.objectOpen(opts.objectPath, opts.pinPath);
     if (!obj) throw new BpfError(`open ${opts.objectPath}`, ffi.lastErrno());
     try {
@@ -115,6 +171,7 @@ export class Datapath {
       size(MAPS.sessions, opts.limits.sessions);
       size(MAPS.hostSessions, opts.limits.sessions);
       size(MAPS.flows, 2 * opts.limits.flows);
+      const adopted = Datapath.checkPinnedState(obj, opts);
       const r = ffi.objectLoad(obj);
       if (r < 0) throw new BpfError(`load ${opts.objectPath}`, -r, 'see the libbpf log above for the verifier output');
       const raw = (name: string): RawMap => {
@@ -151,36 +208,51 @@ export class Datapath {
     }
   }
 
-  /** Refuse pinned state this object cannot adopt; true if there is some to adopt. */
-  private static checkPinnedState(opts: DatapathOptions): boolean {
-    const cfg = pinnedMapInfo(join(opts.pinPath, MAPS.config));
-    if (!cfg) return false;
-    if (cfg.valueSize !== ConfigCodec.size) {
-      throw new PorttrigError('E_STATE', `pinned state in ${opts.pinPath} has another layout (pt_config of ${cfg.valueSize} bytes); run "porttrig detach" to remove it`, { pinPath: opts.pinPath });
+  /**
+   * Decide whether the pins under pin_path can be adopted by `obj` (opened and
+   * sized, not loaded): every map must be pinned, each with this object's
+   * type, key size, value size, max_entries and flags, and pt_config must carry
+   * this PT_LAYOUT_VERSION. All pins are checked before anything is adopted,
+   * and every difference is reported at once (E_STATE), with what to do; the
+   * pins are left as they are. True when there is state to adopt, false when
+   * pin_path holds none of porttrig's maps.
+   */
+  private static checkPinnedState(obj: ffi.Ptr, opts: DatapathOptions): boolean {
+    const names = Object.values(MAPS);
+    const pinned = names.filter((n) => existsSync(join(opts.pinPath, n)));
+    if (pinned.length === 0) return false;
+    const problems: string[] = [];
+    const missing = names.filter((n) => !pinned.includes(n));
+    if (missing.length > 0) problems.push(`${missing.join(', ')}: not pinned (incomplete state)`);
+    // Differences that only limits explain: these three maps are sized from them.
+    const resizable = new Set<string>([MAPS.sessions, MAPS.hostSessions, MAPS.flows]);
+    let limitsOnly = missing.length === 0;
+    const pinnedMax = new Map<string, number>();
+    for (const name of pinned) {
+      const have = pinnedMapDef(join(opts.pinPath, name));
+      const want = objectMapDef(obj, name);
+      pinnedMax.set(name, have.maxEntries);
+      const diffs = DEF_FIELDS.filter(([f]) => have[f] !== want[f]);
+      if (diffs.length === 0) continue;
+      problems.push(`${name}: ${diffs.map(([f, label]) => `${label} ${showDef(f, have[f])} pinned, ${showDef(f, want[f])} in this object`).join('; ')}`);
+      if (!resizable.has(name) || diffs.some(([f]) => f !== 'maxEntries')) limitsOnly = false;
     }
-    const fd = ffi.objGet(join(opts.pinPath, MAPS.config));
-    if (fd < 0) throw new BpfError(`open pinned ${MAPS.config}`, -fd);
-    try {
-      const v = Buffer.alloc(ConfigCodec.size);
-      const r = ffi.mapLookup(fd, U32.format(0), v);
-      if (r < 0) throw new BpfError(`read pinned ${MAPS.config}`, -r);
-      const version = ConfigCodec.parse(v).layout_version;
+    if (pinned.includes(MAPS.config) && !problems.some((p) => p.startsWith(`${MAPS.config}:`))) {
+      const version = pinnedLayoutVersion(join(opts.pinPath, MAPS.config));
       if (version !== PT_LAYOUT_VERSION) {
-        throw new PorttrigError('E_STATE', `pinned state in ${opts.pinPath} is layout version ${version}, this porttrig uses ${PT_LAYOUT_VERSION}; run "porttrig detach" to remove it (open sessions are lost)`, { pinPath: opts.pinPath, version });
-      }
-    } finally {
-      ffi.closeFd(fd);
-    }
-    const want: [string, number][] = [
-      [MAPS.sessions, opts.limits.sessions], [MAPS.hostSessions, opts.limits.sessions], [MAPS.flows, 2 * opts.limits.flows],
-    ];
-    for (const [name, n] of want) {
-      const info = pinnedMapInfo(join(opts.pinPath, name));
-      if (info && info.maxEntries !== n) {
-        throw new PorttrigError('E_STATE', `pinned map ${name} holds ${info.maxEntries} entries but the limits ask for ${n}; restore the old limits or run "porttrig detach" first (open sessions are lost)`, { map: name });
+        problems.unshift(`${MAPS.config}: layout version ${version} pinned, ${PT_LAYOUT_VERSION} in this object`);
+        limitsOnly = false;
       }
     }
-    return true;
+    if (problems.length === 0) return true;
+    const lost = 'open sessions and flows are lost';
+    const advice = limitsOnly
+      ? `the state was made with limits.sessions: ${pinnedMax.get(MAPS.sessions)}, limits.flows: ${(pinnedMax.get(MAPS.flows) ?? 0) / 2}; ` +
+        `restore those limits, or run "porttrig detach" and start again (${lost})`
+      : `it was made by another porttrig version or is damaged; run "porttrig detach" and start again (${lost}), ` +
+        'or go back to the porttrig version that made it';
+    throw new PorttrigError('E_STATE', `cannot adopt the pinned state in ${opts.pinPath}; nothing was changed:\n  ${problems.join('\n  ')}\n${advice}`,
+      { pinPath: opts.pinPath, problems });
   }
 
   private object(): ffi.Ptr {
@@ -196,26 +268,93 @@ export class Datapath {
   }
 
   /**
-   * Attach the `role` program to clsact ingress of `ifindex`, replacing an
-   * earlier porttrig program there atomically (BPF_TC_F_REPLACE), so packets
-   * keep flowing across a daemon restart. Creates the clsact qdisc if missing
-   * and records that it did. Idempotent. Needs CAP_NET_ADMIN.
+   * Attach the programs to clsact ingress of every target, in order, as one
+   * step: either all are attached or, when one fails, every interface done so
+   * far is put back as it was (the program that was there before, or none; a
+   * clsact qdisc porttrig created is removed; the pt_attach record restored).
+   * Each attach replaces the filter at porttrig's handle and priority in place
+   * (BPF_TC_F_REPLACE), so across a daemon restart every packet meets either
+   * the old program or the new one. Creates the clsact qdisc if missing and
+   * records in pt_attach that it did; tolerates one that exists. Idempotent.
+   * Needs CAP_NET_ADMIN (and CAP_SYS_ADMIN to get the old programs' fds).
    */
-  attach(ifindex: number, role: ProgramRole): number {
-    const hook = { ifindex, attach_point: ffi.BPF_TC_INGRESS };
-    const h = ffi.tcHookCreate(hook);
-    if (h < 0 && h !== -EEXIST) throw new PorttrigError('E_ATTACH', `create clsact qdisc on ifindex ${ifindex}: errno ${-h}`, { ifindex });
-    const prev = this.maps.attach.get(ifindex) ?? 0;
-    const created = h === 0 ? ATTACH_CREATED_QDISC : prev & ATTACH_CREATED_QDISC;
-    const { ret, progId } = ffi.tcAttach(hook, {
-      prog_fd: this.programFd(role), flags: ffi.BPF_TC_F_REPLACE, handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY,
-    });
-    if (ret < 0) {
-      if (h === 0) ffi.tcHookDestroy({ ifindex, attach_point: ffi.BPF_TC_INGRESS });
-      throw new PorttrigError('E_ATTACH', `attach ${PROGRAMS[role]} to ifindex ${ifindex}: errno ${-ret}`, { ifindex });
+  attachAll(targets: readonly AttachTarget[]): void {
+    const done: AttachUndo[] = [];
+    try {
+      for (const t of targets) done.push(this.attachOne(t));
+    } catch (e) {
+      const failed: string[] = [];
+      for (const u of done.reverse()) {
+        try { this.undoAttach(u); } catch (ue) { failed.push(String((ue as Error).message)); }
+      }
+      if (failed.length > 0 && e instanceof PorttrigError) {
+        throw new PorttrigError(e.code, `${e.message}; rolling back also failed: ${failed.join('; ')}`, e.details, { cause: e });
+      }
+      throw e;
+    } finally {
+      for (const u of done) if (u.prevProgFd >= 0) ffi.closeFd(u.prevProgFd);
     }
-    this.maps.attach.set(ifindex, (prev & ~(ATTACH_LAN | ATTACH_WAN)) | created | (role === 'lan' ? ATTACH_LAN : ATTACH_WAN));
-    return progId;
+  }
+
+  private attachOne({ ifindex, role }: AttachTarget): AttachUndo {
+    const hook = { ifindex, attach_point: ffi.BPF_TC_INGRESS };
+    const prevId = attachedProgramId(ifindex);
+    const prevProgFd = prevId ? ffi.progGetFdById(prevId) : -1;
+    if (prevId && prevProgFd < 0) {
+      throw new PorttrigError('E_ATTACH', `cannot hold the program attached on ifindex ${ifindex} (id ${prevId}) to restore it on failure: errno ${-prevProgFd}`, { ifindex });
+    }
+    const prevRecord = this.maps.attach.get(ifindex);
+    const h = ffi.tcHookCreate(hook);
+    if (h < 0 && h !== -EEXIST) {
+      if (prevProgFd >= 0) ffi.closeFd(prevProgFd);
+      throw new PorttrigError('E_ATTACH', `create clsact qdisc on ifindex ${ifindex}: ${errnoName(-h)}`, { ifindex });
+    }
+    const undo: AttachUndo = { ifindex, prevProgFd, createdQdisc: h === 0, prevRecord };
+    const created = undo.createdQdisc ? ATTACH_CREATED_QDISC : (prevRecord ?? 0) & ATTACH_CREATED_QDISC;
+    const record = ((prevRecord ?? 0) & ~(ATTACH_LAN | ATTACH_WAN)) | created | (role === 'lan' ? ATTACH_LAN : ATTACH_WAN);
+    try {
+      // Recorded before the attach: a crash in between leaves a record that detach can act on.
+      this.maps.attach.set(ifindex, record);
+      const { ret } = ffi.tcAttach(hook, {
+        prog_fd: this.programFd(role), flags: ffi.BPF_TC_F_REPLACE, handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY,
+      });
+      if (ret < 0) {
+        throw new PorttrigError('E_ATTACH', `attach ${PROGRAMS[role]} to ifindex ${ifindex} (handle 0x${PT_TC_HANDLE.toString(16)}, priority ${PT_TC_PRIORITY}): ${errnoName(-ret)}` +
+          (ret === -EINVAL ? '; another filter may hold that priority' : ''), { ifindex });
+      }
+    } catch (e) {
+      try { this.undoAttach(undo); } finally { if (prevProgFd >= 0) ffi.closeFd(prevProgFd); }
+      throw e;
+    }
+    return undo;
+  }
+
+  /** Put one interface back as attachOne() found it. */
+  private undoAttach(u: AttachUndo): void {
+    const hook = { ifindex: u.ifindex, attach_point: ffi.BPF_TC_INGRESS };
+    if (u.prevProgFd >= 0) {
+      const { ret } = ffi.tcAttach(hook, { prog_fd: u.prevProgFd, flags: ffi.BPF_TC_F_REPLACE, handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });
+      if (ret < 0) throw new PorttrigError('E_ATTACH', `restore the earlier program on ifindex ${u.ifindex}: ${errnoName(-ret)}`, { ifindex: u.ifindex });
+    } else {
+      detachInterface(u.ifindex, u.createdQdisc);
+    }
+    if (u.prevRecord === undefined) this.maps.attach.delete(u.ifindex);
+    else this.maps.attach.set(u.ifindex, u.prevRecord);
+  }
+
+  /**
+   * Detach from interfaces recorded in pt_attach that are not in `keep` (an
+   * interface dropped from the config between two daemons). Returns their ifindexes.
+   */
+  detachOthers(keep: ReadonlySet<number>): number[] {
+    const gone: number[] = [];
+    for (const [ifindex, flags] of [...this.maps.attach.entries()]) {
+      if (keep.has(ifindex)) continue;
+      detachInterface(ifindex, (flags & ATTACH_CREATED_QDISC) !== 0);
+      this.maps.attach.delete(ifindex);
+      gone.push(ifindex);
+    }
+    return gone;
   }
 
   /** Close the object. Attached programs and pinned maps stay. Idempotent. */
@@ -233,17 +372,17 @@ export function attachedProgramId(ifindex: number): number {
 
 /**
  * Remove porttrig's filter from clsact ingress of `ifindex`, and the clsact
- * qdisc too when porttrig created it (`createdQdisc`). Missing pieces are fine.
+ * qdisc too when porttrig created it (`createdQdisc`). Missing pieces (no
+ * filter, no qdisc, no such interface any more) are fine: idempotent.
  */
 export function detachInterface(ifindex: number, createdQdisc: boolean): void {
-  const hook = { ifindex, attach_point: ffi.BPF_TC_INGRESS };
-  const r = ffi.tcDetach(hook, { handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });
-  if (r < 0 && r !== -ENOENT && r !== -22 /* EINVAL: no qdisc */) {
-    throw new PorttrigError('E_ATTACH', `detach from ifindex ${ifindex}: errno ${-r}`, { ifindex });
+  const gone = (r: number): boolean => r === -ENOENT || r === -EINVAL /* no qdisc */ || r === -ENODEV;
+  const r = ffi.tcDetach({ ifindex, attach_point: ffi.BPF_TC_INGRESS }, { handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });
+  if (r < 0 && !gone(r)) {
+    throw new PorttrigError('E_ATTACH', `detach from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
   }
   if (createdQdisc) {
-    // BPF_TC_INGRESS | BPF_TC_EGRESS: the whole clsact qdisc.
-    const d = ffi.tcHookDestroy({ ifindex, attach_point: 3 });
-    if (d < 0 && d !== -ENOENT && d !== -22) throw new PorttrigError('E_ATTACH', `remove clsact from ifindex ${ifindex}: errno ${-d}`, { ifindex });
+    const d = ffi.tcHookDestroy({ ifindex, attach_point: BPF_TC_CLSACT });
+    if (d < 0 && !gone(d)) throw new PorttrigError('E_ATTACH', `remove clsact from ifindex ${ifindex}: ${errnoName(-d)}`, { ifindex });
   }
 }

@@ -201,7 +201,9 @@ attached to them. Exit status: 0 nothing required is missing, 1 something is.`)
     .action((o: { pinPath?: string }) => {
       const pin = o.pinPath ?? (g().config ? loadConfigFile(g().config!).datapath.pinPath : '/sys/fs/bpf/porttrig');
       const r = detachAll(pin);
-      print(g(), r, () => `detached from ${r.interfaces.length} interfaces, removed ${r.pinsRemoved} pins under ${pin}`);
+      print(g(), r, () => (r.interfaces.length === 0 && r.pinsRemoved === 0
+        ? `nothing to do: no porttrig state under ${pin}`
+        : `detached from ${r.interfaces.length} interfaces, removed ${r.pinsRemoved} pins under ${pin}`));
     });
 
   cmd('version')

@@ -166,6 +166,20 @@ export class PorttrigState {
     this.maps.config.set(0, { ...cur, wan_addr: wanAddr, wan_ifindex: wanIfindex, sessions_per_host: sessionsPerHost });
   }
 
+  /**
+   * Remove every flow accepted on WAN address `addr`, both directions, in one
+   * batch; the number of entries removed. For a WAN address that has been
+   * replaced: peers can no longer reach it, and replies would leave with a
+   * source address the gateway no longer owns (Linux MASQUERADE drops its
+   * conntrack entries likewise).
+   */
+  dropFlowsOfWanAddr(addr: string): number {
+    const keys = [...this.maps.flows.entries()]
+      .filter(([k, v]) => (k.dir === DIR_IN ? k.daddr : v.nat_addr) === addr)
+      .map(([k]) => k);
+    return keys.length > 0 ? this.maps.flows.deleteMany(keys) : 0;
+  }
+
   /** Replace the set of the gateway's own addresses. */
   setLocalAddrs(addrs: readonly string[]): void {
     const want = new Set(addrs);

@@ -64,7 +64,8 @@ export function flowTimeoutNs(state: FlowState): bigint {
 /**
  * Decide what a sweep removes: sessions idle past their rule's timeout or
  * whose rule is gone or disabled; flows past their timer, orphaned flow
- * entries, and flows of ended sessions whose rule says kill_flows_on_expiry.
+ * entries, flows of rules gone or disabled, and flows of ended sessions whose
+ * rule says kill_flows_on_expiry.
  */
 export function planSweep(
   sessions: Iterable<[PtSessionKey, PtSession]>,
@@ -106,7 +107,9 @@ export function planSweep(
     const session = live.get(sid);
     const rule = rules.get(inV.rule);
     const killed = !!rule && (rule.flags & RULE_KILL_FLOWS) !== 0 && (!session || session.host !== host);
-    if (expired || killed) {
+    // A rule removed or disabled by a reload takes its flows with it: its ports are closed.
+    const ruleGone = !rule || !(rule.flags & RULE_ENABLED);
+    if (expired || killed || ruleGone) {
       plan.flows.push(k, pk);
     } else if (session && session.host === host) {
       plan.flowsPerSession.set(sid, (plan.flowsPerSession.get(sid) ?? 0) + 1);

@@ -65,7 +65,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 type Handler = (body: unknown) => unknown;
 
 /** Does something answer on `path` already? */
-function socketAlive(path: string): Promise<boolean> {
+export function socketAlive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(path);
     s.once('connect', () => { s.destroy(); resolve(true); });

@@ -17,14 +17,16 @@ import {
 import { missingRequiredCaps } from '../doctor/caps.js';
 import { bpfObjectPath, version } from '../paths.js';
 import type { Logger } from './log.js';
-import { allIpv4, ifindexOf, ipv4Of } from './netinfo.js';
-import { ControlServer } from './control.js';
+import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
+import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 
 /** libbpf's level for warnings (LIBBPF_WARN); info and debug are 1 and 2. */
 const LIBBPF_WARN = 0;
 /** A failed load can log thousands of verifier lines; its end says why. */
 const MAX_LIBBPF_LINES_SHOWN = 40;
+/** pt_config.wan_addr when the WAN interface has no IPv4 address. */
+const NO_ADDR = '0.0.0.0';
 
 export interface DaemonOptions {
   configPath: string;
@@ -69,9 +71,12 @@ export class Daemon {
   private readonly dp: Datapath;
   private readonly state: PorttrigState;
   private timer: NodeJS.Timeout | null = null;
+  private addrWatch: AddressWatch | null = null;
   private control: ControlServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private wanAddr: string | null = null;
+  /** The last WAN address the data path translated to (from the pins at start), to drop its flows when it is replaced. */
+  private lastWanAddr: string | null = null;
   private localKey = '';
   private readonly startedAt = new Date();
   private stopped = false;
@@ -80,12 +85,17 @@ export class Daemon {
     this.config = config;
     this.dp = dp;
     this.state = new PorttrigState(dp.maps);
+    const pinned = dp.maps.config.get(0)?.wan_addr;
+    this.lastWanAddr = pinned && pinned !== NO_ADDR ? pinned : null;
   }
 
   /**
-   * Start: validate the config, load or adopt the data path, program rules,
-   * attach to the interfaces, start sweeping and serving. Any failure leaves
-   * running forwarding (pinned state, attached programs) as it was.
+   * Start: validate the config, load or adopt the data path, attach to the
+   * interfaces, program the rules, start sweeping and serving. Until the
+   * attach, a failure changes nothing (another daemon running, unusable
+   * pinned state, bad config: refused first). The attach is all or nothing
+   * (Datapath.attachAll). After it, the new programs stay attached whatever
+   * happens: they forward from the same pinned state as the old ones.
    */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const log = opts.logger;
@@ -97,6 +107,12 @@ export class Daemon {
     }
     const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
     if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
+    compileRules(config.rules);  // throws E_CONFIG for tables the schema cannot judge, before anything changes
+    // A second daemon would replace the first one's programs before failing on
+    // the socket: refuse first.
+    if (await socketAlive(config.control.socket)) {
+      throw new PorttrigError('E_STATE', `another porttrig daemon already answers on ${config.control.socket}; stop it first`, { socket: config.control.socket });
+    }
 
     // libbpf's own messages are debug lines; its warnings during the load are
     // kept, and shown as errors only if the load fails (the verifier's reasons).
@@ -116,9 +132,9 @@ export class Daemon {
     }
     const d = new Daemon(opts, config, dp);
     try {
+      d.attachAll();
       d.program(config);
       d.followAddresses();
-      d.attachAll();
       d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log });
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
@@ -126,6 +142,9 @@ export class Daemon {
       dp.close();
       throw e;
     }
+    const w = watchAddresses(() => d.onAddressEvent());
+    if ('error' in w) log.warn('no rtnetlink address events; addresses are re-read every sweep only', { errno: w.error });
+    else d.addrWatch = w;
     log.info('daemon started', {
       version, config: opts.configPath, pin_path: config.datapath.pinPath, adopted: dp.adopted,
       rules: config.rules.length, wan: config.interfaces.wan, lan: config.interfaces.lan.join(','),
@@ -140,25 +159,45 @@ export class Daemon {
     this.state.applyRules(compiled);
   }
 
+  /** Attach to the configured interfaces (all or none), then leave the ones no longer configured. */
   private attachAll(): void {
     const { wan, lan } = this.config.interfaces;
-    for (const name of lan) this.dp.attach(ifindexOf(name), 'lan');
-    this.dp.attach(ifindexOf(wan), 'wan');
+    const targets = [...lan.map((n) => ({ ifindex: ifindexOf(n), role: 'lan' as const })), { ifindex: ifindexOf(wan), role: 'wan' as const }];
+    this.dp.attachAll(targets);
+    const gone = this.dp.detachOthers(new Set(targets.map((t) => t.ifindex)));
+    if (gone.length > 0) this.opts.logger.info('detached from interfaces no longer configured', { ifindexes: gone.join(',') });
+  }
+
+  /** An IPv4 address changed somewhere: re-read at once rather than at the next sweep. */
+  private onAddressEvent(): void {
+    if (this.stopped) return;
+    try {
+      this.followAddresses();
+    } catch (e) {
+      this.opts.logger.error('address update failed', { error: e });
+    }
   }
 
   /**
    * Read the WAN address, the gateway's own addresses and the LAN subnets,
-   * and write what changed. Called at start and on every tick, so a new WAN
-   * address (DHCP renew) is used within one sweep interval.
+   * and write what changed. Called at start, on every rtnetlink address
+   * event and on every tick (the fallback), so a new WAN address (DHCP renew)
+   * is used within milliseconds. Flows accepted on a replaced address are
+   * dropped; an address that only goes away keeps them (it may come back).
    */
   private followAddresses(): void {
     const { wan, lan } = this.config.interfaces;
     const wanAddr = ipv4Of(wan)[0]?.address ?? null;
     if (wanAddr !== this.wanAddr) {
-      this.state.setRuntime(wanAddr ?? '0.0.0.0', ifindexOf(wan), this.config.limits.sessionsPerHost);
+      this.state.setRuntime(wanAddr ?? NO_ADDR, ifindexOf(wan), this.config.limits.sessionsPerHost);
       if (wanAddr) this.opts.logger.info('WAN address', { interface: wan, address: wanAddr, previous: this.wanAddr ?? 'none' });
       else this.opts.logger.warn('WAN interface has no IPv4 address; nothing is forwarded until it has one', { interface: wan });
       this.wanAddr = wanAddr;
+      if (wanAddr && this.lastWanAddr && wanAddr !== this.lastWanAddr) {
+        const n = this.state.dropFlowsOfWanAddr(this.lastWanAddr);
+        if (n > 0) this.opts.logger.info('flows on the replaced WAN address dropped', { address: this.lastWanAddr, entries: n });
+      }
+      if (wanAddr) this.lastWanAddr = wanAddr;
     }
     const local = allIpv4();
     const nets = lan.flatMap((n) => ipv4Of(n).map((a) => a.cidr));
@@ -272,6 +311,7 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.addrWatch?.close();
     await this.control?.close();
     await this.metrics?.close();
     this.dp.close();

@@ -31,3 +31,36 @@ export function networkCidr(cidr: string): string {
 
 /** ifindex of `name`, 0 when there is no such interface. */
 export const ifindexOf = (name: string): number => ffi.ifNameToIndex(name);
+
+/** How long one wait for address events blocks its worker thread before it checks for close(). */
+const WATCH_POLL_MS = 500;
+
+/** A running subscription to the kernel's IPv4 address events. */
+export interface AddressWatch { close(): void }
+
+/**
+ * Call `onChange` soon after any IPv4 address of this network namespace is
+ * added or removed (rtnetlink RTM_NEWADDR / RTM_DELADDR, group
+ * RTMGRP_IPV4_IFADDR). The messages are not parsed: any event means "read the
+ * addresses again", which is cheap and cannot miss a change. Waiting happens on
+ * one libuv worker thread (koffi async poll), so the event loop stays free.
+ * Returns `{ error: errno }` when the socket cannot be opened; the caller
+ * then relies on polling.
+ */
+export function watchAddresses(onChange: () => void): AddressWatch | { error: number } {
+  const fd = ffi.netlinkOpen(ffi.RTMGRP_IPV4_IFADDR);
+  if (fd < 0) return { error: -fd };
+  let closed = false;
+  const buf = Buffer.alloc(8192);
+  const wait = (): void => {
+    ffi.pollReadableAsync(fd, WATCH_POLL_MS, (err, readable) => {
+      // poll(2) itself failing is not expected; stop and leave it to the polling fallback.
+      if (closed || err) { ffi.closeFd(fd); return; }
+      // A full socket buffer (ENOBUFS) also reads as readable: re-reading covers it.
+      if (readable) { ffi.drainSocket(fd, buf); onChange(); }
+      wait();
+    });
+  };
+  wait();
+  return { close: (): void => { closed = true; } };
+}

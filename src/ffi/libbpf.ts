@@ -112,6 +112,9 @@ const f = {
   bpf_map__fd: lib.func('int bpf_map__fd(const bpf_map *map)'),
   bpf_map__key_size: lib.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
   bpf_map__value_size: lib.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
+  bpf_map__type: lib.func('int bpf_map__type(const bpf_map *map)'),
+  bpf_map__map_flags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
+  bpf_prog_get_fd_by_id: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   bpf_program__fd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
   bpf_tc_hook_create: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
   bpf_tc_hook_destroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),
@@ -140,6 +143,10 @@ const f = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
   umount2: libc.func('int umount2(const char *target, int flags)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)'),
 };
 
@@ -189,7 +196,11 @@ export const mapMaxEntries = (map: Ptr): number => f.bpf_map__max_entries(map);
 export const mapFd = (map: Ptr): number => f.bpf_map__fd(map);
 export const mapKeySize = (map: Ptr): number => f.bpf_map__key_size(map);
 export const mapValueSize = (map: Ptr): number => f.bpf_map__value_size(map);
+export const mapType = (map: Ptr): number => f.bpf_map__type(map);
+export const mapFlags = (map: Ptr): number => f.bpf_map__map_flags(map);
 export const programFd = (prog: Ptr): number => f.bpf_program__fd(prog);
+/** bpf_prog_get_fd_by_id(): a new fd for a loaded program, or -errno. */
+export const progGetFdById = (id: number): number => f.bpf_prog_get_fd_by_id(id);
 
 function tcHook(h: TcHook): Record<string, number> {
   return { sz: koffi.sizeof(BpfTcHook), ifindex: h.ifindex, attach_point: h.attach_point, parent: h.parent ?? 0 };
@@ -238,6 +249,54 @@ export const closeFd = (fd: number): number => f.close(fd);
 export const mount = (source: string, target: string, fstype: string): number => f.mount(source, target, fstype, 0, null);
 /** umount2(2) with MNT_DETACH (2); 0 or -1 with errno. */
 export const umountLazy = (target: string): number => f.umount2(target, 2);
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_ROUTE = 0;
+const POLLIN = 1;
+const MSG_DONTWAIT = 0x40;
+/** RTMGRP_IPV4_IFADDR: IPv4 address added or removed (RTM_NEWADDR/RTM_DELADDR). */
+export const RTMGRP_IPV4_IFADDR = 0x10;
+
+/**
+ * A non-blocking rtnetlink socket subscribed to multicast `groups`, or -errno.
+ * Bound with nl_pid 0 (the kernel picks a port id).
+ */
+export function netlinkOpen(groups: number): number {
+  const fd = f.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
+  if (fd < 0) return -koffi.errno();
+  // struct sockaddr_nl { u16 nl_family; u16 nl_pad; u32 nl_pid; u32 nl_groups; }
+  const sa = Buffer.alloc(12);
+  sa.writeUInt16LE(AF_NETLINK, 0);
+  sa.writeUInt32LE(groups, 8);
+  if ((f.bind(fd, sa, sa.length) as number) < 0) {
+    const errno = koffi.errno();
+    f.close(fd);
+    return -errno;
+  }
+  return fd;
+}
+
+/**
+ * Wait up to `timeoutMs` on a worker thread (koffi async) until `fd` is
+ * readable; `done` gets true when it is. Keeps the event loop free meanwhile.
+ */
+export function pollReadableAsync(fd: number, timeoutMs: number, done: (err: unknown, readable: boolean) => void): void {
+  // struct pollfd { int fd; short events; short revents; }
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  f.poll.async(pfd, 1, timeoutMs, (err: unknown, n: number) => done(err, !err && n > 0 && (pfd.readInt16LE(6) & POLLIN) !== 0));
+}
+
+/** Read and discard everything queued on a non-blocking socket; the number of messages. */
+export function drainSocket(fd: number, buf: Buffer = Buffer.alloc(8192)): number {
+  let n = 0;
+  while ((f.recv(fd, buf, buf.length, MSG_DONTWAIT) as number) >= 0) n++;
+  return n;
+}
+
 /** if_nametoindex(3): 0 when there is no such interface. */
 export const ifNameToIndex = (name: string): number => f.if_nametoindex(name);
 

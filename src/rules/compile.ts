@@ -20,11 +20,15 @@ export interface CompiledRules {
 
 /**
  * Give every rule an id, keeping the id a rule had before (identity is the
- * name, so sessions survive a reload) and filling free ids for new rules.
+ * name, so sessions survive a reload) and filling ids that no rule held
+ * for new rules.
  */
 export function assignRuleIds(names: readonly string[], previous: ReadonlyMap<string, number>): Map<string, number> {
   const ids = new Map<string, number>();
-  const used = new Set<number>();
+  // A removed rule's id is not given to a new rule in the same step: its
+  // sessions, flows and counters must not pass to the newcomer before a sweep
+  // has closed them.
+  const used = new Set<number>(previous.values());
   for (const name of names) {
     const id = previous.get(name);
     if (id !== undefined) { ids.set(name, id); used.add(id); }

@@ -66,3 +66,10 @@ test('partnerKey maps each direction onto the other', () => {
   assert.deepEqual(partnerKey(ok!, ov!), ik);
   assert.equal(flowState(IPPROTO_TCP, SEEN_ACK, SEEN_SYN), 'tcp_established');
 });
+
+test('flows of a rule removed or disabled by a reload end with it', () => {
+  const removed = planSweep([], flow(9, '10.0.0.2', IPPROTO_TCP, SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 1n), rules, NOW);
+  assert.equal(removed.flows.length, 2, 'rule 9 is not configured');
+  const disabled = planSweep([], flow(3, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n), rules, NOW);
+  assert.equal(disabled.flows.length, 2, 'rule 3 is disabled');
+});

@@ -10,11 +10,14 @@ const rule = (name: string, over: Partial<Rule> = {}): Rule => ({
   peer: 'any', conflict: 'first', killFlowsOnExpiry: false, ...over,
 });
 
-test('rule ids are kept by name across compiles and new rules take free ids', () => {
+test('rule ids are kept by name across compiles; a removed rule\'s id goes to a new rule only a step later', () => {
   const first = assignRuleIds(['a', 'b', 'c'], new Map());
   assert.deepEqual([...first], [['a', 1], ['b', 2], ['c', 3]]);
+  // a and b are removed as d arrives: d must not inherit a's sessions, flows and counters.
   const second = assignRuleIds(['c', 'd'], first);
-  assert.deepEqual([...second], [['c', 3], ['d', 1]]);
+  assert.deepEqual([...second], [['c', 3], ['d', 4]]);
+  const third = assignRuleIds(['c', 'd', 'e'], second);
+  assert.deepEqual([...third], [['c', 3], ['d', 4], ['e', 1]]);
 });
 
 test('translation fills open ports and the reply filter on the LAN ports', () => {

@@ -1,0 +1,136 @@
+/**
+ * Adopting pinned state (SPEC 6, upgrades): pins that another layout version
+ * or other map definitions made are refused before anything is adopted, with
+ * a message naming each map and what differs, and the pins are left exactly
+ * as they were. Each test pins real state under its own bpffs, tampers with
+ * it, and loads the object again.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { Datapath } from '../../src/bpf/datapath.js';
+import { ConfigCodec, MAPS, PT_LAYOUT_VERSION } from '../../src/bpf/abi.js';
+import { U32 } from '../../src/bpf/struct.js';
+import * as ffi from '../../src/ffi/libbpf.js';
+import { PorttrigError } from '../../src/errors.js';
+import { BPF_OBJECT, bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+
+const skip = bpfSkipReason() ?? false;
+const LIMITS = { sessions: 64, flows: 64 };
+const HOST = '10.77.0.2';
+
+/** Pinned state with one session in it, the object closed again. */
+function pinnedState(t: { after: (fn: () => void) => void }): TestDatapath {
+  const f = useDatapath(t, { limits: LIMITS });
+  f.dp.maps.sessions.set({ rule: 1, peer: '0.0.0.0' }, { opened_ns: 1n, last_seen_ns: 2n, host: HOST, ifindex: 3 });
+  f.dp.close();
+  return f;
+}
+
+const load = (pinPath: string, limits = LIMITS): Datapath => Datapath.load({ objectPath: BPF_OBJECT, pinPath, limits });
+
+/** Load must fail with E_STATE whose message matches every pattern. */
+function refused(pinPath: string, patterns: RegExp[], limits = LIMITS): void {
+  assert.throws(() => load(pinPath, limits), (e: unknown) => {
+    assert.ok(e instanceof PorttrigError, String(e));
+    assert.equal(e.code, 'E_STATE');
+    for (const p of patterns) assert.match(e.message, p);
+    return true;
+  });
+}
+
+/** Fingerprint of every pin: file names and the map ids behind them. */
+function pins(pinPath: string): string {
+  return readdirSync(pinPath).sort().map((n) => {
+    const fd = ffi.objGet(join(pinPath, n));
+    const info = Buffer.alloc(96);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(info.length);
+    ffi.objGetInfo(fd, info, len);
+    ffi.closeFd(fd);
+    return `${n}#${info.readUInt32LE(4)}`;
+  }).join(',');
+}
+
+function writePinnedVersion(pinPath: string, version: number): void {
+  const fd = ffi.objGet(join(pinPath, MAPS.config));
+  const v = Buffer.alloc(ConfigCodec.size);
+  assert.equal(ffi.mapLookup(fd, U32.format(0), v), 0);
+  ConfigCodec.format({ ...ConfigCodec.parse(v), layout_version: version }, v);
+  assert.equal(ffi.mapUpdate(fd, U32.format(0), v, ffi.BPF_ANY), 0);
+  ffi.closeFd(fd);
+}
+
+function sessionStillThere(pinPath: string): void {
+  const dp = load(pinPath);
+  try {
+    assert.equal(dp.adopted, true);
+    assert.equal(dp.maps.sessions.get({ rule: 1, peer: '0.0.0.0' })?.host, HOST, 'the pinned session survived the refusal');
+  } finally {
+    dp.close();
+  }
+}
+
+test('matching pins are adopted with their contents', { skip }, (t) => {
+  const f = pinnedState(t);
+  sessionStillThere(f.pinPath);
+});
+
+test('another layout version in pt_config is refused; the pins stay as they were', { skip }, (t) => {
+  const f = pinnedState(t);
+  writePinnedVersion(f.pinPath, PT_LAYOUT_VERSION - 1);
+  const before = pins(f.pinPath);
+  refused(f.pinPath, [
+    new RegExp(`pt_config: layout version ${PT_LAYOUT_VERSION - 1} pinned, ${PT_LAYOUT_VERSION} in this object`),
+    /porttrig detach/, /nothing was changed/,
+  ]);
+  assert.equal(pins(f.pinPath), before);
+  writePinnedVersion(f.pinPath, PT_LAYOUT_VERSION);
+  sessionStillThere(f.pinPath);
+});
+
+test('a pinned map with another value size is refused, naming the map and both sizes', { skip }, (t) => {
+  const f = pinnedState(t);
+  // pt_rule_names (64-byte values) pinned where pt_rules (16-byte values) belongs:
+  // same type, key size and capacity, only the value size differs.
+  const rules = join(f.pinPath, MAPS.rules);
+  const names = ffi.objGet(join(f.pinPath, MAPS.ruleNames));
+  unlinkSync(rules);
+  assert.equal(ffi.objPin(names, rules), 0);
+  ffi.closeFd(names);
+  const before = pins(f.pinPath);
+  refused(f.pinPath, [/pt_rules: value size 64 pinned, 16 in this object/, /another porttrig version/, /porttrig detach/]);
+  assert.equal(pins(f.pinPath), before);
+});
+
+test('a pinned map of another type and key size is refused with every difference', { skip }, (t) => {
+  const f = pinnedState(t);
+  const sessions = join(f.pinPath, MAPS.sessions);
+  const flows = ffi.objGet(join(f.pinPath, MAPS.flows));
+  unlinkSync(sessions);
+  assert.equal(ffi.objPin(flows, sessions), 0);
+  ffi.closeFd(flows);
+  refused(f.pinPath, [/pt_sessions: key size 16 pinned, 8 in this object; value size 40 pinned, 24 in this object; max_entries 128 pinned, 64/]);
+});
+
+test('other limits are refused with the limits the state was made with', { skip }, (t) => {
+  const f = pinnedState(t);
+  const before = pins(f.pinPath);
+  refused(f.pinPath, [
+    /pt_sessions: max_entries 64 pinned, 128 in this object/, /pt_flows: max_entries 128 pinned, 512 in this object/,
+    /restore those limits/, /limits\.sessions: 64, limits\.flows: 64/,
+  ], { sessions: 128, flows: 256 });
+  assert.equal(pins(f.pinPath), before);
+  sessionStillThere(f.pinPath);
+});
+
+test('incomplete pinned state is refused rather than completed', { skip }, (t) => {
+  const f = pinnedState(t);
+  unlinkSync(join(f.pinPath, MAPS.attach));
+  unlinkSync(join(f.pinPath, MAPS.pktStats));
+  const before = pins(f.pinPath);
+  refused(f.pinPath, [/pt_pkt_stats, pt_attach: not pinned/]);
+  assert.equal(pins(f.pinPath), before, 'nothing was pinned to fill the gap');
+  assert.equal(existsSync(join(f.pinPath, MAPS.attach)), false);
+});
