@@ -25,6 +25,7 @@ import { readFileSync } from 'node:fs';
 import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
+import { flowFate, partnerKey, type FlowFate } from '../../src/core/sweep.js';
 import type { OpenSpec, PortRange, Proto, Rule } from '../../src/config/types.js';
 import type { PtFlow, PtFlowKey, PtFrag, PtFragKey, PtSession, PtSessionKey } from '../../src/bpf/abi.js';
 import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
@@ -1229,10 +1230,10 @@ const ROWS: Row[] = [
     stats: { 'lan/pass': 1 },
   },
   {
-    name: 'inbound remembered translation does not apply to a LAN fragment with the same IP id: untouched',
+    name: 'a remembered inbound translation does not apply on the LAN side, even to the same addresses and IP id: untouched',
     prog: 'lan',
     seed: (c) => { c.session('game', HOST_A); c.flow(GAME_FLOW); bigInFrag(c); },
-    packet: fragment(buildPacket(BIG_OUT), 32, 40),
+    packet: fragment(buildPacket(BIG_IN), 32, 40),
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: { 'lan/pass': 1 },
   },
@@ -2208,6 +2209,92 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
       assert.ok(!seen.has(r.name), `duplicate row name: ${r.name}`);
       seen.add(r.name);
     }
+  });
+
+  test('the data path and the sweeper decide the same fate for every flow (pt_flow_fate against flowFate)', SKIP ? { skip: SKIP } : {}, (t) => {
+    const f = useDatapath(t);
+    const compiled = compileRules(RULES);
+    f.state.applyRules(compiled);
+    f.state.setRuntime(WAN, WAN_IFINDEX, 8);
+    f.state.setLocalAddrs(LOCAL_ADDRS);
+    f.state.setLanNets(LAN_NETS);
+    const rules = f.state.ruleSettings();
+    const S = 1000;
+    const TCP_FLAGS: [string, number, number][] = [
+      ['syn each way, no ack yet', SEEN.SYN, SEEN.SYN],
+      ['handshake done', SEEN.SYN | SEEN.ACK, SEEN.SYN],
+      ['remote acks, LAN host never answered', SEEN.SYN | SEEN.ACK, 0],
+      ['established, acks both ways', SEEN.SYN | SEEN.ACK, SEEN.SYN | SEEN.ACK],
+      ['fin', SEEN.SYN | SEEN.ACK | SEEN.FIN, SEEN.SYN | SEEN.ACK],
+      ['rst', SEEN.SYN | SEEN.ACK, SEEN.SYN | SEEN.ACK | SEEN.RST],
+    ];
+    const AGES_S = [5, 9, 12, 230, 250, 290, 310, 7000, 7450];
+    interface Case { name: string; pair: FlowPair; seenIn: number; seenOut: number; ageInMs: number; ageOutMs: number; only?: 'in' | 'out'; session?: { host: string; ageMs: number }; dir: 'in' | 'out' }
+    const cases: Case[] = [];
+    const liveA = { host: HOST_A, ageMs: S };
+    for (const dir of ['in', 'out'] as const) {
+      for (const age of AGES_S) {
+        // The packet's own direction is idle `age`; the other one a little longer.
+        const [ageInMs, ageOutMs] = dir === 'in' ? [age * S, (age + 3) * S] : [(age + 3) * S, age * S];
+        cases.push({ name: `udp ${dir} idle ${age} s`, pair: GAME_FLOW, seenIn: 0, seenOut: 0, ageInMs, ageOutMs, session: liveA, dir });
+        for (const [fname, seenIn, seenOut] of TCP_FLAGS) {
+          cases.push({ name: `tcp ${fname} ${dir} idle ${age} s`, pair: XL_FLOW, seenIn, seenOut, ageInMs, ageOutMs, session: liveA, dir });
+        }
+        // The other direction is the fresh one: it keeps the flow alive.
+        cases.push({ name: `udp ${dir} idle ${age} s, other direction 2 s`, pair: GAME_FLOW, seenIn: 0, seenOut: 0,
+          ageInMs: dir === 'in' ? age * S : 2 * S, ageOutMs: dir === 'in' ? 2 * S : age * S, session: liveA, dir });
+      }
+      for (const age of [2, 9, 11, 60]) {
+        cases.push({ name: `orphan ${dir} idle ${age} s`, pair: GAME_FLOW, seenIn: 0, seenOut: 0, ageInMs: age * S, ageOutMs: age * S, only: dir, session: liveA, dir });
+      }
+      for (const [rname, pair] of [['kill', KILL_FLOW], ['no kill', XL_FLOW]] as const) {
+        const sessions: [string, Case['session']][] = [
+          ['live, own host', liveA], ['live, other host', { host: HOST_B, ageMs: S }],
+          ['expired', { host: HOST_A, ageMs: 11 * MIN }], ['absent', undefined],
+        ];
+        for (const [sname, session] of sessions) {
+          for (const age of [1, 300]) {
+            cases.push({ name: `${rname}, session ${sname}, ${dir} idle ${age} s`, pair, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN,
+              ageInMs: age * S, ageOutMs: age * S, ...(session ? { session } : {}), dir });
+          }
+        }
+      }
+    }
+
+    const mismatches: string[] = [];
+    const fates = new Map<FlowFate, number>();
+    for (const k of cases) {
+      for (const [key] of [...f.dp.maps.flows.entries()]) f.dp.maps.flows.delete(key);
+      for (const [key] of [...f.dp.maps.sessions.entries()]) f.dp.maps.sessions.delete(key);
+      const c = new Ctx(f, t);
+      c.ids = compiled.ids;
+      if (k.session) c.session(k.pair.rule, k.session.host, { ageMs: k.session.ageMs });
+      c.flow(k.pair, { ageInMs: k.ageInMs, ageOutMs: k.ageOutMs, seenIn: k.seenIn, seenOut: k.seenOut, ...(k.only ? { only: k.only } : {}) });
+      const [inE, outE] = flowEntries(c, k.pair, k.seenIn, k.seenOut);
+      const self = k.dir === 'in' ? inE : outE;
+      const seeded = c.seededFlows.get(flowKey(self.key))!;
+
+      // The sweeper's view, from the maps as the data path will see them.
+      const sessions = new Map([...f.dp.maps.sessions.entries()].map(([sk, sv]) => [`${sk.rule}/${sk.peer}`, sv]));
+      const partner = f.dp.maps.flows.get(partnerKey(seeded.key, seeded.value));
+      const want = flowFate(seeded.key, seeded.value, partner, rules.get(seeded.value.rule),
+        sessions.get(`${seeded.value.rule}/${seeded.value.sess_peer}`), monotonicNs());
+      fates.set(want, (fates.get(want) ?? 0) + 1);
+
+      const p = k.pair;
+      const pkt = k.dir === 'in'
+        ? (p.proto === 'tcp' ? tcp(p.remote, p.rport, WAN, p.wanPort, TCP.ACK) : udp(p.remote, p.rport, WAN, p.wanPort))
+        : (p.proto === 'tcp' ? tcp(p.host, p.hostPort, p.remote, p.rport, TCP.ACK) : udp(p.host, p.hostPort, p.remote, p.rport));
+      runProg(f, k.dir === 'in' ? 'wan' : 'lan', buildPacket(pkt));
+      // Live: the seeded entry is still there (refreshed). Over: it is gone,
+      // or replaced by a new flow (a UDP datagram opens one on a live session).
+      const after = f.dp.maps.flows.get(seeded.key);
+      const kept = after !== undefined && after.created_ns === seeded.value.created_ns;
+      if (kept !== (want === 'live')) mismatches.push(`${k.name}: flowFate says ${want}, the data path ${kept ? 'kept' : 'dropped'} the flow`);
+    }
+    assert.deepEqual(mismatches, [], `pt_flow_fate and flowFate disagree on ${mismatches.length} of ${cases.length} flows`);
+    // The table reaches every fate, so agreement means something.
+    for (const fate of ['live', 'expired', 'orphan', 'killed'] as const) assert.ok((fates.get(fate) ?? 0) > 0, `no case where flowFate says ${fate}`);
   });
 
   test('an inbound connection arriving right after the trigger is forwarded (SPEC 4.1)', SKIP ? { skip: SKIP } : {}, (t) => {
