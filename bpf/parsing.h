@@ -13,6 +13,7 @@
 #include <linux/ip.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
+#include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -20,10 +21,32 @@
 #define PT_IP_OFFSET 0x1fff
 /* Ethernet + the largest IPv4 header + a TCP header without options: all that
  * the data path reads. Pulled into the linear area when it is not there yet. */
-#define PT_PULL_LEN (ETH_HLEN + 60 + sizeof(struct tcphdr))
+#define PT_IPV4_MAX_HLEN 60
+#define PT_PULL_LEN (ETH_HLEN + PT_IPV4_MAX_HLEN + sizeof(struct tcphdr))
+
+/* ICMP header (RFC 792): type, code, checksum and 4 bytes that depend on the
+ * type. Declared here: <linux/icmp.h> drags in the C library's headers. */
+struct pt_icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest;
+};
+#define PT_ICMP_HLEN 8
+_Static_assert(sizeof(struct pt_icmphdr) == PT_ICMP_HLEN, "ICMP header is 8 bytes");
+#define PT_ICMP_DEST_UNREACH 3   /* incl. code 4, fragmentation needed (RFC 1191) */
+#define PT_ICMP_TIME_EXCEEDED 11
+#define PT_ICMP_PARAMETERPROB 12
+/* RFC 792: an ICMP error quotes the IP header and at least the first 64 bits
+ * of the offending datagram's payload: the ports, for TCP and UDP. */
+#define PT_ICMP_QUOTE_L4_MIN 8
+/* Everything an ICMP error's translation reads: outer headers, the quoted IP
+ * header and the quoted L4 header up to the TCP checksum. */
+#define PT_ICMP_PULL_LEN (ETH_HLEN + PT_IPV4_MAX_HLEN + PT_ICMP_HLEN + PT_IPV4_MAX_HLEN + sizeof(struct tcphdr))
 
 enum pt_parse_result {
 	PT_PARSE_OK = 0,     /* IPv4 TCP/UDP with ports (or a non-first fragment) */
+	PT_PARSE_ICMP,       /* IPv4 ICMP, unfragmented: maybe an error about a flow */
 	PT_PARSE_SKIP,       /* not for us (not IPv4, not TCP/UDP): pass untouched */
 	PT_PARSE_BAD,        /* malformed: pass untouched, count */
 };
@@ -36,11 +59,28 @@ struct pt_pkt {
 	__be16 sport;        /* 0 for non-first fragments */
 	__be16 dport;
 	__u16 l4_off;        /* from skb->data; ETH_HLEN + IHL * 4 */
+	__u16 ip_end;        /* from skb->data; ETH_HLEN + tot_len */
+	__be16 ip_id;        /* IP identification, to match fragments */
 	__u8 proto;
 	__u8 ttl;
 	__u8 tcp_flags;      /* byte 13 of the TCP header; 0 for UDP */
 	__u8 nonfirst_frag;  /* fragment offset != 0: no L4 header */
-	__u8 _pad[2];
+	__u8 first_frag;     /* offset 0 and MF set: more fragments follow */
+	__u8 _pad;
+};
+
+/* The packet quoted by an ICMP error (RFC 792): its addresses and ports as
+ * they appear in the quote, and where its headers lie. */
+struct pt_icmp_quote {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u16 ip_off;        /* from skb->data: the quoted IP header */
+	__u16 l4_off;        /* from skb->data: the quoted L4 header */
+	__u16 l4_len;        /* bytes of the quoted L4 header present (>= 8) */
+	__u8 proto;          /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad;
 };
 
 #define PT_TCP_FIN 0x01
@@ -83,7 +123,7 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < hlen || tot_len > skb->len - ETH_HLEN)
 		return PT_PARSE_BAD;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_ICMP)
 		return PT_PARSE_SKIP;
 
 	p->saddr = ip->saddr;
@@ -91,10 +131,17 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 	p->proto = ip->protocol;
 	p->ttl = ip->ttl;
 	p->l4_off = ETH_HLEN + hlen;
+	p->ip_end = ETH_HLEN + tot_len;
+	p->ip_id = ip->id;
 	p->tcp_flags = 0;
 	p->sport = 0;
 	p->dport = 0;
 	p->nonfirst_frag = (ip->frag_off & bpf_htons(PT_IP_OFFSET)) != 0;
+	p->first_frag = !p->nonfirst_frag && (ip->frag_off & bpf_htons(PT_IP_MF)) != 0;
+	if (ip->protocol == IPPROTO_ICMP)
+		/* A fragmented ICMP error is not worth reassembling: RFC 1812 4.3.2.3
+		 * keeps errors within 576 bytes, so it never happens in practice. */
+		return p->nonfirst_frag || p->first_frag ? PT_PARSE_SKIP : PT_PARSE_ICMP;
 	if (p->nonfirst_frag)
 		return PT_PARSE_OK;
 
@@ -117,6 +164,67 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 		p->dport = udp->dest;
 	}
 	return PT_PARSE_OK;
+}
+
+/* ICMP error types whose body quotes the offending datagram (RFC 792). */
+static __always_inline bool pt_icmp_is_error(__u8 type)
+{
+	return type == PT_ICMP_DEST_UNREACH || type == PT_ICMP_TIME_EXCEEDED || type == PT_ICMP_PARAMETERPROB;
+}
+
+/*
+ * Parse the ICMP error of a PT_PARSE_ICMP packet down to the ports of the
+ * datagram it quotes. The quote must be a TCP or UDP datagram with an IPv4
+ * header (options allowed) and at least PT_ICMP_QUOTE_L4_MIN bytes of L4
+ * header, all inside the ICMP message (outer tot_len) and the frame; a quote
+ * of a non-first fragment has no ports and does not count. Returns 0 or -1.
+ */
+static __always_inline int pt_parse_icmp_error(struct __sk_buff *skb, const struct pt_pkt *p,
+					       struct pt_icmp_quote *q)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 want = skb->len < PT_ICMP_PULL_LEN ? skb->len : PT_ICMP_PULL_LEN;
+	if (data + want > data_end) {
+		if (bpf_skb_pull_data(skb, want))
+			return -1;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	__u32 icmp_off = p->l4_off & 0x7f;   /* <= ETH_HLEN + 60: bounded for the verifier */
+	struct pt_icmphdr *icmp = data + icmp_off;
+	if ((void *)icmp + PT_ICMP_HLEN > data_end)
+		return -1;
+	if (!pt_icmp_is_error(icmp->type))
+		return -1;
+
+	__u32 ip_off = icmp_off + PT_ICMP_HLEN;
+	struct iphdr *in = data + ip_off;
+	if ((void *)(in + 1) > data_end)
+		return -1;
+	if (in->version != 4 || in->ihl < 5)
+		return -1;
+	if (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP)
+		return -1;
+	if (in->frag_off & bpf_htons(PT_IP_OFFSET))
+		return -1;
+	__u32 l4_off = ip_off + in->ihl * 4;
+	if (l4_off + PT_ICMP_QUOTE_L4_MIN > p->ip_end)
+		return -1;
+	__be16 *ports = data + l4_off;
+	if ((void *)ports + PT_ICMP_QUOTE_L4_MIN > data_end)
+		return -1;
+
+	q->saddr = in->saddr;
+	q->daddr = in->daddr;
+	q->sport = ports[0];
+	q->dport = ports[1];
+	q->proto = in->protocol;
+	q->ip_off = ip_off;
+	q->l4_off = l4_off;
+	q->l4_len = p->ip_end - l4_off;
+	return 0;
 }
 
 #endif /* PORTTRIG_PARSING_H */

@@ -95,6 +95,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_flows SEC(".maps");
 
+/* Translations of fragmented datagrams, by their first fragment, so that the
+ * non-first fragments (no L4 header, no ports) follow it (SPEC 5). Written
+ * and read only for fragments; LRU, so a flood of them evicts old entries
+ * rather than failing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PT_FRAG_SLOTS);
+	__type(key, struct pt_frag_key);
+	__type(value, struct pt_frag);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_frags SEC(".maps");
+
 /* The gateway's own IPv4 addresses: traffic to them never triggers. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -150,6 +162,12 @@ struct {
 _Static_assert(sizeof(struct pt_port) == 16, "pt_port is read on every packet: keep it small");
 _Static_assert(sizeof(struct pt_flow_key) == 16, "pt_flow_key must stay 16 bytes");
 _Static_assert(sizeof(struct pt_session_key) == 8, "pt_session_key must stay 8 bytes");
+_Static_assert(sizeof(struct pt_frag_key) == 12, "pt_frag_key must have no padding");
+/* pt_flow_fate() skips the partner lookup for a flow idle no longer than
+ * PT_FLOW_ORPHAN_NS: exact only while no flow timer is shorter. */
+_Static_assert(PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_TCP_TRANS_NS &&
+	       PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_UDP_NS &&
+	       PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_TCP_EST_NS, "orphan timeout must be the shortest");
 
 static __always_inline int pt_done(enum pt_direction dir, enum pt_verdict v, int act)
 {
@@ -312,11 +330,39 @@ static __always_inline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifind
 }
 
 /*
+ * Rewrite the destination (dst = true) or source address of the IPv4 header
+ * and decrement the TTL, fixing the header checksum incrementally (RFC 1624).
+ * Direct writes: the header checksum compensates them, so a CHECKSUM_COMPLETE
+ * skb->csum stays right.
+ */
+static __always_inline int pt_rewrite_l3(struct __sk_buff *skb, bool dst, __be32 old_addr, __be32 addr)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+
+	/* TTL and protocol share one 16-bit word of the header. */
+	__u16 *ttl_word = (void *)&ip->ttl;
+	__u16 old_ttl_word = *ttl_word;
+	ip->ttl -= 1;
+	__sum16 check = pt_csum_update16(ip->check, old_ttl_word, *ttl_word);
+	ip->check = pt_csum_update32(check, old_addr, addr);
+	if (dst)
+		ip->daddr = addr;
+	else
+		ip->saddr = addr;
+	return 0;
+}
+
+/*
  * Rewrite the destination (dst = true) or source address and port, decrement
  * the TTL, fix the IP checksum directly and the L4 checksum through
  * bpf_l4_csum_replace(), which knows whether the skb carries a full checksum
  * or a CHECKSUM_PARTIAL pseudo-header sum (veth, local senders). UDP checksum
- * 0 ("none", RFC 768) stays 0 (BPF_F_MARK_MANGLED_0).
+ * 0 ("none", RFC 768) stays 0 (BPF_F_MARK_MANGLED_0). A non-first fragment
+ * has no L4 header: only its IP header changes.
  */
 static __always_inline int pt_rewrite(struct __sk_buff *skb, const struct pt_pkt *p, bool dst,
 				      __be32 addr, __be16 port)
@@ -336,25 +382,11 @@ static __always_inline int pt_rewrite(struct __sk_buff *skb, const struct pt_pkt
 		    bpf_l4_csum_replace(skb, csum_off, old_port, port, sizeof(port) | mangled0))
 			return -1;
 	}
-
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + ETH_HLEN;
-	if ((void *)(ip + 1) > data_end)
+	if (pt_rewrite_l3(skb, dst, old_addr, addr))
 		return -1;
-
-	/* TTL and protocol share one 16-bit word of the header. */
-	__u16 *ttl_word = (void *)&ip->ttl;
-	__u16 old_ttl_word = *ttl_word;
-	ip->ttl -= 1;
-	__sum16 check = pt_csum_update16(ip->check, old_ttl_word, *ttl_word);
-	ip->check = pt_csum_update32(check, old_addr, addr);
-	if (dst)
-		ip->daddr = addr;
-	else
-		ip->saddr = addr;
-
 	if (!p->nonfirst_frag) {
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
 		__be16 *ports = data + l4_off;
 		if ((void *)(ports + 2) > data_end)
 			return -1;
@@ -380,32 +412,289 @@ static __always_inline __u32 pt_seen_flags(const struct pt_pkt *p)
 	return seen;
 }
 
-/*
- * A packet of an accepted flow: refresh the flow and, while it is live and
- * still owned by the flow's host, its session (SPEC 4.2); rewrite; redirect.
- */
-static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt *p,
-				      struct pt_flow *f, __be32 lan_host, enum pt_direction dir, __u64 now)
+/* The key of the other direction's entry of a flow (flows come in pairs). */
+static __always_inline struct pt_flow_key pt_partner_key(const struct pt_flow_key *k, const struct pt_flow *f)
 {
-	bool inbound = dir == PT_D_WAN;
+	struct pt_flow_key pk = { .proto = k->proto };
+	if (k->dir == PT_DIR_IN) {
+		pk.saddr = f->nat_addr;
+		pk.daddr = k->saddr;
+		pk.sport = f->nat_port;
+		pk.dport = k->sport;
+		pk.dir = PT_DIR_OUT;
+	} else {
+		pk.saddr = k->daddr;
+		pk.daddr = f->nat_addr;
+		pk.sport = k->dport;
+		pk.dport = f->nat_port;
+		pk.dir = PT_DIR_IN;
+	}
+	return pk;
+}
 
-	if (p->ttl <= 1)   /* XXX: no ICMP time exceeded is sent (RFC 1812 5.3.1) */
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+/* RFC 4787 / RFC 5382 timer of a flow from the TCP flags seen each way:
+ * established once the LAN side answered with SYN and the remote acked. */
+static __always_inline __u64 pt_flow_timeout(__u8 proto, __u32 in_seen, __u32 out_seen)
+{
+	if (proto != IPPROTO_TCP)
+		return PT_FLOW_TIMEOUT_UDP_NS;
+	if ((in_seen | out_seen) & (PT_SEEN_FIN | PT_SEEN_RST))
+		return PT_FLOW_TIMEOUT_TCP_TRANS_NS;
+	if ((out_seen & PT_SEEN_SYN) && (in_seen & PT_SEEN_ACK))
+		return PT_FLOW_TIMEOUT_TCP_EST_NS;
+	return PT_FLOW_TIMEOUT_TCP_TRANS_NS;
+}
 
-	pt_touch(&f->last_seen_ns, now);
-	__u32 seen = pt_seen_flags(p);
-	if ((f->seen | seen) != f->seen)
-		__sync_fetch_and_or(&f->seen, seen);
+enum pt_fate {
+	PT_FATE_LIVE = 0,
+	PT_FATE_EXPIRED,    /* idle beyond its flow timer */
+	PT_FATE_ORPHAN,     /* the other direction's entry is gone */
+	PT_FATE_KILLED,     /* kill_flows_on_expiry: its session ended or changed hands */
+};
 
+/*
+ * What becomes of the flow of entry `f` (key `k`): the decision of
+ * flowFate() in src/core/sweep.ts, which the daemon's sweeper makes, to the
+ * letter (test/bpf/datapath.test.ts compares both on a table). `owned`: the
+ * flow's session is live and held by the flow's LAN host.
+ */
+static __always_inline enum pt_fate pt_flow_fate(const struct pt_flow_key *k, const struct pt_flow *f,
+						 const struct pt_rule *rule, bool owned, __u64 now)
+{
+	/* A reload that removed or disabled the rule closed its ports: its flows
+	 * end with it (the sweeper decides the same, flowFate()). */
+	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+		return PT_FATE_KILLED;
+	if ((rule->flags & PT_RULE_KILL_FLOWS) && !owned)
+		return PT_FATE_KILLED;
+	/* Busy flows stop here: every timer is at least PT_FLOW_ORPHAN_NS and the
+	 * flow's last packet is at least as recent as this entry's. */
+	if ((__s64)(now - f->last_seen_ns) <= (__s64)PT_FLOW_ORPHAN_NS)
+		return PT_FATE_LIVE;
+	struct pt_flow_key pk = pt_partner_key(k, f);
+	struct pt_flow *pf = bpf_map_lookup_elem(&pt_flows, &pk);
+	if (!pf)
+		return PT_FATE_ORPHAN;
+	__u64 last = f->last_seen_ns > pf->last_seen_ns ? f->last_seen_ns : pf->last_seen_ns;
+	bool in = k->dir == PT_DIR_IN;
+	__u64 timeout = pt_flow_timeout(k->proto, in ? f->seen : pf->seen, in ? pf->seen : f->seen);
+	return (__s64)(now - last) > (__s64)timeout ? PT_FATE_EXPIRED : PT_FATE_LIVE;
+}
+
+/* A flow entry found for a packet, with what forwarding on it needs. */
+struct pt_flow_ref {
+	struct pt_flow *f;
+	struct pt_session *s;   /* the flow's session while live and owned by the flow's host, else NULL */
+	__u64 now;
+};
+
+/*
+ * Look up the flow entry `k`. A flow that is over (pt_flow_fate) is absent
+ * at once, whether or not a daemon runs to sweep it (SPEC 5, 6): both its
+ * entries are deleted here, so that the same 5-tuple may open a new flow.
+ * The clock is read only on a hit, so a miss costs one hash lookup.
+ */
+static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_flow_ref *ref)
+{
+	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, k);
+	if (!f)
+		return false;
+	__u64 now = pt_now();
 	__u32 rid = f->rule;
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
 	struct pt_session_key skey = { .rule = rid, .peer = f->sess_peer };
 	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
-	if (rule && s && s->host == lan_host && pt_live(s, rule, now))
-		pt_touch(&s->last_seen_ns, now);
+	__be32 host = k->dir == PT_DIR_IN ? f->nat_addr : k->saddr;
+	bool owned = rule && (rule->flags & PT_RULE_ENABLED) && s && s->host == host && pt_live(s, rule, now);
+
+	if (pt_flow_fate(k, f, rule, owned, now) != PT_FATE_LIVE) {
+		struct pt_flow_key pk = pt_partner_key(k, f);
+		bpf_map_delete_elem(&pt_flows, &pk);
+		bpf_map_delete_elem(&pt_flows, k);
+		return false;
+	}
+	ref->f = f;
+	ref->s = owned ? s : NULL;
+	ref->now = now;
+	return true;
+}
+
+/* Remember where the rest of a fragmented datagram goes (see pt_frags). */
+static __always_inline void pt_frag_remember(const struct pt_pkt *p, __u8 dir, const struct pt_flow *f, __u64 now)
+{
+	struct pt_frag_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto, .dir = dir,
+	};
+	struct pt_frag v = { .first_ns = now, .nat_addr = f->nat_addr, .ifindex = f->ifindex };
+	/* Best effort: a failed update leaves the later fragments untranslated. */
+	bpf_map_update_elem(&pt_frags, &k, &v, BPF_ANY);
+}
+
+/*
+ * A packet of a live flow: refresh the flow and, while it is live and still
+ * owned by the flow's host, its session (SPEC 4.2); rewrite; redirect.
+ */
+static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt *p,
+				      const struct pt_flow_ref *ref, enum pt_direction dir)
+{
+	bool inbound = dir == PT_D_WAN;
+	struct pt_flow *f = ref->f;
+
+	if (p->ttl <= 1)   /* XXX: no ICMP time exceeded is sent (RFC 1812 5.3.1) */
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+
+	pt_touch(&f->last_seen_ns, ref->now);
+	__u32 seen = pt_seen_flags(p);
+	if ((f->seen | seen) != f->seen)
+		__sync_fetch_and_or(&f->seen, seen);
+	if (ref->s)
+		pt_touch(&ref->s->last_seen_ns, ref->now);
 
 	__u32 ifindex = f->ifindex;
+	if (p->first_frag)
+		pt_frag_remember(p, inbound ? PT_DIR_IN : PT_DIR_OUT, f, ref->now);
 	if (pt_rewrite(skb, p, inbound, f->nat_addr, f->nat_port))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(dir, PT_V_TRANSLATED, 0);
+	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+}
+
+/*
+ * A non-first fragment (no L4 header): translated like its first fragment if
+ * that one was translated within PT_FRAG_TIMEOUT_NS, else passed untouched.
+ * Only the IP header changes (address, TTL, checksum): the L4 checksum, in
+ * the first fragment, covers the whole datagram and was fixed there.
+ */
+static __always_inline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p, __u8 fdir,
+				       enum pt_direction dir)
+{
+	struct pt_frag_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto, .dir = fdir,
+	};
+	struct pt_frag *fr = bpf_map_lookup_elem(&pt_frags, &k);
+	/* XXX: a fragment that arrives before its first fragment (reordering)
+	 * passes untranslated and is lost to the LAN host; holding it back would
+	 * need a queue the data path does not have (or reassembly by the stack). */
+	if (!fr)
+		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	if ((__s64)(pt_now() - fr->first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
+		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	if (p->ttl <= 1)
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+
+	bool inbound = fdir == PT_DIR_IN;
+	__u32 ifindex = fr->ifindex;
+	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, fr->nat_addr))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(dir, PT_V_TRANSLATED, 0);
+	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+}
+
+/*
+ * Translate an ICMP error about a flow (SPEC 5), as Linux NAT does
+ * (nf_nat_icmp_reply_translation): the quoted datagram gets the address and
+ * port it had on the other side, and the outer header the address of the
+ * other side.
+ *  inbound (from the WAN, quoting WAN:wanport -> remote): quoted source and
+ *    outer destination become the LAN host, quoted source port its port;
+ *  outbound (from the LAN host, quoting remote -> host:hostport): quoted
+ *    destination and outer source become the WAN address, quoted destination
+ *    port the WAN port.
+ * Checksums, all incrementally (RFC 1624): the quoted IP header's; the quoted
+ * L4 checksum when it is in the quote (UDP: always, its 0 "none" kept; TCP:
+ * only when the quote reaches byte 18, which an 8-byte quote does not -- like
+ * Linux, which fixes the TCP one only for a full quoted header); the ICMP
+ * checksum over all of these changes; the outer IP header's (with the TTL).
+ */
+static __always_inline int pt_icmp_rewrite(struct __sk_buff *skb, const struct pt_pkt *p,
+					   const struct pt_icmp_quote *q, bool inbound, __be32 addr, __be16 port)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 icmp_off = p->l4_off & 0x7f;
+	__u32 ip_off = q->ip_off & 0xff;
+	__u32 l4_off = q->l4_off & 0xff;   /* all <= 14 + 60 + 8 + 60: bounded for the verifier */
+
+	struct pt_icmphdr *icmp = data + icmp_off;
+	if ((void *)icmp + PT_ICMP_HLEN > data_end)
+		return -1;
+	struct iphdr *in = data + ip_off;
+	if ((void *)(in + 1) > data_end)
+		return -1;
+	__be16 *ports = data + l4_off;
+	if ((void *)ports + PT_ICMP_QUOTE_L4_MIN > data_end)
+		return -1;
+
+	__be32 *in_addr = inbound ? &in->saddr : &in->daddr;
+	__be16 *in_port = inbound ? &ports[0] : &ports[1];
+	__be32 old_addr = *in_addr;
+	__be16 old_port = *in_port;
+	__sum16 old_ipck = in->check;
+	__sum16 new_ipck = pt_csum_update32(old_ipck, old_addr, addr);
+	__sum16 ck = icmp->checksum;
+	ck = pt_csum_update32(ck, old_addr, addr);
+	ck = pt_csum_update16(ck, old_port, port);
+	ck = pt_csum_update16(ck, old_ipck, new_ipck);
+
+	__sum16 *l4ck = NULL;
+	if (q->proto == IPPROTO_UDP)
+		l4ck = (void *)ports + offsetof(struct udphdr, check);
+	else if (q->l4_len >= offsetof(struct tcphdr, check) + sizeof(__sum16))
+		l4ck = (void *)ports + offsetof(struct tcphdr, check);
+	if (l4ck && (void *)(l4ck + 1) <= data_end && !(q->proto == IPPROTO_UDP && *l4ck == 0)) {
+		__sum16 old_l4ck = *l4ck;
+		__sum16 new_l4ck = pt_csum_update16(pt_csum_update32(old_l4ck, old_addr, addr), old_port, port);
+		if (q->proto == IPPROTO_UDP && new_l4ck == 0)
+			new_l4ck = (__sum16)0xffff;  /* RFC 768: a computed 0 is sent as all ones */
+		ck = pt_csum_update16(ck, old_l4ck, new_l4ck);
+		*l4ck = new_l4ck;
+	}
+	*in_addr = addr;
+	*in_port = port;
+	in->check = new_ipck;
+	icmp->checksum = ck;
+	return pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, addr);
+}
+
+/*
+ * An ICMP packet: if it is an error quoting a packet of a live flow, in the
+ * direction that the flow's entry `fdir` translates, translate and redirect it;
+ * everything else passes untouched. Errors neither refresh the flow nor its
+ * session: they are not the flow's own traffic.
+ *  WAN (fdir IN): the quote is a reply WAN:wanport -> remote:rport; its flow
+ *    entry is the inbound one, remote:rport -> WAN:wanport.
+ *  LAN (fdir OUT): the quote is an inbound packet remote:rport -> host:hostport,
+ *    and the error must come from that host and go to that remote; its flow
+ *    entry is the outbound one, host:hostport -> remote:rport.
+ */
+static __always_inline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u8 fdir,
+				   enum pt_direction dir)
+{
+	struct pt_icmp_quote q;
+	if (pt_parse_icmp_error(skb, p, &q))
+		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	if (fdir == PT_DIR_OUT) {
+		if (p->saddr != q.daddr || p->daddr != q.saddr)
+			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		struct pt_port *port = pt_port_slot(q.proto, q.dport);
+		if (!port || !port->lan_port_refs)
+			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	}
+	struct pt_flow_key k = {
+		.saddr = q.daddr,
+		.daddr = q.saddr,
+		.sport = q.dport,
+		.dport = q.sport,
+		.proto = q.proto,
+		.dir = fdir,
+	};
+	struct pt_flow_ref ref;
+	if (!pt_flow_get(&k, &ref))
+		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	if (p->ttl <= 1)
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	__u32 ifindex = ref.f->ifindex;
+	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.f->nat_addr, ref.f->nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
@@ -445,8 +734,9 @@ static __always_inline bool pt_from_lan_net(__be32 addr)
  */
 static __always_inline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p,
 					const struct pt_port *port, const struct pt_config *cfg,
-					struct pt_flow_key *in_key, __u64 now)
+					struct pt_flow_key *in_key)
 {
+	__u64 now = pt_now();
 	__u32 rid = port->open_rule;
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
 	if (!rule || !(rule->flags & PT_RULE_ENABLED))
@@ -505,34 +795,38 @@ static __always_inline int pt_open_flow(struct __sk_buff *skb, const struct pt_p
 	}
 	pt_count(rid, PT_RC_FLOWS_OPENED);
 
-	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, in_key);
-	if (!f)  /* swept between insert and lookup: cannot happen with live timers */
+	struct pt_flow_ref ref = { .s = s, .now = now };
+	ref.f = bpf_map_lookup_elem(&pt_flows, in_key);
+	if (!ref.f)  /* swept between insert and lookup: cannot happen with live timers */
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	return pt_forward(skb, p, f, host, PT_D_WAN, now);
+	return pt_forward(skb, p, &ref, PT_D_WAN);
 }
 
 SEC("tc")
 int pt_wan_ingress(struct __sk_buff *skb)
 {
-	struct pt_pkt p;
+	struct pt_pkt p = {};
 	int r = pt_parse(skb, &p);
-	if (r != PT_PARSE_OK)
+	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
 		return pt_done(PT_D_WAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 
 	__u32 zero = 0;
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
 	if (!cfg || !cfg->wan_addr || p.daddr != cfg->wan_addr)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	/* XXX: non-first fragments carry no ports; SPEC 5 wants them translated
-	 * like their first fragment (needs a fragment-id map). */
+	if (r == PT_PARSE_ICMP) {
+		/* SPEC 8: nothing from a LAN source on the WAN side is translated. */
+		if (pt_from_lan_net(p.saddr))
+			return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_icmp(skb, &p, PT_DIR_IN, PT_D_WAN);
+	}
 	if (p.nonfirst_frag)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_fragment(skb, &p, PT_DIR_IN, PT_D_WAN);
 
-	__u64 now = pt_now();
 	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
-	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &in_key);
-	if (f)
-		return pt_forward(skb, &p, f, f->nat_addr, PT_D_WAN, now);
+	struct pt_flow_ref ref;
+	if (pt_flow_get(&in_key, &ref))
+		return pt_forward(skb, &p, &ref, PT_D_WAN);
 
 	struct pt_port *port = pt_port_slot(p.proto, p.dport);
 	if (!port || !port->open_rule)
@@ -541,7 +835,7 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (p.proto == IPPROTO_TCP &&
 	    (p.tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) != PT_TCP_SYN)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	return pt_open_flow(skb, &p, port, cfg, &in_key, now);
+	return pt_open_flow(skb, &p, port, cfg, &in_key);
 }
 
 /* Destinations that are never "non-local" unicast: the gateway's own
@@ -556,24 +850,22 @@ static __always_inline bool pt_local_dest(__be32 daddr)
 SEC("tc")
 int pt_lan_ingress(struct __sk_buff *skb)
 {
-	struct pt_pkt p;
+	struct pt_pkt p = {};
 	int r = pt_parse(skb, &p);
+	if (r == PT_PARSE_ICMP)
+		return pt_icmp(skb, &p, PT_DIR_OUT, PT_D_LAN);
 	if (r != PT_PARSE_OK)
 		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
-	/* XXX: non-first fragments of replies are not translated yet. */
 	if (p.nonfirst_frag)
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_fragment(skb, &p, PT_DIR_OUT, PT_D_LAN);
 
-	__u64 now = 0;
 	/* Replies of accepted flows: only from ports that some open spec maps to. */
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
 		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
-		struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &out_key);
-		if (f) {
-			now = pt_now();
-			return pt_forward(skb, &p, f, p.saddr, PT_D_LAN, now);
-		}
+		struct pt_flow_ref ref;
+		if (pt_flow_get(&out_key, &ref))
+			return pt_forward(skb, &p, &ref, PT_D_LAN);
 	}
 
 	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
@@ -586,7 +878,7 @@ int pt_lan_ingress(struct __sk_buff *skb)
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
 	if (!cfg)
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	now = pt_now();
+	__u64 now = pt_now();
 	__u32 ifindex = skb->ifindex;
 #pragma unroll
 	for (int i = 0; i < PT_TRIGGER_SLOTS; i++) {

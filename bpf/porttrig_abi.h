@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 2
+#define PT_LAYOUT_VERSION 3
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -42,6 +42,18 @@
 #define PT_FLOW_TIMEOUT_UDP_NS (300ULL * PT_NSEC_PER_SEC)
 #define PT_FLOW_TIMEOUT_TCP_EST_NS (7440ULL * PT_NSEC_PER_SEC)
 #define PT_FLOW_TIMEOUT_TCP_TRANS_NS (240ULL * PT_NSEC_PER_SEC)
+/* A flow entry whose other direction is missing is over after this much idle
+ * time: it exists only for an instant while a flow is inserted or removed.
+ * Never longer than the shortest flow timer (the data path relies on that). */
+#define PT_FLOW_ORPHAN_NS (10ULL * PT_NSEC_PER_SEC)
+/* How long the translation of a fragmented datagram is remembered after its
+ * first fragment. RFC 791 has a receiver wait 15 s for the rest of a datagram
+ * (Linux: ipfrag_time, 30 s); in practice the fragments follow the first one
+ * within milliseconds, and a short life limits what a reused IP id (RFC 4963,
+ * RFC 6864) can mis-translate. */
+#define PT_FRAG_TIMEOUT_NS (5ULL * PT_NSEC_PER_SEC)
+/* Datagrams in flight whose translation is remembered (LRU: the oldest go). */
+#define PT_FRAG_SLOTS 4096
 /* A timestamp already this fresh is not rewritten: saves a store (and a cache
  * line bounce between CPUs) per packet; far below the 1 s minimum idle timeout. */
 #define PT_REFRESH_GRANULARITY_NS (10ULL * 1000 * 1000)
@@ -137,6 +149,23 @@ struct pt_flow {
 	__u32 ifindex;          /* interface to redirect to */
 	__u32 seen;             /* PT_SEEN_* in this direction (atomically or'ed) */
 	__u32 _pad;
+};
+
+/* --- frags: LRU hash map, first fragments translated recently ------------ */
+/* Non-first fragments carry no L4 header, so they are matched to their first
+ * fragment by (saddr, daddr, IP id, protocol) as they arrive (RFC 791). */
+struct pt_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;              /* IP identification */
+	__u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 dir;               /* PT_DIR_* */
+};
+
+struct pt_frag {
+	__u64 first_ns;         /* pt_now() when the first fragment was translated */
+	__be32 nat_addr;        /* IN: LAN host (new daddr); OUT: WAN address (new saddr) */
+	__u32 ifindex;          /* interface to redirect to */
 };
 
 /* --- counters -------------------------------------------------------------- */

@@ -5,7 +5,7 @@
  */
 import { StructCodec, u16, u32, u64, be16, ipv4, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 2;
+export const PT_LAYOUT_VERSION = 3;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -20,6 +20,12 @@ export const CLOCK_BIAS_NS = 8n * 86400n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_UDP_NS = 300n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_EST_NS = 7440n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_TRANS_NS = 240n * NSEC_PER_SEC;
+/** A flow entry whose partner direction is missing is over after this much idle time. */
+export const FLOW_ORPHAN_NS = 10n * NSEC_PER_SEC;
+/** How long the translation of a fragmented datagram is remembered (PT_FRAG_TIMEOUT_NS). */
+export const FRAG_TIMEOUT_NS = 5n * NSEC_PER_SEC;
+/** Capacity of pt_frags (PT_FRAG_SLOTS). */
+export const PT_FRAG_SLOTS = 4096;
 
 export const RULE_ENABLED = 1 << 0;
 export const RULE_PEER_CONTACTED = 1 << 1;
@@ -56,6 +62,7 @@ export const MAPS = {
   sessions: 'pt_sessions',
   hostSessions: 'pt_host_sessions',
   flows: 'pt_flows',
+  frags: 'pt_frags',
   localAddrs: 'pt_local_addrs',
   lanNets: 'pt_lan_nets',
   ruleStats: 'pt_rule_stats',
@@ -134,6 +141,22 @@ export const FlowCodec = new StructCodec<PtFlow>('pt_flow', 40, [
   { name: '_pad', offset: 36, kind: pad(4) },
 ]);
 
+export interface PtFragKey { saddr: string; daddr: string; id: number; proto: number; dir: number }
+export const FragKeyCodec = new StructCodec<PtFragKey>('pt_frag_key', 12, [
+  { name: 'saddr', offset: 0, kind: ipv4 },
+  { name: 'daddr', offset: 4, kind: ipv4 },
+  { name: 'id', offset: 8, kind: be16 },
+  { name: 'proto', offset: 10, kind: { t: 'u8' } },
+  { name: 'dir', offset: 11, kind: { t: 'u8' } },
+]);
+
+export interface PtFrag { first_ns: bigint; nat_addr: string; ifindex: number }
+export const FragCodec = new StructCodec<PtFrag>('pt_frag', 16, [
+  { name: 'first_ns', offset: 0, kind: u64 },
+  { name: 'nat_addr', offset: 8, kind: ipv4 },
+  { name: 'ifindex', offset: 12, kind: u32 },
+]);
+
 export interface PtLpmV4 { prefixlen: number; addr: string }
 export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
   { name: 'prefixlen', offset: 0, kind: u32 },
@@ -142,7 +165,8 @@ export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
 
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [
-  ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec, LpmV4Codec,
+  ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec,
+  FragKeyCodec, FragCodec, LpmV4Codec,
 ] as const;
 
 /** Index into pt_ports for (protocol, port). */

@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
-  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, FlowCodec, FlowKeyCodec, LpmV4Codec, MAPS, PortCodec,
-  PROGRAMS, PT_LAYOUT_VERSION, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec, SessionCodec, SessionKeyCodec,
-  type PtConfig, type PtFlow, type PtFlowKey, type PtLpmV4, type PtPort, type PtRule, type PtRuleName, type PtSession,
-  type PtSessionKey,
+  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
+  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
+  SessionCodec, SessionKeyCodec,
+  type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
+  type PtRuleName, type PtSession, type PtSessionKey,
 } from './abi.js';
 import { IPV4, U32, U8 } from './struct.js';
 import { PerCpuCounters, RawMap, TypedMap } from './map.js';
@@ -46,6 +47,8 @@ export interface DatapathMaps {
   sessions: TypedMap<PtSessionKey, PtSession>;
   hostSessions: TypedMap<string, number>;
   flows: TypedMap<PtFlowKey, PtFlow>;
+  /** Translations of fragmented datagrams: written and read by the data path only. */
+  frags: TypedMap<PtFragKey, PtFrag>;
   localAddrs: TypedMap<string, number>;
   lanNets: TypedMap<PtLpmV4, number>;
   attach: TypedMap<number, number>;
@@ -191,6 +194,7 @@ export class Datapath {
         sessions: new TypedMap(raw(MAPS.sessions), SessionKeyCodec, SessionCodec),
         hostSessions: new TypedMap(raw(MAPS.hostSessions), IPV4, U32),
         flows: new TypedMap(raw(MAPS.flows), FlowKeyCodec, FlowCodec),
+        frags: new TypedMap(raw(MAPS.frags), FragKeyCodec, FragCodec),
         localAddrs: new TypedMap(raw(MAPS.localAddrs), IPV4, U8),
         lanNets: new TypedMap(raw(MAPS.lanNets), LpmV4Codec, U8),
         attach: new TypedMap(raw(MAPS.attach), U32, U32),

@@ -3,13 +3,13 @@
  * snapshots of the maps and a clock value, and says what to remove.
  */
 import {
-  DIR_IN, DIR_OUT, FLOW_TIMEOUT_TCP_EST_NS, FLOW_TIMEOUT_TCP_TRANS_NS, FLOW_TIMEOUT_UDP_NS, IPPROTO_TCP,
+  DIR_IN, DIR_OUT, FLOW_ORPHAN_NS, FLOW_TIMEOUT_TCP_EST_NS, FLOW_TIMEOUT_TCP_TRANS_NS, FLOW_TIMEOUT_UDP_NS, IPPROTO_TCP,
   RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
   type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
 } from '../bpf/abi.js';
 
-/** A flow entry whose partner direction is missing is removed after this long. */
-export const ORPHAN_FLOW_NS = 10n * 1_000_000_000n;
+/** A flow entry whose partner direction is missing is removed after this long (PT_FLOW_ORPHAN_NS). */
+export const ORPHAN_FLOW_NS = FLOW_ORPHAN_NS;
 
 export interface SweepPlan {
   /** Sessions to remove, with the value they were judged on. */
@@ -61,6 +61,38 @@ export function flowTimeoutNs(state: FlowState): bigint {
   }
 }
 
+/** What becomes of a flow: it stays, or it is over for one of three reasons. */
+export type FlowFate = 'live' | 'expired' | 'orphan' | 'killed';
+
+/**
+ * The fate of the flow of entry (`k`, `v`), given its other direction's entry
+ * (`partner`, undefined if missing), its rule and the raw session entry of
+ * (v.rule, v.sess_peer), at `now`. The data path makes the same decision on
+ * every packet (pt_flow_fate() in bpf/porttrig.bpf.c; test/bpf/datapath.test.ts
+ * compares the two on a table), so a flow stops forwarding at once whether or
+ * not a daemon runs, and the sweeper removes exactly what the data path no
+ * longer uses. Symmetric: either entry of a pair gives the same answer.
+ *  - killed: the rule is gone or disabled (a reload closed its ports), or it
+ *    says kill_flows_on_expiry and the flow's session is not live and held by
+ *    the flow's LAN host (expired, gone, taken over);
+ *  - orphan: the other direction's entry is missing and this one has been
+ *    idle longer than FLOW_ORPHAN_NS;
+ *  - expired: idle (both directions) past its RFC 4787/5382 timer.
+ */
+export function flowFate(
+  k: PtFlowKey, v: PtFlow, partner: PtFlow | undefined,
+  rule: PtRule | undefined, session: PtSession | undefined, now: bigint,
+): FlowFate {
+  const host = k.dir === DIR_IN ? v.nat_addr : k.saddr;
+  if (!rule || !(rule.flags & RULE_ENABLED)) return 'killed';
+  const owned = !!session && session.host === host && !sessionExpired(session, rule, now);
+  if ((rule.flags & RULE_KILL_FLOWS) !== 0 && !owned) return 'killed';
+  if (!partner) return now - v.last_seen_ns > FLOW_ORPHAN_NS ? 'orphan' : 'live';
+  const [inV, outV] = k.dir === DIR_IN ? [v, partner] : [partner, v];
+  const last = v.last_seen_ns > partner.last_seen_ns ? v.last_seen_ns : partner.last_seen_ns;
+  return now - last > flowTimeoutNs(flowState(k.proto, inV.seen, outV.seen)) ? 'expired' : 'live';
+}
+
 /**
  * Decide what a sweep removes: sessions idle past their rule's timeout or
  * whose rule is gone or disabled; flows past their timer, orphaned flow
@@ -74,8 +106,10 @@ export function planSweep(
   now: bigint,
 ): SweepPlan {
   const plan: SweepPlan = { sessions: [], flows: [], hostCounts: new Map(), flowsPerSession: new Map() };
+  const all = new Map<string, PtSession>();
   const live = new Map<string, PtSession>();
   for (const [key, value] of sessions) {
+    all.set(sessionId(key), value);
     const rule = rules.get(key.rule);
     if (!rule || !(rule.flags & RULE_ENABLED)) plan.sessions.push({ key, value, reason: 'rule_gone' });
     else if (sessionExpired(value, rule, now)) plan.sessions.push({ key, value, reason: 'expired' });
@@ -95,23 +129,15 @@ export function planSweep(
     const pid = flowKeyId(pk);
     const partner = byId.get(pid);
     done.add(pid);
-    if (!partner) {
-      if (now - v.last_seen_ns > ORPHAN_FLOW_NS) plan.flows.push(k);
+    const sid = sessionId({ rule: v.rule, peer: v.sess_peer });
+    if (flowFate(k, v, partner?.[1], rules.get(v.rule), all.get(sid), now) !== 'live') {
+      plan.flows.push(k);
+      if (partner) plan.flows.push(pk);
       continue;
     }
-    const [inV, outV] = k.dir === DIR_IN ? [v, partner[1]] : [partner[1], v];
-    const host = inV.nat_addr;
-    const last = inV.last_seen_ns > outV.last_seen_ns ? inV.last_seen_ns : outV.last_seen_ns;
-    const expired = now - last > flowTimeoutNs(flowState(k.proto, inV.seen, outV.seen));
-    const sid = sessionId({ rule: inV.rule, peer: inV.sess_peer });
     const session = live.get(sid);
-    const rule = rules.get(inV.rule);
-    const killed = !!rule && (rule.flags & RULE_KILL_FLOWS) !== 0 && (!session || session.host !== host);
-    // A rule removed or disabled by a reload takes its flows with it: its ports are closed.
-    const ruleGone = !rule || !(rule.flags & RULE_ENABLED);
-    if (expired || killed || ruleGone) {
-      plan.flows.push(k, pk);
-    } else if (session && session.host === host) {
+    const host = k.dir === DIR_IN ? v.nat_addr : k.saddr;
+    if (partner && session && session.host === host) {
       plan.flowsPerSession.set(sid, (plan.flowsPerSession.get(sid) ?? 0) + 1);
     }
   }

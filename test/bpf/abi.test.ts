@@ -295,6 +295,7 @@ test('map capacities in the object agree with the TS constants', SKIP ? { skip: 
   assert.equal(defs.get(abi.MAPS.rules), abi.PT_MAX_RULES, `${abi.MAPS.rules} max_entries = PT_MAX_RULES`);
   assert.equal(defs.get(abi.MAPS.ruleNames), abi.PT_MAX_RULES, `${abi.MAPS.ruleNames} max_entries = PT_MAX_RULES`);
   assert.equal(defs.get(abi.MAPS.ports), abi.PT_PORT_SLOTS, `${abi.MAPS.ports} max_entries = PT_PORT_SLOTS`);
+  assert.equal(defs.get(abi.MAPS.frags), abi.PT_FRAG_SLOTS, `${abi.MAPS.frags} max_entries = PT_FRAG_SLOTS`);
   assert.equal(defs.get(abi.MAPS.ruleStats), abi.PT_MAX_RULES * abi.RULE_COUNTERS.length,
     `${abi.MAPS.ruleStats} max_entries = PT_MAX_RULES * PT_RC__COUNT: RULE_COUNTERS has ${abi.RULE_COUNTERS.length} entries`);
   assert.equal(defs.get(abi.MAPS.pktStats), abi.DIRECTIONS.length * abi.VERDICTS.length,
@@ -342,6 +343,7 @@ test('#defines of porttrig_abi.h equal the TS constants', () => {
     ['PT_PORT_SLOTS', abi.PT_PORT_SLOTS], ['PT_PROTO_IDX_TCP', abi.PT_PROTO_IDX.tcp], ['PT_PROTO_IDX_UDP', abi.PT_PROTO_IDX.udp],
     ['PT_NSEC_PER_SEC', abi.NSEC_PER_SEC], ['PT_CLOCK_BIAS_NS', abi.CLOCK_BIAS_NS], ['PT_FLOW_TIMEOUT_UDP_NS', abi.FLOW_TIMEOUT_UDP_NS],
     ['PT_FLOW_TIMEOUT_TCP_EST_NS', abi.FLOW_TIMEOUT_TCP_EST_NS], ['PT_FLOW_TIMEOUT_TCP_TRANS_NS', abi.FLOW_TIMEOUT_TCP_TRANS_NS],
+    ['PT_FLOW_ORPHAN_NS', abi.FLOW_ORPHAN_NS], ['PT_FRAG_TIMEOUT_NS', abi.FRAG_TIMEOUT_NS], ['PT_FRAG_SLOTS', abi.PT_FRAG_SLOTS],
     ['PT_TC_HANDLE', abi.PT_TC_HANDLE], ['PT_TC_PRIORITY', abi.PT_TC_PRIORITY],
     ['PT_ATTACH_LAN', abi.ATTACH_LAN], ['PT_ATTACH_WAN', abi.ATTACH_WAN], ['PT_ATTACH_CREATED_QDISC', abi.ATTACH_CREATED_QDISC],
     ['PT_RULE_ENABLED', abi.RULE_ENABLED], ['PT_RULE_PEER_CONTACTED', abi.RULE_PEER_CONTACTED],

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planSweep, flowState, partnerKey } from '../../src/core/sweep.js';
+import { planSweep, flowFate, flowState, partnerKey } from '../../src/core/sweep.js';
 import {
   DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_SYN,
   type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
@@ -72,4 +72,19 @@ test('flows of a rule removed or disabled by a reload end with it', () => {
   assert.equal(removed.flows.length, 2, 'rule 9 is not configured');
   const disabled = planSweep([], flow(3, '10.0.0.2', IPPROTO_UDP, 0, 0, 1n), rules, NOW);
   assert.equal(disabled.flows.length, 2, 'rule 3 is disabled');
+});
+
+test('flowFate: the newer direction keeps a flow alive; a lone entry is an orphan after 10 s; kill follows the session owner', () => {
+  const [[ik, iv], [, ov]] = flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 400n);
+  const fresh = { ...ov!, last_seen_ns: NOW - 2n * S };
+  assert.equal(flowFate(ik!, iv!, fresh, rules.get(1), undefined, NOW), 'live', 'in idle 400 s, out idle 2 s');
+  assert.equal(flowFate(ik!, iv!, ov!, rules.get(1), undefined, NOW), 'expired', 'both idle 400 s');
+  const [[lk, lv]] = flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 9n);
+  assert.equal(flowFate(lk!, lv!, undefined, rules.get(1), undefined, NOW), 'live', 'lone entry idle 9 s');
+  const [[ok2, ov2]] = flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 11n);
+  assert.equal(flowFate(ok2!, ov2!, undefined, rules.get(1), undefined, NOW), 'orphan', 'lone entry idle 11 s');
+  const [[kk, kv], [, kov]] = flow(2, '10.0.0.2', IPPROTO_TCP, SEEN_SYN | SEEN_ACK, SEEN_SYN, 1n);
+  assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.2', 1n)[1], NOW), 'live', 'kill rule, session held by the flow host');
+  assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.3', 1n)[1], NOW), 'killed', 'kill rule, session taken over');
+  assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.2', 61n)[1], NOW), 'killed', 'kill rule, session expired');
 });

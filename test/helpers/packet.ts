@@ -1,7 +1,8 @@
 /**
  * An independent packet builder and reader for the data path tests:
- * Ethernet II + IPv4 (options, fragments, deliberately bogus lengths) + TCP or
- * UDP, with every checksum computed from scratch by the RFC 1071 sum below.
+ * Ethernet II + IPv4 (options, fragments, deliberately bogus lengths) + TCP,
+ * UDP or ICMP (errors quoting a datagram), with every checksum computed from
+ * scratch by the RFC 1071 sum below.
  *
  * Nothing here is imported from bpf/ or src/: the expected output bytes of a
  * test must not share code (or bugs) with what is being tested.
@@ -11,6 +12,16 @@ export const ETH_HLEN = 14;
 export const ETH_P_IP = 0x0800;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMP = 1;
+
+/** ICMP types (RFC 792) and the codes the tests use. */
+export const ICMP = {
+  ECHO_REPLY: 0, DEST_UNREACH: 3, ECHO_REQUEST: 8, TIME_EXCEEDED: 11, PARAMETER_PROBLEM: 12,
+  /** DEST_UNREACH codes. */
+  PORT_UNREACH: 3, FRAG_NEEDED: 4,
+  /** TIME_EXCEEDED code: TTL exceeded in transit. */
+  TTL_EXCEEDED: 0,
+} as const;
 
 /** TCP flag bits (byte 13 of the header). */
 export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10, URG: 0x20, ECE: 0x40, CWR: 0x80 } as const;
@@ -252,6 +263,37 @@ export function fragment(frame: Buffer, offset: number, len: number): Buffer {
   return Buffer.concat([hdr, payload.subarray(offset, offset + len)]);
 }
 
+/** An ICMP message (type, code, the 4 "rest of header" bytes, body) with its checksum. */
+export function icmpMessage(type: number, code: number, rest: number, body: Uint8Array): Buffer {
+  const m = Buffer.concat([Buffer.alloc(8), Buffer.from(body)]);
+  m[0] = type;
+  m[1] = code;
+  m.writeUInt32BE(rest >>> 0, 4);
+  m.writeUInt16BE(inetChecksum(m), 2);
+  return m;
+}
+
+export interface IcmpErrorOpts {
+  type: number;
+  code: number;
+  /** The 4 bytes after the checksum (e.g. the next-hop MTU of "fragmentation needed", RFC 1191). */
+  rest?: number;
+  /** The outer IPv4 header. */
+  ip: Ipv4Opts;
+  /** The offending datagram, built whole; the error quotes its IP header and `quoteL4` bytes after it. */
+  quoted: PacketSpec;
+  /** Bytes of the quoted datagram's payload: 8 by default (RFC 792), more as Linux sends. */
+  quoteL4?: number;
+}
+
+/** An ICMP error quoting (the start of) another datagram, as a PacketSpec for buildPacket. */
+export function icmpError(o: IcmpErrorOpts): PacketSpec {
+  const inner = buildPacket(o.quoted).subarray(ETH_HLEN);
+  const ihl = (inner[0]! & 0x0f) * 4;
+  const quote = inner.subarray(0, Math.min(inner.length, ihl + (o.quoteL4 ?? 8)));
+  return { ip: o.ip, l4: { raw: icmpMessage(o.type, o.code, o.rest ?? 0, quote), proto: IPPROTO_ICMP } };
+}
+
 // --- reader ------------------------------------------------------------------------
 
 export interface ParsedIpv4 {
@@ -264,12 +306,32 @@ export interface ParsedTcp {
   window: number; checksum: number; urg: number; options: Buffer; payload: Buffer;
 }
 export interface ParsedUdp { sport: number; dport: number; length: number; checksum: number; payload: Buffer }
+export interface ParsedIcmp {
+  type: number; code: number; checksum: number; rest: number; body: Buffer;
+  /** The quoted datagram's IP header and ports, for errors that carry one. */
+  quoted?: { ip: ParsedIpv4; sport?: number; dport?: number };
+}
 export interface ParsedPacket {
   eth: { dst: string; src: string; type: number };
   ip?: ParsedIpv4;
   tcp?: ParsedTcp;
   udp?: ParsedUdp;
+  icmp?: ParsedIcmp;
 }
+
+function parseIpv4Header(ip: Buffer): ParsedIpv4 {
+  const ihl = ip[0]! & 0x0f;
+  const frag = ip.readUInt16BE(6);
+  return {
+    version: ip[0]! >> 4, ihl, tos: ip[1]!, totLen: ip.readUInt16BE(2), id: ip.readUInt16BE(4),
+    df: (frag & 0x4000) !== 0, mf: (frag & 0x2000) !== 0, fragOffset: frag & 0x1fff,
+    ttl: ip[8]!, protocol: ip[9]!, checksum: ip.readUInt16BE(10),
+    src: ipString(ip, 12), dst: ipString(ip, 16),
+    options: Buffer.from(ip.subarray(20, Math.max(20, Math.min(ihl * 4, ip.length)))),
+  };
+}
+
+const ICMP_ERRORS = new Set<number>([ICMP.DEST_UNREACH, ICMP.TIME_EXCEEDED, ICMP.PARAMETER_PROBLEM]);
 
 const mac = (b: Buffer, o: number): string =>
   [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -281,14 +343,7 @@ export function parsePacket(buf: Buffer): ParsedPacket {
   if (out.eth.type !== ETH_P_IP || buf.length < ETH_HLEN + 20) return out;
   const ip = buf.subarray(ETH_HLEN);
   const ihl = ip[0]! & 0x0f;
-  const frag = ip.readUInt16BE(6);
-  out.ip = {
-    version: ip[0]! >> 4, ihl, tos: ip[1]!, totLen: ip.readUInt16BE(2), id: ip.readUInt16BE(4),
-    df: (frag & 0x4000) !== 0, mf: (frag & 0x2000) !== 0, fragOffset: frag & 0x1fff,
-    ttl: ip[8]!, protocol: ip[9]!, checksum: ip.readUInt16BE(10),
-    src: ipString(ip, 12), dst: ipString(ip, 16),
-    options: Buffer.from(ip.subarray(20, Math.max(20, Math.min(ihl * 4, ip.length)))),
-  };
+  out.ip = parseIpv4Header(ip);
   if (ihl < 5 || out.ip.fragOffset !== 0) return out;
   const end = Math.min(ip.length, out.ip.totLen);
   const l4 = ip.subarray(ihl * 4, Math.max(ihl * 4, end));
@@ -305,6 +360,14 @@ export function parsePacket(buf: Buffer): ParsedPacket {
       sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), length: l4.readUInt16BE(4),
       checksum: l4.readUInt16BE(6), payload: Buffer.from(l4.subarray(8)),
     };
+  } else if (out.ip.protocol === IPPROTO_ICMP && l4.length >= 8) {
+    const body = Buffer.from(l4.subarray(8));
+    out.icmp = { type: l4[0]!, code: l4[1]!, checksum: l4.readUInt16BE(2), rest: l4.readUInt32BE(4), body };
+    if (ICMP_ERRORS.has(l4[0]!) && body.length >= 20) {
+      const qip = parseIpv4Header(body);
+      const q4 = body.subarray(qip.ihl * 4);
+      out.icmp.quoted = { ip: qip, ...(q4.length >= 4 ? { sport: q4.readUInt16BE(0), dport: q4.readUInt16BE(2) } : {}) };
+    }
   }
   return out;
 }
@@ -316,6 +379,8 @@ export interface ChecksumReport {
   l4: boolean | null;
   /** UDP sent without checksum (field 0). */
   udpZero: boolean;
+  /** IP header checksum of the datagram an ICMP error quotes; null when there is none. */
+  quotedIp: boolean | null;
   detail: string;
 }
 
@@ -326,27 +391,38 @@ export interface ChecksumReport {
  */
 export function verifyChecksums(buf: Buffer): ChecksumReport {
   const p = parsePacket(buf);
-  if (!p.ip) return { ip: false, l4: null, udpZero: false, detail: 'not an IPv4 frame' };
+  if (!p.ip) return { ip: false, l4: null, udpZero: false, quotedIp: null, detail: 'not an IPv4 frame' };
   const iph = buf.subarray(ETH_HLEN, ETH_HLEN + p.ip.ihl * 4);
   const ipOk = p.ip.ihl >= 5 && iph.length === p.ip.ihl * 4 && fold(sum16(iph)) === 0xffff;
   const detail: string[] = [`ip header checksum 0x${p.ip.checksum.toString(16)} ${ipOk ? 'ok' : 'BAD'}`];
-  if (p.ip.mf || p.ip.fragOffset !== 0) return { ip: ipOk, l4: null, udpZero: false, detail: `${detail[0]}; fragment` };
+  if (p.ip.mf || p.ip.fragOffset !== 0) return { ip: ipOk, l4: null, udpZero: false, quotedIp: null, detail: `${detail[0]}; fragment` };
   const start = ETH_HLEN + p.ip.ihl * 4;
   const end = ETH_HLEN + p.ip.totLen;
-  if (end > buf.length || end < start) return { ip: ipOk, l4: null, udpZero: false, detail: `${detail[0]}; bogus length` };
+  if (end > buf.length || end < start) return { ip: ipOk, l4: null, udpZero: false, quotedIp: null, detail: `${detail[0]}; bogus length` };
   const l4 = buf.subarray(start, end);
+  if (p.ip.protocol === IPPROTO_ICMP && l4.length >= 8) {
+    const ok = fold(sum16(l4)) === 0xffff;
+    let quotedIp: boolean | null = null;
+    let q = '';
+    if (p.icmp?.quoted) {
+      const qh = p.icmp.body.subarray(0, p.icmp.quoted.ip.ihl * 4);
+      quotedIp = qh.length === p.icmp.quoted.ip.ihl * 4 && qh.length >= 20 && fold(sum16(qh)) === 0xffff;
+      q = `; quoted ip header checksum ${quotedIp ? 'ok' : 'BAD'}`;
+    }
+    return { ip: ipOk, l4: ok, udpZero: false, quotedIp, detail: `${detail[0]}; icmp checksum 0x${l4.readUInt16BE(2).toString(16)} ${ok ? 'ok' : 'BAD'}${q}` };
+  }
   const ph = pseudoHeader(p.ip.src, p.ip.dst, p.ip.protocol, l4.length);
   if (p.ip.protocol === IPPROTO_UDP && l4.length >= 8) {
     const ck = l4.readUInt16BE(6);
-    if (ck === 0) return { ip: ipOk, l4: true, udpZero: true, detail: `${detail[0]}; udp checksum 0 (none)` };
+    if (ck === 0) return { ip: ipOk, l4: true, udpZero: true, quotedIp: null, detail: `${detail[0]}; udp checksum 0 (none)` };
     const ok = fold(sum16(l4, sum16(ph))) === 0xffff;
-    return { ip: ipOk, l4: ok, udpZero: false, detail: `${detail[0]}; udp checksum 0x${ck.toString(16)} ${ok ? 'ok' : 'BAD'}` };
+    return { ip: ipOk, l4: ok, udpZero: false, quotedIp: null, detail: `${detail[0]}; udp checksum 0x${ck.toString(16)} ${ok ? 'ok' : 'BAD'}` };
   }
   if (p.ip.protocol === IPPROTO_TCP && l4.length >= 20) {
     const ok = fold(sum16(l4, sum16(ph))) === 0xffff;
-    return { ip: ipOk, l4: ok, udpZero: false, detail: `${detail[0]}; tcp checksum 0x${l4.readUInt16BE(16).toString(16)} ${ok ? 'ok' : 'BAD'}` };
+    return { ip: ipOk, l4: ok, udpZero: false, quotedIp: null, detail: `${detail[0]}; tcp checksum 0x${l4.readUInt16BE(16).toString(16)} ${ok ? 'ok' : 'BAD'}` };
   }
-  return { ip: ipOk, l4: null, udpZero: false, detail: `${detail[0]}; no checkable L4` };
+  return { ip: ipOk, l4: null, udpZero: false, quotedIp: null, detail: `${detail[0]}; no checkable L4` };
 }
 
 /** A short human description of a frame, for assertion messages. */
@@ -357,6 +433,8 @@ export function describe(buf: Buffer): string {
   const ip = p.ip;
   const l4 = p.tcp ? `tcp ${ip.src}:${p.tcp.sport} > ${ip.dst}:${p.tcp.dport} flags 0x${p.tcp.flags.toString(16)} ck 0x${p.tcp.checksum.toString(16)}`
     : p.udp ? `udp ${ip.src}:${p.udp.sport} > ${ip.dst}:${p.udp.dport} ck 0x${p.udp.checksum.toString(16)}`
+    : p.icmp ? `icmp ${ip.src} > ${ip.dst} type ${p.icmp.type}/${p.icmp.code} ck 0x${p.icmp.checksum.toString(16)}${p.icmp.quoted
+      ? ` quoting proto ${p.icmp.quoted.ip.protocol} ${p.icmp.quoted.ip.src}:${p.icmp.quoted.sport ?? '?'} > ${p.icmp.quoted.ip.dst}:${p.icmp.quoted.dport ?? '?'}` : ''}`
     : `proto ${ip.protocol} ${ip.src} > ${ip.dst}`;
   return `${l4} ttl ${ip.ttl} ihl ${ip.ihl} len ${ip.totLen} ipck 0x${ip.checksum.toString(16)} (${buf.length} bytes)`;
 }
