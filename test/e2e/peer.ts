@@ -4,7 +4,7 @@
  * can assert what a user's application would see. Servers of several ports
  * print one "listening" line once all of them listen.
  *
- *   tcp-echo PORT...              accept on each PORT, report the peer, echo lines back
+ *   tcp-echo PORT...              accept on each PORT, report the peer and each line, echo lines back
  *   tcp-talk HOST PORT            connect; each stdin line is sent and the echo printed;
  *                                 reports an error or the connection's close
  *   tcp-once HOST PORT MSG MS     connect, send MSG, print the echo or the failure
@@ -54,7 +54,10 @@ switch (mode) {
     listenAll(a, (port, done) => {
       createServer((s) => {
         say({ event: 'accept', remote: s.remoteAddress, remote_port: s.remotePort, local: s.localAddress, local_port: s.localPort });
-        lines(s, (l) => s.write(`echo:${l}\n`));
+        lines(s, (l) => {
+          say({ event: 'line', remote: s.remoteAddress, remote_port: s.remotePort, local_port: s.localPort, line: l });
+          s.write(`echo:${l}\n`);
+        });
         s.on('error', () => {});
       }).listen(port, '0.0.0.0', done);
     });
