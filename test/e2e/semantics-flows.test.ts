@@ -72,8 +72,8 @@ function keepSending(talker: Proc, host: string, port: number, msg: string): { s
 }
 
 /** A rule's line of `porttrig rules --json` (its counters). */
-function ruleView(topo: Topology, name: string): RuleJson {
-  const r = topo.json<RuleJson[]>('rules').find((x) => x.name === name);
+async function ruleView(topo: Topology, name: string): Promise<RuleJson> {
+  const r = (await topo.json<RuleJson[]>('rules')).find((x) => x.name === name);
   assert.ok(r, `porttrig rules lists no rule ${name}`);
   return r;
 }
@@ -108,8 +108,8 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
 
     const trig = await topo.once(lan, 'udp-once', WAN_SERVER, 7000, 'hello', OK_MS);
     assert.equal(trig.ok, true, `UDP trigger traffic itself failed: ${JSON.stringify(trig)}`);
-    assert.equal(ruleView(topo, 'multi').trigger_hits, 1, 'one UDP datagram to udp/7000 is one trigger hit');
-    assert.deepEqual(topo.sessions().filter((s) => s.rule === 'multi').map((s) => s.host), [LAN_HOST]);
+    assert.equal((await ruleView(topo, 'multi')).trigger_hits, 1, 'one UDP datagram to udp/7000 is one trigger hit');
+    assert.deepEqual((await topo.sessions()).filter((s) => s.rule === 'multi').map((s) => s.host), [LAN_HOST]);
 
     const results = await Promise.all([
       ...tcpOpen.map(async (p) => ['tcp', p, await topo.once(wan, 'tcp-once', GW_WAN, p, `t${p}`, OK_MS)] as const),
@@ -134,7 +134,7 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     // The TCP half of `both`: a TCP connection to port 7000 hits the same rule.
     const tcpTrig = await topo.once(lan, 'tcp-once', WAN_SERVER, 7000, 'hi', OK_MS);
     assert.equal(tcpTrig.ok, true, JSON.stringify(tcpTrig));
-    assert.ok(ruleView(topo, 'multi').trigger_hits >= 1 + 3, 'the TCP connection (SYN, ACK, data...) hits the rule too');
+    assert.ok((await ruleView(topo, 'multi')).trigger_hits >= 1 + 3, 'the TCP connection (SYN, ACK, data...) hits the rule too');
   });
 
   test('translation 6000-6009 -> 7000: both ends of the range reach 7000 and 7009, replies come from 6000 and 6009', async () => {
@@ -162,7 +162,7 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     const decoys = (e: Record<string, unknown>): boolean => [6000, 6009, 7010].includes(e.local_port as number);
     assert.deepEqual([...tcpApp.events, ...udpApp.events].filter(decoys), [], 'the untranslated ports on the LAN host must see nothing');
     assert.deepEqual(tcpApp.events.filter((e) => e.event === 'accept').map((e) => e.local_port), [7000, 7009]);
-    const flows = topo.json<FlowJson[]>('flows').filter((f) => f.rule === 'xl');
+    const flows = (await topo.json<FlowJson[]>('flows')).filter((f) => f.rule === 'xl');
     assert.deepEqual(flows.map((f) => `${f.proto} ${f.wan_port}->${f.host_port}`).sort(),
       ['tcp 6000->7000', 'tcp 6009->7009', 'udp 6000->7000', 'udp 6009->7009']);
   });
@@ -174,7 +174,7 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     const keep = keepSending(client, WAN_SERVER, 5100, 'keepalive');
     await sleep(KEPT_MS);
     const r = await topo.once(wan, 'tcp-once', GW_WAN, 5101, 'still', OK_MS);
-    const s = topo.sessions().find((x) => x.rule === 'refresh-trigger');
+    const s = (await topo.sessions()).find((x) => x.rule === 'refresh-trigger');
     const sent = await keep.stop();
     await server.waitFor((e) => e.data === `keepalive-${sent - 1}`);
 
@@ -182,7 +182,7 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     assert.equal((await app.waitFor((e) => e.event === 'accept')).remote, WAN_SERVER);
     assert.ok(s, 'the session is listed');
     assert.ok(Date.now() - Date.parse(s.opened_at) >= KEPT_MS, `opened_at ${s.opened_at} is recent: it was reopened`);
-    const v = ruleView(topo, 'refresh-trigger');
+    const v = (await ruleView(topo, 'refresh-trigger'));
     assert.equal(v.sessions_opened, 1, 'refreshed, not expired and opened again');
     assert.equal(v.trigger_hits, sent, 'every trigger datagram is a hit');
   });
@@ -198,25 +198,30 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     const probe = async (tag: string): Promise<void> => {
       await topo.once(wan, 'udp-once', GW_WAN, 5201, tag, 300);  // no echo: the app only listens
       const e = await app.waitFor((x) => x.data === tag, OK_MS).catch(() => null);
-      assert.ok(e, `${tag}: a new inbound datagram was not forwarded: the session expired`);
+      assert.ok(e, `${tag}: a new inbound datagram was not forwarded: the session expired; sessions ${JSON.stringify((await topo.sessions()))}; ` +
+        `flows ${JSON.stringify((await topo.json('flows')))}; counters ${JSON.stringify((await topo.ruleCounters('refresh-flow')))}; ` +
+        `app ${JSON.stringify(app.events.slice(-3))}; peer ${JSON.stringify(peer.events.slice(-3))}`);
       assert.notEqual(e.remote_port, 40000);
     };
 
     // Inbound only: the peer sends, the LAN app never answers.
     const inbound = keepSending(peer, GW_WAN, 5201, 'in');
     await sleep(KEPT_MS);
-    await probe('probe-after-inbound').finally(() => inbound.stop());
+    await probe('probe-after-inbound');
     const first = await app.waitFor((e) => e.data === 'in-0');
     assert.deepEqual([first.remote, first.remote_port], [WAN_SERVER, 40000]);
 
     // Outbound only: the LAN app sends on the flow, the peer never answers.
+    // It starts before the inbound traffic stops, so the session never idles in between.
     const outbound = keepSending(app, WAN_SERVER, 40000, 'out');
-    await sleep(KEPT_MS);
-    await probe('probe-after-outbound').finally(() => outbound.stop());
     const got = await peer.waitFor((e) => e.data === 'out-0');
     assert.deepEqual([got.remote, got.remote_port], [GW_WAN, 5201], 'replies leave from the WAN address and port');
-    assert.equal(ruleView(topo, 'refresh-flow').sessions_opened, 1, 'refreshed, not expired and opened again');
-    assert.equal(ruleView(topo, 'refresh-flow').trigger_hits, 1, 'no trigger traffic but the first datagram');
+    await inbound.stop();
+    await sleep(KEPT_MS);
+    await probe('probe-after-outbound');
+    await outbound.stop();
+    assert.equal((await ruleView(topo, 'refresh-flow')).sessions_opened, 1, 'refreshed, not expired and opened again');
+    assert.equal((await ruleView(topo, 'refresh-flow')).trigger_hits, 1, 'no trigger traffic but the first datagram');
   });
 
   test('session expiry: an accepted TCP connection keeps working, unless kill_flows_on_expiry cuts it', async () => {
@@ -233,13 +238,13 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
       c.send('before');
       await c.waitFor((e) => e.reply === 'echo:before');
     }
-    assert.deepEqual(topo.sessions().filter((s) => ['keep', 'kill'].includes(s.rule)).map((s) => [s.rule, s.flows]).sort(),
+    assert.deepEqual((await topo.sessions()).filter((s) => ['keep', 'kill'].includes(s.rule)).map((s) => [s.rule, s.flows]).sort(),
       [['keep', 1], ['kill', 1]]);
     await arming.stop();
 
     await sleep(IDLE_MS + SWEEP_SLACK_MS);
-    assert.deepEqual(topo.sessions().filter((s) => ['keep', 'kill'].includes(s.rule)), [], 'both sessions expired');
-    const flows = topo.json<FlowJson[]>('flows').map((f) => f.rule);
+    assert.deepEqual((await topo.sessions()).filter((s) => ['keep', 'kill'].includes(s.rule)), [], 'both sessions expired');
+    const flows = (await topo.json<FlowJson[]>('flows')).map((f) => f.rule);
     assert.ok(flows.includes('keep') && !flows.includes('kill'), `flows after expiry: ${JSON.stringify(flows)}`);
 
     keep.send('after');

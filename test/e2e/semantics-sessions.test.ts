@@ -56,8 +56,8 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
   });
   after(() => topo?.destroy());
 
-  const owners = (rule: string): [string, string | null][] =>
-    topo.sessions().filter((s) => s.rule === rule).map((s) => [s.host, s.peer]);
+  const owners = async (rule: string): Promise<[string, string | null][]> =>
+    (await topo.sessions()).filter((s) => s.rule === rule).map((s) => [s.host, s.peer]);
 
   test('conflict first: the second host is refused while the first holds the session, and takes it after expiry', async () => {
     const [appA, appB, armA, armB, server] = await Promise.all([
@@ -69,8 +69,8 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     await server.waitFor((e) => e.data === 'a-0');
     await trigger(armB, server, WAN_SERVER, 5500, 'b-refused');
 
-    assert.deepEqual(owners('first'), [[LAN_HOST, null]]);
-    const c = topo.ruleCounters('first');
+    assert.deepEqual((await owners('first')), [[LAN_HOST, null]]);
+    const c = (await topo.ruleCounters('first'));
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [1, 1], JSON.stringify(c));
     const r = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5501, 'to-a', OK_MS);
     assert.equal(r.ok, true, JSON.stringify(r));
@@ -82,12 +82,12 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     await sleep(IDLE_MS + EXPIRY_SLACK_MS);
     armB.send(`every ${KEEPALIVE_MS} ${WAN_SERVER} 5500 b`);
     await server.waitFor((e) => e.data === 'b-0');
-    assert.deepEqual(owners('first'), [[LAN_HOST2, null]]);
+    assert.deepEqual((await owners('first')), [[LAN_HOST2, null]]);
     const r2 = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5501, 'to-b', OK_MS);
     armB.send('stop');
     assert.equal(r2.ok, true, JSON.stringify(r2));
     assert.deepEqual([accepts(appA).length, accepts(appB).length], [1, 1], 'the new connection went to host B');
-    assert.equal(topo.ruleCounters('first').sessions_opened, 2);
+    assert.equal((await topo.ruleCounters('first')).sessions_opened, 2);
   });
 
   test('conflict last: the newest trigger takes the session over; an accepted connection stays with the first host', async () => {
@@ -103,8 +103,8 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.equal(accepts(appA).length, 1);
 
     await trigger(armB, server, WAN_SERVER, 5600, 'b');
-    assert.deepEqual(owners('last'), [[LAN_HOST2, null]], 'host B took the session over');
-    const c = topo.ruleCounters('last');
+    assert.deepEqual((await owners('last')), [[LAN_HOST2, null]], 'host B took the session over');
+    const c = (await topo.ruleCounters('last'));
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [2, 0], JSON.stringify(c));
 
     const r = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5601, 'new', OK_MS);
@@ -115,7 +115,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     await talk.waitFor((e) => e.reply === 'echo:two');
     assert.ok(appA.events.some((e) => e.line === 'two'), 'the old connection still reaches host A');
     assert.ok(!appB.events.some((e) => e.line === 'two'));
-    const flows = topo.json<{ rule: string; host: string }[]>('flows').filter((f) => f.rule === 'last').map((f) => f.host).sort();
+    const flows = (await topo.json<{ rule: string; host: string }[]>('flows')).filter((f) => f.rule === 'last').map((f) => f.host).sort();
     assert.deepEqual(flows, [LAN_HOST, LAN_HOST2]);
   });
 
@@ -126,7 +126,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
       topo.listener(ns.wan, 'udp-talk', 5060), topo.listener(ns.wan2, 'udp-talk', 5060),
     ]);
     await trigger(armA, s1, WAN_SERVER, 5060, 'a-to-s1');
-    assert.deepEqual(owners('contacted'), [[LAN_HOST, WAN_SERVER]]);
+    assert.deepEqual((await owners('contacted')), [[LAN_HOST, WAN_SERVER]]);
 
     const fromS2 = await topo.once(ns.wan2, 'tcp-once', GW_WAN, 5061, 'uninvited', REFUSED_MS);
     assert.equal(fromS2.ok, false, `a server host A never contacted got through: ${JSON.stringify(fromS2)}`);
@@ -135,7 +135,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.deepEqual(accepts(appA).map((e) => e.remote), [WAN_SERVER]);
 
     await trigger(armB, s2, WAN_SERVER2, 5060, 'b-to-s2');
-    assert.deepEqual(owners('contacted'), [[LAN_HOST, WAN_SERVER], [LAN_HOST2, WAN_SERVER2]]);
+    assert.deepEqual((await owners('contacted')), [[LAN_HOST, WAN_SERVER], [LAN_HOST2, WAN_SERVER2]]);
     const [r1, r2] = await Promise.all([
       topo.once(ns.wan, 'tcp-once', GW_WAN, 5061, 's1-again', OK_MS),
       topo.once(ns.wan2, 'tcp-once', GW_WAN, 5061, 's2-now', OK_MS),
@@ -143,7 +143,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.deepEqual([r1.ok, r2.ok], [true, true], JSON.stringify([r1, r2]));
     assert.deepEqual(accepts(appA).map((e) => e.remote), [WAN_SERVER, WAN_SERVER], 'server 1 still reaches host A');
     assert.deepEqual(accepts(appB).map((e) => e.remote), [WAN_SERVER2], 'server 2 reaches host B');
-    const c = topo.ruleCounters('contacted');
+    const c = (await topo.ruleCounters('contacted'));
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [2, 0], JSON.stringify(c));
   });
 });
@@ -174,8 +174,8 @@ describe('semantics: sessions_per_host', { skip: !root && 'needs root' }, () => 
     ]);
     for (const port of [5701, 5702, 5703]) await trigger(armA, server, WAN_SERVER, port, `a-${port}`);
 
-    assert.deepEqual(topo.sessions().map((s) => [s.rule, s.host]), [['l1', LAN_HOST], ['l2', LAN_HOST]]);
-    const c3 = topo.ruleCounters('l3');
+    assert.deepEqual((await topo.sessions()).map((s) => [s.rule, s.host]), [['l1', LAN_HOST], ['l2', LAN_HOST]]);
+    const c3 = (await topo.ruleCounters('l3'));
     assert.deepEqual([c3.trigger_hits, c3.sessions_opened, c3.refused_host_limit], [1, 0, 1], JSON.stringify(c3));
 
     const [open1, refused3] = await Promise.all([
@@ -188,7 +188,7 @@ describe('semantics: sessions_per_host', { skip: !root && 'needs root' }, () => 
 
     // The limit is per host: B may still open l3.
     await trigger(armB, server, WAN_SERVER, 5703, 'b-5703');
-    assert.deepEqual(topo.sessions().map((s) => [s.rule, s.host]), [['l1', LAN_HOST], ['l2', LAN_HOST], ['l3', LAN_HOST2]]);
+    assert.deepEqual((await topo.sessions()).map((s) => [s.rule, s.host]), [['l1', LAN_HOST], ['l2', LAN_HOST], ['l3', LAN_HOST2]]);
     const r = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5713, 'l3-b', OK_MS);
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.deepEqual(accepts(appB).map((e) => e.local_port), [5713]);

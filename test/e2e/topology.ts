@@ -14,7 +14,7 @@
  * removed by destroy(), which tests call from t.after() so it also runs when
  * a test fails. No traffic leaves these namespaces.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -220,26 +220,27 @@ ${rulesYaml}`);
     return d;
   }
 
-  /** Run the CLI in the gateway namespace; returns exit status and output. */
-  cli(...args: string[]): { status: number; stdout: string; stderr: string } {
-    try {
-      const stdout = execFileSync('ip', ['netns', 'exec', this.ns.gw, process.execPath, CLI, '--socket', this.socket, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-      return { status: 0, stdout, stderr: '' };
-    } catch (e) {
-      const x = e as { status: number; stdout: string; stderr: string };
-      return { status: x.status, stdout: x.stdout, stderr: x.stderr };
-    }
+  /**
+   * Run the CLI in the gateway namespace; resolves with exit status and
+   * output. Asynchronous, so that it never stalls the test's own timers and
+   * peers (a node start takes seconds on a loaded machine).
+   */
+  cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile('ip', ['netns', 'exec', this.ns.gw, process.execPath, CLI, '--socket', this.socket, ...args], { encoding: 'utf8' },
+        (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+    });
   }
 
   /** `porttrig ARGS --json`, parsed; throws with the CLI's stderr if it fails. */
-  json<T = Record<string, unknown>[]>(...args: string[]): T {
-    const r = this.cli(...args, '--json');
+  async json<T = Record<string, unknown>[]>(...args: string[]): Promise<T> {
+    const r = await this.cli(...args, '--json');
     if (r.status !== 0) throw new Error(`porttrig ${args.join(' ')} --json: exit ${r.status}: ${r.stderr}`);
     return JSON.parse(r.stdout) as T;
   }
 
   /** The open sessions as `porttrig sessions --json` lists them. */
-  sessions(): SessionJson[] {
+  sessions(): Promise<SessionJson[]> {
     return this.json<SessionJson[]>('sessions');
   }
 
@@ -247,8 +248,8 @@ ${rulesYaml}`);
    * A rule's counters, summed over CPUs, as the data path keeps them in the
    * pinned pt_rule_stats map (the rule id is the one `porttrig rules` shows).
    */
-  ruleCounters(rule: string): Record<RuleCounter, number> {
-    const r = this.json<RuleJson[]>('rules').find((x) => x.name === rule);
+  async ruleCounters(rule: string): Promise<Record<RuleCounter, number>> {
+    const r = (await this.json<RuleJson[]>('rules')).find((x) => x.name === rule);
     if (!r) throw new Error(`porttrig rules lists no rule ${rule}`);
     const path = join(this.pinPath, MAPS.ruleStats);
     const fd = ffi.objGet(path);
