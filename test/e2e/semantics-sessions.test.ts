@@ -59,18 +59,21 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
   const owners = async (rule: string): Promise<[string, string | null][]> =>
     (await topo.sessions()).filter((s) => s.rule === rule).map((s) => [s.host, s.peer]);
 
+  /** On each LAN host an app on `openPort` and a trigger sender; on WAN server 1 a listener on `triggerPort`. */
+  const twoHosts = (openPort: number, triggerPort: number): Promise<Proc[]> => Promise.all([
+    topo.listener(ns.lan, 'tcp-echo', openPort), topo.listener(ns.lan2, 'tcp-echo', openPort),
+    topo.listener(ns.lan, 'udp-talk', 0), topo.listener(ns.lan2, 'udp-talk', 0), topo.listener(ns.wan, 'udp-talk', triggerPort),
+  ]);
+
   test('conflict first: the second host is refused while the first holds the session, and takes it after expiry', async () => {
-    const [appA, appB, armA, armB, server] = await Promise.all([
-      topo.listener(ns.lan, 'tcp-echo', 5501), topo.listener(ns.lan2, 'tcp-echo', 5501),
-      topo.listener(ns.lan, 'udp-talk', 0), topo.listener(ns.lan2, 'udp-talk', 0), topo.listener(ns.wan, 'udp-talk', 5500),
-    ]);
+    const [appA, appB, armA, armB, server] = await twoHosts(5501, 5500);
     // Host A holds the session with trigger traffic (timed by its own peer).
     armA.send(`every ${KEEPALIVE_MS} ${WAN_SERVER} 5500 a`);
     await server.waitFor((e) => e.data === 'a-0');
     await trigger(armB, server, WAN_SERVER, 5500, 'b-refused');
 
-    assert.deepEqual((await owners('first')), [[LAN_HOST, null]]);
-    const c = (await topo.ruleCounters('first'));
+    assert.deepEqual(await owners('first'), [[LAN_HOST, null]]);
+    const c = await topo.ruleCounters('first');
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [1, 1], JSON.stringify(c));
     const r = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5501, 'to-a', OK_MS);
     assert.equal(r.ok, true, JSON.stringify(r));
@@ -82,7 +85,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     await sleep(IDLE_MS + EXPIRY_SLACK_MS);
     armB.send(`every ${KEEPALIVE_MS} ${WAN_SERVER} 5500 b`);
     await server.waitFor((e) => e.data === 'b-0');
-    assert.deepEqual((await owners('first')), [[LAN_HOST2, null]]);
+    assert.deepEqual(await owners('first'), [[LAN_HOST2, null]]);
     const r2 = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5501, 'to-b', OK_MS);
     armB.send('stop');
     assert.equal(r2.ok, true, JSON.stringify(r2));
@@ -91,10 +94,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
   });
 
   test('conflict last: the newest trigger takes the session over; an accepted connection stays with the first host', async () => {
-    const [appA, appB, armA, armB, server] = await Promise.all([
-      topo.listener(ns.lan, 'tcp-echo', 5601), topo.listener(ns.lan2, 'tcp-echo', 5601),
-      topo.listener(ns.lan, 'udp-talk', 0), topo.listener(ns.lan2, 'udp-talk', 0), topo.listener(ns.wan, 'udp-talk', 5600),
-    ]);
+    const [appA, appB, armA, armB, server] = await twoHosts(5601, 5600);
     await trigger(armA, server, WAN_SERVER, 5600, 'a');
     const talk = topo.peer(ns.wan, 'tcp-talk', GW_WAN, 5601);
     await talk.waitFor((e) => e.event === 'connected', OK_MS);
@@ -103,8 +103,8 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.equal(accepts(appA).length, 1);
 
     await trigger(armB, server, WAN_SERVER, 5600, 'b');
-    assert.deepEqual((await owners('last')), [[LAN_HOST2, null]], 'host B took the session over');
-    const c = (await topo.ruleCounters('last'));
+    assert.deepEqual(await owners('last'), [[LAN_HOST2, null]], 'host B took the session over');
+    const c = await topo.ruleCounters('last');
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [2, 0], JSON.stringify(c));
 
     const r = await topo.once(ns.wan, 'tcp-once', GW_WAN, 5601, 'new', OK_MS);
@@ -126,7 +126,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
       topo.listener(ns.wan, 'udp-talk', 5060), topo.listener(ns.wan2, 'udp-talk', 5060),
     ]);
     await trigger(armA, s1, WAN_SERVER, 5060, 'a-to-s1');
-    assert.deepEqual((await owners('contacted')), [[LAN_HOST, WAN_SERVER]]);
+    assert.deepEqual(await owners('contacted'), [[LAN_HOST, WAN_SERVER]]);
 
     const fromS2 = await topo.once(ns.wan2, 'tcp-once', GW_WAN, 5061, 'uninvited', REFUSED_MS);
     assert.equal(fromS2.ok, false, `a server host A never contacted got through: ${JSON.stringify(fromS2)}`);
@@ -135,7 +135,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.deepEqual(accepts(appA).map((e) => e.remote), [WAN_SERVER]);
 
     await trigger(armB, s2, WAN_SERVER2, 5060, 'b-to-s2');
-    assert.deepEqual((await owners('contacted')), [[LAN_HOST, WAN_SERVER], [LAN_HOST2, WAN_SERVER2]]);
+    assert.deepEqual(await owners('contacted'), [[LAN_HOST, WAN_SERVER], [LAN_HOST2, WAN_SERVER2]]);
     const [r1, r2] = await Promise.all([
       topo.once(ns.wan, 'tcp-once', GW_WAN, 5061, 's1-again', OK_MS),
       topo.once(ns.wan2, 'tcp-once', GW_WAN, 5061, 's2-now', OK_MS),
@@ -143,7 +143,7 @@ describe('semantics: two LAN hosts, one rule (conflicts, peer mode contacted)', 
     assert.deepEqual([r1.ok, r2.ok], [true, true], JSON.stringify([r1, r2]));
     assert.deepEqual(accepts(appA).map((e) => e.remote), [WAN_SERVER, WAN_SERVER], 'server 1 still reaches host A');
     assert.deepEqual(accepts(appB).map((e) => e.remote), [WAN_SERVER2], 'server 2 reaches host B');
-    const c = (await topo.ruleCounters('contacted'));
+    const c = await topo.ruleCounters('contacted');
     assert.deepEqual([c.sessions_opened, c.refused_conflict], [2, 0], JSON.stringify(c));
   });
 });
@@ -175,7 +175,7 @@ describe('semantics: sessions_per_host', { skip: !root && 'needs root' }, () => 
     for (const port of [5701, 5702, 5703]) await trigger(armA, server, WAN_SERVER, port, `a-${port}`);
 
     assert.deepEqual((await topo.sessions()).map((s) => [s.rule, s.host]), [['l1', LAN_HOST], ['l2', LAN_HOST]]);
-    const c3 = (await topo.ruleCounters('l3'));
+    const c3 = await topo.ruleCounters('l3');
     assert.deepEqual([c3.trigger_hits, c3.sessions_opened, c3.refused_host_limit], [1, 0, 1], JSON.stringify(c3));
 
     const [open1, refused3] = await Promise.all([
