@@ -6,9 +6,11 @@ BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -I/usr/include/$(ARCH_TR
 
 BPF_OBJ := build/porttrig.bpf.o
 BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
+# The empty TC program that `make bench` measures the data path against.
+BENCH_OBJ := build/bench-empty.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build test test-unit demo clean
+.PHONY: all setup build test test-unit bench demo clean
 
 all: build
 
@@ -26,6 +28,10 @@ dist/.stamp: $(TS_SRC) tsconfig.json package.json
 	chmod +x dist/src/cli/main.js
 	touch $@
 
+$(BENCH_OBJ): bench/empty.bpf.c
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
 build: setup $(BPF_OBJ) dist/.stamp
 
 ## Every test: unit, data path (BPF_PROG_TEST_RUN) and end to end (netns).
@@ -35,6 +41,10 @@ test: build
 ## Only the tests that need neither root nor BPF.
 test-unit: build
 	node --test $$(find dist/test/config dist/test/core dist/test/rules -name '*.test.js' 2>/dev/null | sort)
+
+## ns/packet of each data path path, next to an empty TC program (root).
+bench: build $(BENCH_OBJ)
+	node dist/bench/datapath.js
 
 demo: build
 	bash scripts/demo.sh

@@ -1,12 +1,19 @@
 /**
  * A small network peer run inside a test namespace (`ip netns exec NS node
  * peer.js MODE ...`). It prints one JSON line per event on stdout, so tests
- * can assert what a user's application would see.
+ * can assert what a user's application would see. Servers of several ports
+ * print one "listening" line once all of them listen.
  *
- *   tcp-echo PORT                 accept, report the peer, echo lines back
- *   tcp-talk HOST PORT            connect; each stdin line is sent and the echo printed
+ *   tcp-echo PORT...              accept on each PORT, report the peer and each line, echo lines back
+ *   tcp-talk HOST PORT            connect; each stdin line is sent and the echo printed;
+ *                                 reports an error or the connection's close
  *   tcp-once HOST PORT MSG MS     connect, send MSG, print the echo or the failure
- *   udp-echo PORT                 echo datagrams, reporting the sender
+ *   udp-echo PORT...              echo datagrams to each PORT, reporting the sender
+ *   udp-talk PORT                 report datagrams to PORT and their sender; each stdin
+ *                                 line "HOST PORT MSG" is sent from PORT (no echo);
+ *                                 "every MS HOST PORT MSG" sends MSG-0, MSG-1, ... every
+ *                                 MS ms (timed here, not by the test process) until "stop",
+ *                                 which reports how many were sent
  *   udp-once HOST PORT MSG MS     send MSG from a fresh socket, print the reply and its source
  *   udp-callback PORT CBHOST CBPORT MS
  *                                 on each datagram, at once connect (TCP) to CBHOST:CBPORT
@@ -28,6 +35,12 @@ function lines(sock: Socket, onLine: (l: string) => void): void {
   });
 }
 
+/** Run `listen(port, done)` for every port; say "listening" when all are done. */
+function listenAll(ports: string[], listen: (port: number, done: () => void) => void): void {
+  let left = ports.length;
+  for (const p of ports) listen(Number(p), () => { if (--left === 0) say({ event: 'listening' }); });
+}
+
 function tcpOnce(host: string, port: number, msg: string, ms: number, done: (r: Record<string, unknown>) => void): void {
   const s = connect({ host, port });
   const t = setTimeout(() => { s.destroy(); done({ ok: false, error: 'timeout' }); }, ms);
@@ -37,19 +50,23 @@ function tcpOnce(host: string, port: number, msg: string, ms: number, done: (r: 
 }
 
 switch (mode) {
-  case 'tcp-echo': {
-    const srv = createServer((s) => {
-      say({ event: 'accept', remote: s.remoteAddress, remote_port: s.remotePort, local_port: s.localPort });
-      lines(s, (l) => s.write(`echo:${l}\n`));
-      s.on('error', () => {});
+  case 'tcp-echo':
+    listenAll(a, (port, done) => {
+      createServer((s) => {
+        say({ event: 'accept', remote: s.remoteAddress, remote_port: s.remotePort, local: s.localAddress, local_port: s.localPort });
+        lines(s, (l) => {
+          say({ event: 'line', remote: s.remoteAddress, remote_port: s.remotePort, local_port: s.localPort, line: l });
+          s.write(`echo:${l}\n`);
+        });
+        s.on('error', () => {});
+      }).listen(port, '0.0.0.0', done);
     });
-    srv.listen(Number(a[0]), '0.0.0.0', () => say({ event: 'listening' }));
     break;
-  }
   case 'tcp-talk': {
     const s = connect({ host: a[0]!, port: Number(a[1]) });
     s.on('connect', () => say({ event: 'connected', local_port: s.localPort }));
     s.on('error', (e: NodeJS.ErrnoException) => say({ event: 'error', error: e.code }));
+    s.on('close', () => say({ event: 'closed' }));
     lines(s, (l) => say({ event: 'reply', reply: l }));
     createInterface({ input: process.stdin }).on('line', (l) => s.write(`${l}\n`));
     break;
@@ -57,13 +74,39 @@ switch (mode) {
   case 'tcp-once':
     tcpOnce(a[0]!, Number(a[1]), a[2]!, Number(a[3]), (r) => { say(r); process.exit(0); });
     break;
-  case 'udp-echo': {
-    const s = createSocket('udp4');
-    s.on('message', (m, r) => {
-      say({ event: 'datagram', remote: r.address, remote_port: r.port, data: m.toString() });
-      s.send(`echo:${m.toString()}`, r.port, r.address);
+  case 'udp-echo':
+    listenAll(a, (port, done) => {
+      const s = createSocket('udp4');
+      s.on('message', (m, r) => {
+        say({ event: 'datagram', remote: r.address, remote_port: r.port, local_port: port, data: m.toString() });
+        s.send(`echo:${m.toString()}`, r.port, r.address);
+      });
+      s.bind(port, '0.0.0.0', done);
     });
+    break;
+  case 'udp-talk': {
+    const s = createSocket('udp4');
+    s.on('message', (m, r) => say({ event: 'datagram', remote: r.address, remote_port: r.port, data: m.toString() }));
     s.bind(Number(a[0]), '0.0.0.0', () => say({ event: 'listening' }));
+    let timer: NodeJS.Timeout | undefined;
+    let sent = 0;
+    createInterface({ input: process.stdin }).on('line', (l) => {
+      const words = l.split(' ');
+      if (words[0] === 'every') {
+        const [, ms, host, port, msg] = words;
+        const tick = (): void => { s.send(`${msg}-${sent++}`, Number(port), host!); };
+        clearInterval(timer);
+        sent = 0;
+        tick();
+        timer = setInterval(tick, Number(ms));
+      } else if (words[0] === 'stop') {
+        clearInterval(timer);
+        say({ event: 'stopped', sent });
+      } else {
+        const [host, port, ...msg] = words;
+        s.send(msg.join(' '), Number(port), host!);
+      }
+    });
     break;
   }
   case 'udp-once': {

@@ -3,17 +3,25 @@
  *
  *   lan host 10.77.0.2 --- lan0 10.77.0.1 [gateway] wan0 203.0.113.1 --- 203.0.113.2 wan server
  *
+ * With `lanHosts: 2` a second LAN host (10.77.0.3) joins; the gateway's lan0
+ * is then a bridge with one veth port per host, as on a home router's br-lan
+ * (the config still says `lan: [lan0]`). `wanServers: 2` likewise adds a second
+ * WAN server (203.0.113.3) behind a bridge wan0.
+ *
  * The gateway forwards with the usual stateful firewall (forward policy drop,
  * established/related accepted, LAN to WAN accepted, masquerade on wan0).
  * Pinned state goes to a bpffs mounted on a per-run temp dir. Everything is
  * removed by destroy(), which tests call from t.after() so it also runs when
  * a test fails. No traffic leaves these namespaces.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as ffi from '../../src/ffi/libbpf.js';
+import { MAPS, PT_MAX_RULES, RULE_COUNTERS, type RuleCounter } from '../../src/bpf/abi.js';
+import { PerCpuCounters, RawMap } from '../../src/bpf/map.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
@@ -23,6 +31,11 @@ export const LAN_HOST = '10.77.0.2';
 export const GW_LAN = '10.77.0.1';
 export const GW_WAN = '203.0.113.1';
 export const WAN_SERVER = '203.0.113.2';
+export const LAN_HOST2 = '10.77.0.3';
+export const WAN_SERVER2 = '203.0.113.3';
+
+/** How long a peer process may take to start listening. */
+const PEER_START_MS = 15000;
 
 const sh = (cmd: string, args: string[], input?: string): string =>
   execFileSync(cmd, args, { encoding: 'utf8', input, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
@@ -72,11 +85,18 @@ export class Proc {
 export interface TopologyOptions {
   /** Hosts send CHECKSUM_PARTIAL skbs (veth tx offload on); else full checksums. */
   hostTxOffload?: boolean;
+  /** 1 (default) or 2 LAN hosts; with 2, the gateway's lan0 is a bridge. */
+  lanHosts?: 1 | 2;
+  /** 1 (default) or 2 WAN servers; with 2, the gateway's wan0 is a bridge. */
+  wanServers?: 1 | 2;
 }
+
+/** Namespaces of a topology; lan2 and wan2 exist with lanHosts / wanServers 2. */
+export interface Namespaces { lan: string; gw: string; wan: string; lan2?: string; wan2?: string }
 
 export class Topology {
   readonly id: string;
-  readonly ns: { lan: string; gw: string; wan: string };
+  readonly ns: Namespaces;
   readonly dir: string;
   readonly pinPath: string;
   readonly socket: string;
@@ -85,6 +105,8 @@ export class Topology {
   constructor(readonly opts: TopologyOptions = {}) {
     this.id = `pt${process.pid.toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
     this.ns = { lan: `${this.id}-lan`, gw: `${this.id}-gw`, wan: `${this.id}-wan` };
+    if (opts.lanHosts === 2) this.ns.lan2 = `${this.id}-lan2`;
+    if (opts.wanServers === 2) this.ns.wan2 = `${this.id}-wan2`;
     this.dir = mkdtempSync(join(tmpdir(), 'porttrig-e2e-'));
     this.pinPath = join(this.dir, 'bpf');
     this.socket = join(this.dir, 'porttrig.sock');
@@ -92,29 +114,53 @@ export class Topology {
 
   /** Create namespaces, links, addresses, routes, firewall and the bpffs. */
   create(): this {
-    const { lan, gw, wan } = this.ns;
-    for (const n of [lan, gw, wan]) sh('ip', ['netns', 'add', n]);
-    const [l1, l2, w1, w2] = ['l1', 'l2', 'w1', 'w2'].map((s) => `${this.id}${s}`);
-    sh('ip', ['link', 'add', l1!, 'netns', lan, 'type', 'veth', 'peer', 'name', l2!, 'netns', gw]);
-    sh('ip', ['link', 'add', w1!, 'netns', wan, 'type', 'veth', 'peer', 'name', w2!, 'netns', gw]);
-    const batch = (n: string, cmds: string[]): void => { sh('ip', ['-n', n, '-batch', '-'], `${cmds.join('\n')}\n`); };
-    batch(lan, [`link set ${l1} name eth0`, 'link set eth0 up', 'link set lo up', 'addr add 10.77.0.2/24 dev eth0', `route add default via ${GW_LAN}`]);
-    batch(gw, [`link set ${l2} name lan0`, `link set ${w2} name wan0`, 'link set lan0 up', 'link set wan0 up', 'link set lo up',
-      'addr add 10.77.0.1/24 dev lan0', 'addr add 203.0.113.1/24 dev wan0']);
-    batch(wan, [`link set ${w1} name eth0`, 'link set eth0 up', 'link set lo up', 'addr add 203.0.113.2/24 dev eth0']);
+    const { gw } = this.ns;
+    sh('ip', ['netns', 'add', gw]);
+    this.exec(gw, 'ip', 'link', 'set', 'lo', 'up');
+    const lanHosts: [string, string][] = [[this.ns.lan, LAN_HOST]];
+    if (this.ns.lan2) lanHosts.push([this.ns.lan2, LAN_HOST2]);
+    const wanHosts: [string, string][] = [[this.ns.wan, WAN_SERVER]];
+    if (this.ns.wan2) wanHosts.push([this.ns.wan2, WAN_SERVER2]);
+    this.side('lan0', `${GW_LAN}/24`, lanHosts, GW_LAN);
+    this.side('wan0', `${GW_WAN}/24`, wanHosts, null);
     this.exec(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    // Receivers verify checksums in software; the gateway's egress finalises
-    // CHECKSUM_PARTIAL skbs in software, so a wrong pseudo-header sum shows.
-    this.exec(gw, 'ethtool', '-K', 'lan0', 'tx', 'off');
-    this.exec(gw, 'ethtool', '-K', 'wan0', 'tx', 'off');
-    for (const n of [lan, wan]) {
-      this.exec(n, 'ethtool', '-K', 'eth0', 'rx', 'off');
-      if (this.opts.hostTxOffload === false) this.exec(n, 'ethtool', '-K', 'eth0', 'tx', 'off');
-    }
     this.exec(gw, 'nft', '-f', join(ROOT, 'examples/gateway-firewall.nft'));
     mkdirSync(this.pinPath);
     sh('mount', ['-t', 'bpf', 'bpf', this.pinPath]);
     return this;
+  }
+
+  /**
+   * One side of the gateway: interface `gwIf` with address `gwAddr`, and one
+   * namespace per host, each linked by a veth (straight to `gwIf` for one
+   * host, through a bridge `gwIf` for two). Hosts route via `via` if given.
+   */
+  private side(gwIf: string, gwAddr: string, hosts: [string, string][], via: string | null): void {
+    const { gw } = this.ns;
+    const bridged = hosts.length > 1;
+    if (bridged) this.exec(gw, 'ip', 'link', 'add', gwIf, 'type', 'bridge');
+    hosts.forEach(([ns, addr], i) => {
+      sh('ip', ['netns', 'add', ns]);
+      const [hostEnd, gwEnd] = [`${this.id}${gwIf[0]}${i}h`, `${this.id}${gwIf[0]}${i}g`];
+      sh('ip', ['link', 'add', hostEnd, 'netns', ns, 'type', 'veth', 'peer', 'name', gwEnd, 'netns', gw]);
+      const route = via ? [`route add default via ${via}`] : [];
+      sh('ip', ['-n', ns, '-batch', '-'], `${[`link set ${hostEnd} name eth0`, 'link set eth0 up', 'link set lo up',
+        `addr add ${addr}/24 dev eth0`, ...route].join('\n')}\n`);
+      // Receivers verify checksums in software.
+      this.exec(ns, 'ethtool', '-K', 'eth0', 'rx', 'off');
+      if (this.opts.hostTxOffload === false) this.exec(ns, 'ethtool', '-K', 'eth0', 'tx', 'off');
+      if (bridged) {
+        this.exec(gw, 'ip', 'link', 'set', gwEnd, 'master', gwIf, 'up');
+        this.exec(gw, 'ethtool', '-K', gwEnd, 'tx', 'off');
+      } else {
+        this.exec(gw, 'ip', 'link', 'set', gwEnd, 'name', gwIf);
+      }
+    });
+    this.exec(gw, 'ip', 'addr', 'add', gwAddr, 'dev', gwIf);
+    this.exec(gw, 'ip', 'link', 'set', gwIf, 'up');
+    // The gateway's egress finalises CHECKSUM_PARTIAL skbs in software, so a
+    // wrong pseudo-header sum shows.
+    this.exec(gw, 'ethtool', '-K', gwIf, 'tx', 'off');
   }
 
   exec(ns: string, cmd: string, ...args: string[]): string {
@@ -131,6 +177,13 @@ export class Topology {
   /** Start peer.js MODE ARGS in `ns`. */
   peer(ns: string, mode: string, ...args: (string | number)[]): Proc {
     return this.spawn(ns, process.execPath, [PEER, mode, ...args.map(String)]);
+  }
+
+  /** Start peer.js MODE ARGS in `ns` and wait until it listens (node starts slowly on a loaded machine). */
+  async listener(ns: string, mode: string, ...args: (string | number)[]): Promise<Proc> {
+    const p = this.peer(ns, mode, ...args);
+    await p.waitFor((e) => e.event === 'listening', PEER_START_MS);
+    return p;
   }
 
   /** Run peer.js to completion and return its one result line. */
@@ -167,14 +220,47 @@ ${rulesYaml}`);
     return d;
   }
 
-  /** Run the CLI in the gateway namespace; returns exit status and output. */
-  cli(...args: string[]): { status: number; stdout: string; stderr: string } {
+  /**
+   * Run the CLI in the gateway namespace; resolves with exit status and
+   * output. Asynchronous, so that it never stalls the test's own timers and
+   * peers (a node start takes seconds on a loaded machine).
+   */
+  cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile('ip', ['netns', 'exec', this.ns.gw, process.execPath, CLI, '--socket', this.socket, ...args], { encoding: 'utf8' },
+        (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+    });
+  }
+
+  /** `porttrig ARGS --json`, parsed; throws with the CLI's stderr if it fails. */
+  async json<T = Record<string, unknown>[]>(...args: string[]): Promise<T> {
+    const r = await this.cli(...args, '--json');
+    if (r.status !== 0) throw new Error(`porttrig ${args.join(' ')} --json: exit ${r.status}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  /** The open sessions as `porttrig sessions --json` lists them. */
+  sessions(): Promise<SessionJson[]> {
+    return this.json<SessionJson[]>('sessions');
+  }
+
+  /**
+   * A rule's counters, summed over CPUs, as the data path keeps them in the
+   * pinned pt_rule_stats map (the rule id is the one `porttrig rules` shows).
+   */
+  async ruleCounters(rule: string): Promise<Record<RuleCounter, number>> {
+    const r = (await this.json<RuleJson[]>('rules')).find((x) => x.name === rule);
+    if (!r) throw new Error(`porttrig rules lists no rule ${rule}`);
+    const path = join(this.pinPath, MAPS.ruleStats);
+    const fd = ffi.objGet(path);
+    if (fd < 0) throw new Error(`open pinned ${path}: ${fd}`);
     try {
-      const stdout = execFileSync('ip', ['netns', 'exec', this.ns.gw, process.execPath, CLI, '--socket', this.socket, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-      return { status: 0, stdout, stderr: '' };
-    } catch (e) {
-      const x = e as { status: number; stdout: string; stderr: string };
-      return { status: x.status, stdout: x.stdout, stderr: x.stderr };
+      const stats = new PerCpuCounters(new RawMap({
+        name: MAPS.ruleStats, fd, keySize: 4, valueSize: 8, maxEntries: PT_MAX_RULES * RULE_COUNTERS.length, perCpu: true,
+      }));
+      return Object.fromEntries(RULE_COUNTERS.map((c, i) => [c, Number(stats.sum(r.id * RULE_COUNTERS.length + i))])) as Record<RuleCounter, number>;
+    } finally {
+      ffi.closeFd(fd);
     }
   }
 
@@ -189,5 +275,18 @@ ${rulesYaml}`);
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** One entry of `porttrig sessions --json`. */
+export interface SessionJson {
+  rule: string; host: string; peer: string | null; opened_at: string; last_seen: string; expires_in_s: number; flows: number;
+}
+
+/** One entry of `porttrig flows --json`. */
+export interface FlowJson {
+  rule: string; proto: 'tcp' | 'udp'; remote: string; remote_port: number; wan_port: number; host: string; host_port: number;
+}
+
+/** One entry of `porttrig rules --json` (the fields the tests read). */
+export interface RuleJson { name: string; id: number; trigger_hits: number; sessions_opened: number; flows_opened: number }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -54,7 +54,7 @@ test('TCP: closed before the trigger, forwarded after it, closed again after the
   const acc = await ident.waitFor((e) => e.event === 'accept');
   assert.equal(acc.remote, WAN_SERVER, 'the LAN host sees the real remote peer');
 
-  const sessions = JSON.parse(topo.cli('sessions', '--json').stdout) as Record<string, unknown>[];
+  const sessions = JSON.parse((await topo.cli('sessions', '--json')).stdout) as Record<string, unknown>[];
   assert.equal(sessions.length, 1);
   assert.equal(sessions[0]!.rule, 'irc-ident');
   assert.equal(sessions[0]!.host, LAN_HOST);
@@ -66,7 +66,7 @@ test('TCP: closed before the trigger, forwarded after it, closed again after the
   await sleep(IDLE_MS + SWEEP_SLACK_MS);
   const after = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'late', 1500);
   assert.equal(after.ok, false, `new connection forwarded after the idle timeout: ${JSON.stringify(after)}`);
-  assert.deepEqual(JSON.parse(topo.cli('sessions', '--json').stdout), []);
+  assert.deepEqual(JSON.parse((await topo.cli('sessions', '--json')).stdout), []);
 
   // The connection accepted before the timeout still works.
   talk.send('second');
@@ -93,7 +93,7 @@ test('UDP with port translation: replies come from the WAN address and port', { 
   const seen = await game.waitFor((e) => e.data === 'join');
   assert.equal(seen.remote, WAN_SERVER);
 
-  const flows = JSON.parse(topo.cli('flows', '--json').stdout) as Record<string, unknown>[];
+  const flows = JSON.parse((await topo.cli('flows', '--json')).stdout) as Record<string, unknown>[];
   assert.equal(flows.length, 1);
   assert.deepEqual({ rule: flows[0]!.rule, wan_port: flows[0]!.wan_port, host: flows[0]!.host, host_port: flows[0]!.host_port },
     { rule: 'game', wan_port: 27000, host: LAN_HOST, host_port: 28000 });
