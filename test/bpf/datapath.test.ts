@@ -2249,10 +2249,9 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
       for (const age of [2, 9, 11, 60]) {
         cases.push({ name: `orphan ${dir} idle ${age} s`, pair: GAME_FLOW, seenIn: 0, seenOut: 0, ageInMs: age * S, ageOutMs: age * S, only: dir, session: liveA, dir });
       }
-      // A reload disabled the rule: its flows end with it, session or not. (Only
-      // inbound: a disabled rule's LAN ports leave the reply filter, so its
-      // replies are not even looked up.)
-      for (const age of dir === 'in' ? [1, 300] : []) {
+      // A reload disabled the rule: its flows end with it, session or not
+      // (its ports leave the port table, and pt_flow_fate says killed).
+      for (const age of [1, 300]) {
         cases.push({ name: `disabled rule, ${dir} idle ${age} s`, pair: OFF_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN,
           ageInMs: age * S, ageOutMs: age * S, session: liveA, dir });
       }
@@ -2294,11 +2293,12 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
       const pkt = k.dir === 'in'
         ? (p.proto === 'tcp' ? tcp(p.remote, p.rport, WAN, p.wanPort, TCP.ACK) : udp(p.remote, p.rport, WAN, p.wanPort))
         : (p.proto === 'tcp' ? tcp(p.host, p.hostPort, p.remote, p.rport, TCP.ACK) : udp(p.host, p.hostPort, p.remote, p.rport));
-      runProg(f, k.dir === 'in' ? 'wan' : 'lan', buildPacket(pkt));
-      // Live: the seeded entry is still there (refreshed). Over: it is gone,
-      // or replaced by a new flow (a UDP datagram opens one on a live session).
+      const { retval } = runProg(f, k.dir === 'in' ? 'wan' : 'lan', buildPacket(pkt));
+      // Live: the packet is forwarded on the seeded entry (still there). Over:
+      // not forwarded, or forwarded on a new flow that replaced the entry (a
+      // UDP datagram opens one on a live session).
       const after = f.dp.maps.flows.get(seeded.key);
-      const kept = after !== undefined && after.created_ns === seeded.value.created_ns;
+      const kept = retval === TC_ACT_REDIRECT && after !== undefined && after.created_ns === seeded.value.created_ns;
       if (kept !== (want === 'live')) mismatches.push(`${k.name}: flowFate says ${want}, the data path ${kept ? 'kept' : 'dropped'} the flow`);
     }
     assert.deepEqual(mismatches, [], `pt_flow_fate and flowFate disagree on ${mismatches.length} of ${cases.length} flows`);

@@ -33,23 +33,23 @@ test('open makes an inbound connection reach the LAN host; close stops new ones'
   const before = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hello', CONNECT_TIMEOUT_MS);
   assert.equal(before.ok, false, `forwarded before any open: ${JSON.stringify(before)}`);
 
-  const open = topo.cli('open', 'ident', LAN_HOST);
+  const open = await topo.cli('open', 'ident', LAN_HOST);
   assert.equal(open.status, 0, open.stderr);
   assert.equal(open.stdout, `opened ident for ${LAN_HOST}; closes after 300 s idle\n`);
-  const sessions = JSON.parse(topo.cli('sessions', '--json').stdout) as Record<string, unknown>[];
+  const sessions = JSON.parse((await topo.cli('sessions', '--json')).stdout) as Record<string, unknown>[];
   assert.deepEqual(sessions.map((s) => [s.rule, s.host, s.peer]), [['ident', LAN_HOST, null]]);
 
   const during = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hello', 3000);
   assert.deepEqual([during.ok, during.reply], [true, 'echo:hello'], JSON.stringify(during));
 
-  const again = topo.cli('open', 'ident', LAN_HOST, '--json');
+  const again = await topo.cli('open', 'ident', LAN_HOST, '--json');
   assert.equal(again.status, 0);
   assert.equal((JSON.parse(again.stdout) as { action: string }).action, 'refreshed');
 
-  const close = topo.cli('close', 'ident', LAN_HOST);
+  const close = await topo.cli('close', 'ident', LAN_HOST);
   assert.equal(close.status, 0, close.stderr);
   assert.equal(close.stdout, `closed 1 session of ident for ${LAN_HOST}; 1 flow left to run out\n`);
-  assert.deepEqual(JSON.parse(topo.cli('sessions', '--json').stdout), []);
+  assert.deepEqual(JSON.parse((await topo.cli('sessions', '--json')).stdout), []);
 
   const after = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'late', CONNECT_TIMEOUT_MS);
   assert.equal(after.ok, false, `forwarded after close: ${JSON.stringify(after)}`);
@@ -70,24 +70,24 @@ test('open/close refusals: exit 2 for bad arguments, 1 for the state, one line e
     [['open'], 2, /missing required argument 'rule'/],
   ];
   for (const [args, status, stderr] of cases) {
-    const r = topo.cli(...args);
+    const r = await topo.cli(...args);
     assert.equal(r.status, status, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, stderr, args.join(' '));
   }
 
-  assert.equal(topo.cli('open', 'ident', LAN_HOST).status, 0);
-  const conflict = topo.cli('open', 'ident', OTHER_LAN_HOST, '--json');
+  assert.equal((await topo.cli('open', 'ident', LAN_HOST)).status, 0);
+  const conflict = await topo.cli('open', 'ident', OTHER_LAN_HOST, '--json');
   assert.equal(conflict.status, 1);
   const err = (JSON.parse(conflict.stderr) as { error: { code: string; details: { holder: string } } }).error;
   assert.deepEqual([err.code, err.details.holder], ['E_CONFLICT', LAN_HOST]);
-  const forced = topo.cli('open', 'ident', OTHER_LAN_HOST, '--force');
+  const forced = await topo.cli('open', 'ident', OTHER_LAN_HOST, '--force');
   assert.equal(forced.status, 0, forced.stderr);
   assert.match(forced.stdout, new RegExp(`^took over ident for ${OTHER_LAN_HOST} from ${LAN_HOST};`));
 
-  const peer = topo.cli('open', 'voip', LAN_HOST, '--peer', '198.51.100.1', '--json');
+  const peer = await topo.cli('open', 'voip', LAN_HOST, '--peer', '198.51.100.1', '--json');
   assert.equal(peer.status, 0, peer.stderr);
   assert.equal((JSON.parse(peer.stdout) as { peer: string }).peer, '198.51.100.1');
-  assert.equal(topo.cli('close', 'voip', LAN_HOST).status, 0);
+  assert.equal((await topo.cli('close', 'voip', LAN_HOST)).status, 0);
 });
 
 test('open and close have --help naming their options and exit statuses', () => {

@@ -73,7 +73,7 @@ test('as root with only the unit\'s capabilities: starts, forwards, and says whi
   const status = readFileSync(`/proc/${d.child.pid}/status`, 'utf8');
   assert.match(status, /^CapEff:\s*000000c000001000$/m, 'the daemon holds exactly CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF');
   await forwards(topo);
-  assert.equal(topo.cli('status').status, 0);
+  assert.equal((await topo.cli('status')).status, 0);
 });
 
 test('as nobody with the unit\'s capabilities as ambient ones: starts and forwards', { skip: !root && 'needs root' }, async (t) => {
@@ -89,7 +89,7 @@ test('as nobody with the unit\'s capabilities as ambient ones: starts and forwar
   assert.equal(statSync(topo.socket).uid, NOBODY);
   await forwards(topo);
   // Root may use the daemon's socket (and so may its own user).
-  assert.equal(topo.cli('sessions', '--json').status, 0);
+  assert.equal((await topo.cli('sessions', '--json')).status, 0);
 });
 
 for (const lacking of ['bpf', 'perfmon']) {

@@ -33,7 +33,7 @@ test('info level: structured lines only, no libbpf chatter; debug level: libbpf 
   topo.create();
   const cfg = topo.writeConfig(RULES);
   const info = await topo.startDaemon(cfg);
-  assert.equal(topo.cli('open', 'ident', '10.77.0.2').status, 0);
+  assert.equal((await topo.cli('open', 'ident', '10.77.0.2')).status, 0);
   await until(info, 'session opened by hand');
   info.kill('SIGTERM');
   await info.exited();

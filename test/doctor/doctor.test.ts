@@ -16,8 +16,8 @@ const RULES = `  - name: ident
     open: tcp/113
 `;
 
-function doctor(topo: Topology, ...args: string[]): { status: number; report: DoctorReport; stdout: string } {
-  const r = topo.cli('doctor', '--json', ...args);
+async function doctor(topo: Topology, ...args: string[]): Promise<{ status: number; report: DoctorReport; stdout: string }> {
+  const r = await topo.cli('doctor', '--json', ...args);
   return { status: r.status, report: JSON.parse(r.stdout) as DoctorReport, stdout: r.stdout };
 }
 const find = (r: DoctorReport, id: string): Check => {
@@ -36,13 +36,13 @@ test('CapEff parsing: required capabilities, CAP_SYS_ADMIN standing in for CAP_B
   assert.deepEqual(missingRequiredCaps(0n), ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON']);
 });
 
-test('doctor: all well in the gateway namespace; forwarding off and a missing interface are reported, exit 1', { skip: !root && 'needs root' }, (t) => {
+test('doctor: all well in the gateway namespace; forwarding off and a missing interface are reported, exit 1', { skip: !root && 'needs root' }, async (t) => {
   const topo = new Topology();
   t.after(() => topo.destroy());
   topo.create();
   const cfg = topo.writeConfig(RULES);
 
-  const good = doctor(topo, '--config', cfg);
+  const good = await doctor(topo, '--config', cfg);
   assert.equal(good.status, 0, good.stdout);
   assert.equal(good.report.ok, true);
   for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
@@ -54,7 +54,7 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   assert.match(find(good.report, 'tcx').detail, /libbpf: /);
 
   topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
-  const off = doctor(topo, '--config', cfg);
+  const off = await doctor(topo, '--config', cfg);
   assert.equal(off.status, 1);
   assert.equal(off.report.ok, false);
   const fwd = find(off.report, 'ip_forward');
@@ -62,7 +62,7 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   assert.match(fwd.detail, /net\.ipv4\.ip_forward/);
   assert.match(fwd.fix!, /sysctl -w net\.ipv4\.ip_forward=1/);
 
-  const human = topo.cli('doctor', '--config', cfg);
+  const human = await topo.cli('doctor', '--config', cfg);
   assert.equal(human.status, 1);
   assert.match(human.stdout, /^missing  IPv4 forwarding: .*\n {9}-> sysctl -w/m);
   assert.match(human.stdout, /\n1 required item missing\n$/);
@@ -70,14 +70,14 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
   const bad = topo.writeConfig(RULES);  // the same file as cfg: rewritten below
   execFileSync('sed', ['-i', 's/wan: wan0/wan: ptnosuch0/', bad]);
-  const missing = doctor(topo, '--config', bad);
+  const missing = await doctor(topo, '--config', bad);
   assert.equal(missing.status, 1);
   assert.equal(find(missing.report, 'interface:ptnosuch0').status, 'missing');
   assert.equal(find(missing.report, 'interface:lan0').status, 'ok');
 
   topo.writeConfig(RULES);
   topo.exec(topo.ns.gw, 'ip', 'addr', 'flush', 'dev', 'wan0');
-  const noAddr = find(doctor(topo, '--config', cfg).report, 'interface:wan0');
+  const noAddr = find((await doctor(topo, '--config', cfg)).report, 'interface:wan0');
   assert.deepEqual([noAddr.status, noAddr.detail.replace(/^ifindex \d+/, 'ifindex N')], ['warn', 'ifindex N, no IPv4 address']);
 });
 
@@ -87,7 +87,7 @@ test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, port
   topo.create();
   const cfg = topo.writeConfig(RULES);
   await topo.startDaemon(cfg);
-  const own = doctor(topo, '--config', cfg);
+  const own = await doctor(topo, '--config', cfg);
   assert.match(find(own.report, 'attached:lan0').detail, /^porttrig's own bpf filter pref 1 handle 0x7074 \(prog pt_lan_ingress/);
   assert.equal(find(own.report, 'attached:lan0').status, 'ok');
 
@@ -95,7 +95,7 @@ test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, port
     'obj', join(ROOT, 'build/porttrig.bpf.o'), 'sec', 'tc');
   topo.exec(topo.ns.gw, 'tc', 'qdisc', 'del', 'dev', 'wan0', 'clsact');
   topo.exec(topo.ns.gw, 'tc', 'qdisc', 'add', 'dev', 'wan0', 'ingress');
-  const r = doctor(topo, '--config', cfg);
+  const r = await doctor(topo, '--config', cfg);
   const lan = find(r.report, 'attached:lan0');
   assert.equal(lan.status, 'warn');
   assert.match(lan.detail, /bpf filter pref 5 handle 0x3 .*runs after porttrig's/);

@@ -37,9 +37,9 @@ async function echoes(talk: Proc, line: string, ms = 3000): Promise<boolean> {
   try { await talk.waitFor((e) => e.reply === `echo:${line}`, ms); return true; } catch { return false; }
 }
 
-async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) assert.fail(`not within ${ms} ms: ${what}`);
     await sleep(100);
   }
@@ -62,41 +62,41 @@ test('reload keeps sessions and flows by rule name, closes removed rules, applie
   const talkGone = topo.peer(topo.ns.wan, 'tcp-talk', GW_WAN, 5061);
   assert.ok(await echoes(talkKeep, 'k1'));
   assert.ok(await echoes(talkGone, 'g1'));
-  const sessions0 = cliJson<Session[]>(topo, 'sessions');
+  const sessions0 = await cliJson<Session[]>(topo, 'sessions');
   assert.deepEqual(sessions0.map((s) => s.rule), ['gone', 'keep']);
-  const goneId = cliJson<Rule[]>(topo, 'rules').find((r) => r.name === 'gone')!.id;
+  const goneId = (await cliJson<Rule[]>(topo, 'rules')).find((r) => r.name === 'gone')!.id;
 
   // A valid change: keep stays (shorter timeout), gone goes, fresh arrives.
   topo.writeConfig(AFTER);
-  const r = topo.cli('reload');
+  const r = await topo.cli('reload');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /reloaded: 2 rules/);
-  const kept = cliJson<Session[]>(topo, 'sessions').find((s) => s.rule === 'keep');
+  const kept = (await cliJson<Session[]>(topo, 'sessions')).find((s) => s.rule === 'keep');
   assert.ok(kept, 'keep\'s session survives the reload');
   const drift = Date.parse(kept.opened_at) - Date.parse(sessions0.find((s) => s.rule === 'keep')!.opened_at);
   assert.ok(Math.abs(drift) <= CLOCK_SLACK_MS, `keep's session is the same one (opened_at moved ${drift} ms)`);
-  await until('the removed rule\'s session is closed', () => !cliJson<Session[]>(topo, 'sessions').some((s) => s.rule === 'gone'), SWEEP_SLACK_MS);
-  await until('the removed rule\'s flow is removed', () => !cliJson<Flow[]>(topo, 'flows').some((f) => f.wan_port === 5061), SWEEP_SLACK_MS);
+  await until('the removed rule\'s session is closed', async () => !(await cliJson<Session[]>(topo, 'sessions')).some((s) => s.rule === 'gone'), SWEEP_SLACK_MS);
+  await until('the removed rule\'s flow is removed', async () => !(await cliJson<Flow[]>(topo, 'flows')).some((f) => f.wan_port === 5061), SWEEP_SLACK_MS);
   assert.equal(await echoes(talkGone, 'g2', NO_REPLY_MS), false, 'a removed rule\'s flow no longer forwards');
   assert.ok(await echoes(talkKeep, 'k2'), 'keep\'s flow still forwards');
-  const rules1 = cliJson<Rule[]>(topo, 'rules');
+  const rules1 = await cliJson<Rule[]>(topo, 'rules');
   assert.notEqual(rules1.find((x) => x.name === 'fresh')!.id, goneId, 'a new rule does not inherit a removed rule\'s id');
-  assert.equal(cliJson<Flow[]>(topo, 'flows').filter((f) => f.wan_port === 113).length, 1);
+  assert.equal((await cliJson<Flow[]>(topo, 'flows')).filter((f) => f.wan_port === 113).length, 1);
 
   // The new idle timeout applies to the session opened under the old one.
   await sleep(NEW_IDLE_S * 1000 + SWEEP_SLACK_MS);
-  assert.deepEqual(cliJson<Session[]>(topo, 'sessions').filter((s) => s.rule === 'keep'), [], `keep idles out after ${NEW_IDLE_S} s`);
+  assert.deepEqual((await cliJson<Session[]>(topo, 'sessions')).filter((s) => s.rule === 'keep'), [], `keep idles out after ${NEW_IDLE_S} s`);
   const closed = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'late', NO_REPLY_MS);
   assert.equal(closed.ok, false, JSON.stringify(closed));
 
   // A file that fails validation: refused with its errors, the running config stays.
   writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('open: tcp/7001', 'open: tcp/70000'));
-  const bad = topo.cli('reload');
+  const bad = await topo.cli('reload');
   assert.equal(bad.status, 2, bad.stdout);
   assert.match(bad.stderr, /rules\[1\]\.open.*70000/);
   d.kill('SIGHUP');
   await until('SIGHUP with a bad file is refused in the log', () => /reload refused; running config kept/.test(d.stderr), 5000);
-  assert.equal(topo.cli('status').status, 0, 'the daemon still serves');
+  assert.equal((await topo.cli('status')).status, 0, 'the daemon still serves');
   assert.equal((await topo.once(topo.ns.lan, 'udp-once', WAN_SERVER, 7000, 'hello', 3000)).ok, true);
   const fresh = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 7001, 'in', 3000);
   assert.deepEqual({ ok: fresh.ok, reply: fresh.reply }, { ok: true, reply: 'echo:in' }, 'the running config still opens ports');
@@ -104,5 +104,5 @@ test('reload keeps sessions and flows by rule name, closes removed rules, applie
   // SIGHUP with a valid file applies it.
   topo.writeConfig(AFTER + rule('extra', 'udp/7100', 'tcp/7101'));
   d.kill('SIGHUP');
-  await until('SIGHUP applied the file', () => cliJson<Rule[]>(topo, 'rules').some((x) => x.name === 'extra'), 5000);
+  await until('SIGHUP applied the file', async () => (await cliJson<Rule[]>(topo, 'rules')).some((x) => x.name === 'extra'), 5000);
 });

@@ -95,7 +95,7 @@ test('a restart whose attach fails puts the previous programs back; forwarding n
   const d3 = await topo.startDaemon(wide);
   assert.ok(porttrigProgId(topo, 'lan1') > 0);
   assert.notEqual(porttrigProgId(topo, 'lan0'), before.lan0);
-  assert.equal(cliJson<unknown[]>(topo, 'sessions').length, 1);
+  assert.equal((await cliJson<unknown[]>(topo, 'sessions')).length, 1);
   await streamAdvances(ends, FLOWING);
 
   // Back to the config without lan1: the next daemon leaves lan1 (its clsact
@@ -117,7 +117,7 @@ test('a second daemon is refused before it touches the running one', { skip: !ro
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /another porttrig daemon already answers/);
   assert.deepEqual({ lan0: porttrigProgId(topo, 'lan0'), wan0: porttrigProgId(topo, 'wan0') }, before);
-  assert.equal(topo.cli('status').status, 0, 'the first daemon still serves');
+  assert.equal((await topo.cli('status')).status, 0, 'the first daemon still serves');
 });
 
 test('the daemon refuses pinned state of another layout version and leaves it alone', { skip: !root && 'needs root' }, async (t) => {

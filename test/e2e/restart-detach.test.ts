@@ -40,7 +40,7 @@ test('detach removes programs, created qdiscs and pins; a foreign clsact filter 
   assert.ok(porttrigProgId(topo, 'lan0') > 0 && porttrigProgId(topo, 'wan0') > 0);
 
   topo.exec(topo.ns.gw, 'ip', 'link', 'del', 'lan1');
-  const r = topo.cli('detach', '--config', cfg);
+  const r = await topo.cli('detach', '--config', cfg);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /detached from 3 interfaces, removed 12 pins/);
   assert.equal(porttrigProgId(topo, 'lan0'), 0);
@@ -57,7 +57,7 @@ test('detach removes programs, created qdiscs and pins; a foreign clsact filter 
   const after = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'again', 1500);
   assert.equal(after.ok, false, JSON.stringify(after));
 
-  const again = topo.cli('detach', '--config', cfg);
+  const again = await topo.cli('detach', '--config', cfg);
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /nothing to do/);
 });

@@ -40,8 +40,8 @@ export async function streamAdvances(ends: [Proc, string][], more: number, ms = 
 }
 
 /** Run the CLI with --json and parse what it printed; fails on a non-zero exit. */
-export function cliJson<T>(topo: Topology, ...args: string[]): T {
-  const r = topo.cli(...args, '--json');
+export async function cliJson<T>(topo: Topology, ...args: string[]): Promise<T> {
+  const r = await topo.cli(...args, '--json');
   assert.equal(r.status, 0, `porttrig ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }

@@ -84,7 +84,7 @@ test('a new WAN address is followed within moments: the new address forwards, th
   assert.equal(old.ok, false, `a connection to the old address was forwarded: ${JSON.stringify(old)}`);
 
   // The flow accepted on the old address is dropped; only the new one is listed.
-  const flows = cliJson<Flow[]>(topo, 'flows');
+  const flows = await cliJson<Flow[]>(topo, 'flows');
   assert.equal(flows.some((f) => f.remote_port === Number(connected.local_port)), false, `old flow still listed: ${JSON.stringify(flows)}`);
   assert.equal(flows.length, 1, JSON.stringify(flows));
   await logged(d, `msg="flows on the replaced WAN address dropped" address=${GW_WAN} entries=2`);

@@ -46,7 +46,7 @@ test('SIGKILL, no daemon, new daemon, SIGTERM: the stream loses nothing; state a
   topo.create();
   const cfg = topo.writeConfig(RULES);
   const d1 = await topo.startDaemon(cfg);
-  const progs1 = cliJson<Status>(topo, 'status').attached.map((a) => a.program_id);
+  const progs1 = (await cliJson<Status>(topo, 'status')).attached.map((a) => a.program_id);
 
   const irc = topo.peer(topo.ns.wan, 'tcp-echo', 6667);
   await irc.waitFor((e) => e.event === 'listening');
@@ -62,9 +62,9 @@ test('SIGKILL, no daemon, new daemon, SIGTERM: the stream loses nothing; state a
   const ends: [typeof client, string][] = [[client, 'WAN client'], [server, 'LAN server']];
   await streamAdvances(ends, FLOWING);
 
-  const sessions0 = cliJson<Session[]>(topo, 'sessions');
-  const flows0 = cliJson<Flow[]>(topo, 'flows');
-  const rules0 = cliJson<Rule[]>(topo, 'rules');
+  const sessions0 = await cliJson<Session[]>(topo, 'sessions');
+  const flows0 = await cliJson<Flow[]>(topo, 'flows');
+  const rules0 = await cliJson<Rule[]>(topo, 'rules');
   assert.equal(sessions0.length, 1);
   assert.equal(sessions0[0]!.host, LAN_HOST);
   assert.equal(flows0.length, 1);
@@ -80,18 +80,18 @@ test('SIGKILL, no daemon, new daemon, SIGTERM: the stream loses nothing; state a
 
   // 2. A new daemon on the same config and pins adopts everything.
   const d2 = await topo.startDaemon(cfg);
-  const st2 = cliJson<Status>(topo, 'status');
+  const st2 = await cliJson<Status>(topo, 'status');
   assert.equal(st2.adopted, true);
   const progs2 = st2.attached.map((a) => a.program_id);
   progs2.forEach((id, i) => {
     assert.ok(id > 0, `not attached after restart: ${JSON.stringify(st2.attached)}`);
     assert.notEqual(id, progs1[i], 'the new daemon attached its own programs');
   });
-  sameSessions(sessions0, cliJson<Session[]>(topo, 'sessions'));
-  const flows2 = cliJson<Flow[]>(topo, 'flows');
+  sameSessions(sessions0, await cliJson<Session[]>(topo, 'sessions'));
+  const flows2 = await cliJson<Flow[]>(topo, 'flows');
   assert.ok(flows2.some((f) => flowId(f) === flowId(flows0[0]!)), `the stream's flow is listed again: ${JSON.stringify(flows2)}`);
   assert.equal(flows2.length, 2, 'plus the flow accepted while no daemon ran');
-  const rules2 = cliJson<Rule[]>(topo, 'rules');
+  const rules2 = await cliJson<Rule[]>(topo, 'rules');
   assert.equal(rules2[0]!.flows_opened, rules0[0]!.flows_opened + 1, 'per-CPU counters continue across the restart');
   assert.equal(rules2[0]!.sessions_opened, rules0[0]!.sessions_opened);
   assert.ok(rules2[0]!.trigger_hits >= rules0[0]!.trigger_hits);
@@ -105,7 +105,7 @@ test('SIGKILL, no daemon, new daemon, SIGTERM: the stream loses nothing; state a
   await streamAdvances(ends, FLOWING);
   const d3 = await topo.startDaemon(cfg);
   assert.ok(d3);
-  sameSessions(sessions0, cliJson<Session[]>(topo, 'sessions'));
+  sameSessions(sessions0, await cliJson<Session[]>(topo, 'sessions'));
   await streamAdvances(ends, FLOWING);
   for (const [p, who] of ends) assertStreamIntact(p, who);
 });
