@@ -27,6 +27,9 @@ export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 
+/** How long create() waits for the gateway's links to get carrier. */
+const CARRIER_WAIT_MS = 10_000;
+
 export const LAN_HOST = '10.77.0.2';
 export const GW_LAN = '10.77.0.1';
 export const GW_WAN = '203.0.113.1';
@@ -127,7 +130,22 @@ export class Topology {
     this.exec(gw, 'nft', '-f', join(ROOT, 'examples/gateway-firewall.nft'));
     mkdirSync(this.pinPath);
     sh('mount', ['-t', 'bpf', 'bpf', this.pinPath]);
+    this.waitCarrier();
     return this;
+  }
+
+  /**
+   * Wait until every gateway link has carrier: a veth toggled by ethtool comes
+   * back a moment later, and until then the kernel (and os.networkInterfaces())
+   * does not count it as running.
+   */
+  private waitCarrier(): void {
+    const deadline = Date.now() + CARRIER_WAIT_MS;
+    const tick = new Int32Array(new SharedArrayBuffer(4));
+    while (sh('ip', ['-n', this.ns.gw, '-o', 'link', 'show']).includes('NO-CARRIER')) {
+      if (Date.now() > deadline) throw new Error(`gateway links without carrier after ${CARRIER_WAIT_MS} ms:\n${sh('ip', ['-n', this.ns.gw, '-br', 'link'])}`);
+      Atomics.wait(tick, 0, 0, 20);
+    }
   }
 
   /**
