@@ -11,7 +11,7 @@ import { PROGRAMS } from '../bpf/abi.js';
 import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
 import { NS_PER_S, registerMetrics } from './metrics.js';
 import { MetricsServer } from './server.js';
-import { enableRunTimeStats } from './progstats.js';
+import { enableRunTimeStats, statsSysctlOn } from './progstats.js';
 import type { SnapshotSource } from './snapshot.js';
 
 export interface DaemonMetricsOptions {
@@ -53,10 +53,14 @@ export class DaemonMetrics {
     try {
       stats.fd = enableRunTimeStats();
     } catch (e) {
-      opts.logger.warn('BPF run-time statistics unavailable; porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
+      if (statsSysctlOn()) {
+        opts.logger.info('BPF run-time statistics are on through the sysctl kernel.bpf_stats_enabled', { error: e instanceof PorttrigError ? e.message : e });
+      } else {
+        opts.logger.warn('BPF run-time statistics unavailable (bpf_enable_stats needs CAP_SYS_ADMIN; or set the sysctl kernel.bpf_stats_enabled=1); porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
+      }
     }
     const registry = new Registry();
-    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces), { statsEnabled: () => stats.fd >= 0 });
+    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces), { statsEnabled: () => stats.fd >= 0 || statsSysctlOn() });
     try {
       const server = await MetricsServer.listen(opts.listen, registry, opts.logger);
       opts.logger.info('metrics listening', { listen: `${server.address.host}:${server.address.port}` });

@@ -4,6 +4,7 @@
  * enabled (bpf_enable_stats(BPF_STATS_RUN_TIME), kernel >= 5.8). Enabling them
  * costs two clock reads per program run, i.e. a few tens of ns per packet.
  */
+import { readFileSync } from 'node:fs';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError } from '../errors.js';
 
@@ -31,6 +32,22 @@ export function enableRunTimeStats(): number {
   const fd = ffi.enableStats(ffi.BPF_STATS_RUN_TIME);
   if (fd < 0) throw new BpfError('bpf_enable_stats(BPF_STATS_RUN_TIME)', -fd);
   return fd;
+}
+
+/** Where an administrator turns the statistics on for the whole machine. */
+export const BPF_STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
+
+/**
+ * Is the sysctl kernel.bpf_stats_enabled on? It counts as a holder of its own,
+ * so a daemon without CAP_SYS_ADMIN (the systemd unit) still gets run-time
+ * statistics when the administrator sets it.
+ */
+export function statsSysctlOn(path = BPF_STATS_SYSCTL): boolean {
+  try {
+    return readFileSync(path, 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
 }
 
 /**

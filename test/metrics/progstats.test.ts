@@ -5,9 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { btfStruct } from '../../src/ffi/libbpf.js';
-import { PROG_INFO } from '../../src/metrics/progstats.js';
+import { PROG_INFO, statsSysctlOn } from '../../src/metrics/progstats.js';
 import { DaemonMetrics } from '../../src/metrics/daemon.js';
 import { nullLogger } from '../../src/daemon/log.js';
 import { bpfSkipReason, useDatapath } from '../helpers/bpffs.js';
@@ -47,5 +49,18 @@ test('DaemonMetrics: stats on while it runs, the sweep histogram, 0 after close'
   assert.equal(valueOf(e, 'porttrig_datapath_attached', { interface: 'lo', program: 'pt_wan_ingress' }), 0, 'nothing attached to lo');
   await m.close();
   await m.close();
-  assert.equal(valueOf(parseExposition(await m.registry.metrics()), 'porttrig_bpf_stats_enabled'), 0);
+  assert.equal(valueOf(parseExposition(await m.registry.metrics()), 'porttrig_bpf_stats_enabled'), statsSysctlOn() ? 1 : 0, 'after close only the sysctl keeps statistics on');
+});
+
+test('statsSysctlOn reads kernel.bpf_stats_enabled: 1 is on; 0, garbage or a missing file is off', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'porttrig-sysctl-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'bpf_stats_enabled');
+  writeFileSync(file, '1\n');
+  assert.equal(statsSysctlOn(file), true);
+  writeFileSync(file, '0\n');
+  assert.equal(statsSysctlOn(file), false);
+  writeFileSync(file, 'x');
+  assert.equal(statsSysctlOn(file), false);
+  assert.equal(statsSysctlOn(join(dir, 'absent')), false);
 });
