@@ -73,6 +73,11 @@ step "porttrig flows"
 pt flows
 step "porttrig rules"
 pt rules
+step "metrics (GET /metrics on the gateway's 127.0.0.1:9469, a few of them)"
+ip netns exec "$GW" "$node" -e '
+  fetch("http://127.0.0.1:9469/metrics").then((r) => r.text()).then((t) => {
+    for (const l of t.split("\n")) if (/^porttrig_(trigger_hits_total|sessions_opened_total|flows_opened_total|sessions_active|packets_total)/.test(l)) console.log(l);
+  });'
 step "waiting for the idle timeout (5s) ..."
 sleep 6.5
 pt sessions
