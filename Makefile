@@ -8,7 +8,7 @@ BPF_OBJ := build/porttrig.bpf.o
 BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build test test-unit demo clean
+.PHONY: all setup build test test-unit demo clean vagrant-test
 
 all: build
 
@@ -38,6 +38,10 @@ test-unit: build
 
 demo: build
 	bash scripts/demo.sh
+
+## VM integration tests (vagrant/): client, gateway and server VMs under libvirt.
+vagrant-test: build
+	bash vagrant/run.sh
 
 clean:
 	rm -rf build dist .setup-stamp
