@@ -8,7 +8,7 @@
 set -eu
 # Seconds a client waits for a connection or an answer: generous, the VMs are
 # emulated and share two host cores.
-WAIT_S=5
+WAIT_S=15
 cmd=$1; shift
 case "$cmd" in
   tcp-serve)

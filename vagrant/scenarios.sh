@@ -60,7 +60,12 @@ echo "== servers: client (LAN host) answers on tcp/113, udp/27000, tcp/7001; ser
 # As root: 113 is a privileged port.
 on client "sudo pt-peer tcp-serve 113 ident-ok; sudo pt-peer udp-serve 27000 game-lan-ok; sudo pt-peer tcp-serve 7001 short-ok"
 on server "sudo pt-peer tcp-serve 6667 irc-ok; sudo pt-peer udp-serve 27015 game-wan-ok; sudo pt-peer tcp-serve 7000 short-trigger-ok"
-sleep 1
+# Each server answers locally first: proof that it listens, and it warms the
+# guest's caches (a first fork+exec under emulation can take seconds).
+check "client: its servers answer locally" 'ident-ok from 127.0.0.1.*game-lan-ok from 127.0.0.1.*short-ok from 127.0.0.1' \
+  "$(on client 'pt-peer tcp-ask 127.0.0.1 113; pt-peer udp-ask 127.0.0.1 27000; pt-peer tcp-ask 127.0.0.1 7001' | tr '\n' ' ')"
+check "server: its servers answer locally" 'irc-ok from 127.0.0.1.*game-wan-ok from 127.0.0.1.*short-trigger-ok from 127.0.0.1' \
+  "$(on server 'pt-peer tcp-ask 127.0.0.1 6667; pt-peer udp-ask 127.0.0.1 27015; pt-peer tcp-ask 127.0.0.1 7000' | tr '\n' ' ')"
 
 status=$(pt status 2>&1)
 check "gateway: porttrig status shows WAN wan0 $PT_WAN_GW" "^WAN: +wan0 ${PT_WAN_GW//./\\.}\$" "$status"
