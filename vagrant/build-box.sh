@@ -105,7 +105,8 @@ truncate -s "${disk_gb}G" "$img"
 mkfs.ext4 -q -F -L "$root_label" -O ^64bit,^metadata_csum -d "$root" "$img"
 mkdir -p "$mnt"
 mount -o loop "$img" "$mnt"
-extlinux --install "$mnt/boot/extlinux" >/dev/null
+# (Its warning about device geometry is moot for a loop file: shown only on failure.)
+extlinux --install "$mnt/boot/extlinux" > "$work/extlinux.log" 2>&1 || { cat "$work/extlinux.log" >&2; exit 1; }
 umount "$mnt"
 
 qemu-img convert -O qcow2 "$img" "$work/box.img"

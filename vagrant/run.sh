@@ -20,7 +20,6 @@ export PT_VM_LOG_DIR="$build/logs"
 box_name=${PT_VM_BOX:-porttrig-debian12}
 export PT_VM_BOX=$box_name
 ssh_cfg="$build/ssh-config"
-ssh_ctl=$(mktemp -d /tmp/porttrig-vm-ssh.XXXXXX)   # short: unix socket paths are limited
 [ "$(id -u)" = 0 ] || { echo "vm-test: run as root (packages, libvirt, loop mount)" >&2; exit 1; }
 mkdir -p "$build" "$state" "$PT_VM_LOG_DIR"
 
@@ -36,10 +35,14 @@ stage() { # stage NAME: closes the previous stage's timer, announces the next
 }
 
 down() {
-  for h in client gateway server; do
-    [ -S "${ssh_ctl:-/nonexistent}/$h" ] && ssh -F "$ssh_cfg" -O exit "$h" 2>/dev/null || true
-  done
-  [ -n "${ssh_ctl:-}" ] && rm -rf "$ssh_ctl"
+  # Close the shared ssh connections (see ssh-config) before the VMs go.
+  local ctl; ctl=$(awk '$1 == "ControlPath" {sub("/%h$", "", $2); print $2; exit}' "$ssh_cfg" 2>/dev/null || true)
+  if [ -n "$ctl" ] && [ -d "$ctl" ]; then
+    for h in client gateway server; do
+      [ -S "$ctl/$h" ] && ssh -F "$ssh_cfg" -O exit "$h" 2>/dev/null || true
+    done
+    rm -rf "$ctl"
+  fi
   if command -v vagrant >/dev/null && [ -d "$here/.vagrant" ]; then
     vagrant destroy -f 2>&1 | sed 's/^/  /' || true
   fi
@@ -103,6 +106,7 @@ stage "vagrant up (client, gateway, server)"
 # Drop vagrant's in-place progress counters (thousands of them in a log).
 vagrant up --provider=libvirt 2>&1 | sed -u 's/\x1b\[K/\n/g' | grep --line-buffered -v '^Progress: '
 vagrant ssh-config > "$ssh_cfg"
+ssh_ctl=$(mktemp -d /tmp/porttrig-vm-ssh.XXXXXX)   # short: unix socket paths are limited
 # One ssh connection per VM, reused by every command: a new connection's key
 # exchange takes seconds in an emulated guest.
 cat >> "$ssh_cfg" <<SSH
