@@ -36,10 +36,10 @@ stage() { # stage NAME: closes the previous stage's timer, announces the next
 
 down() {
   # Close the shared ssh connections (see ssh-config) before the VMs go.
-  local ctl; ctl=$(awk '$1 == "ControlPath" {sub("/%h$", "", $2); print $2; exit}' "$ssh_cfg" 2>/dev/null || true)
+  local ctl; ctl=$(awk '$1 == "ControlPath" {sub("/%n$", "", $2); print $2; exit}' "$ssh_cfg" 2>/dev/null || true)
   if [ -n "$ctl" ] && [ -d "$ctl" ]; then
     for h in client gateway server; do
-      [ -S "$ctl/$h" ] && ssh -F "$ssh_cfg" -O exit "$h" 2>/dev/null || true
+      ssh -F "$ssh_cfg" -O exit "$h" 2>/dev/null || true
     done
     rm -rf "$ctl"
   fi
@@ -112,7 +112,7 @@ ssh_ctl=$(mktemp -d /tmp/porttrig-vm-ssh.XXXXXX)   # short: unix socket paths ar
 cat >> "$ssh_cfg" <<SSH
 Host *
   ControlMaster auto
-  ControlPath $ssh_ctl/%h
+  ControlPath $ssh_ctl/%n
   ControlPersist 15m
 SSH
 for d in $(virsh -q list --name); do echo "  $d: $(virsh dumpxml "$d" | grep -o "<domain type=.[a-z]*." | head -1), cpu $(virsh dumpxml "$d" | grep -o "<model[^>]*>[^<]*" | head -1 | sed "s/.*>//")"; done
