@@ -10,7 +10,7 @@ BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 BENCH_OBJ := build/bench-empty.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build test test-unit bench demo clean
+.PHONY: all setup build test test-unit bench demo clean vagrant-test
 
 all: build
 
@@ -48,6 +48,10 @@ bench: build $(BENCH_OBJ)
 
 demo: build
 	bash scripts/demo.sh
+
+## VM integration tests (vagrant/): client, gateway and server VMs under libvirt.
+vagrant-test: build
+	bash vagrant/run.sh
 
 clean:
 	rm -rf build dist .setup-stamp

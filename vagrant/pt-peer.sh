@@ -1,0 +1,29 @@
+#!/bin/sh
+# Test traffic helper installed on the client and server VMs (socat only).
+#   pt-peer tcp-serve PORT TAG   answer every TCP connection with "TAG from PEER"
+#   pt-peer udp-serve PORT TAG   answer every UDP datagram with "TAG from PEER"
+#   pt-peer tcp-ask HOST PORT    connect, print the answer (empty if none)
+#   pt-peer udp-ask HOST PORT    send one datagram, print the answer (empty if none)
+# Servers run in the background (setsid) and log to /tmp/pt-peer-PORT.log.
+set -eu
+# Seconds a client waits for a connection or an answer: generous, the VMs are
+# emulated and share two host cores.
+WAIT_S=15
+cmd=$1; shift
+case "$cmd" in
+  tcp-serve)
+    setsid socat TCP-LISTEN:"$1",reuseaddr,fork SYSTEM:"echo $2 from \$SOCAT_PEERADDR" \
+      </dev/null >"/tmp/pt-peer-$1.log" 2>&1 &
+    ;;
+  udp-serve)
+    setsid socat UDP-RECVFROM:"$1",reuseaddr,fork SYSTEM:"echo $2 from \$SOCAT_PEERADDR" \
+      </dev/null >"/tmp/pt-peer-$1.log" 2>&1 &
+    ;;
+  tcp-ask)
+    socat -t "$WAIT_S" -T "$WAIT_S" - TCP:"$1":"$2",connect-timeout="$WAIT_S" </dev/null 2>&1 || true
+    ;;
+  udp-ask)
+    echo ping | socat -t "$WAIT_S" -T "$WAIT_S" - UDP:"$1":"$2" 2>&1 || true
+    ;;
+  *) echo "pt-peer: unknown command $cmd" >&2; exit 2 ;;
+esac
