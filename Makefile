@@ -10,7 +10,7 @@ BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 BENCH_OBJ := build/bench-empty.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build test test-unit bench demo clean vagrant-test
+.PHONY: all setup build check test test-unit bench demo clean vagrant-test
 
 all: build
 
@@ -34,7 +34,10 @@ $(BENCH_OBJ): bench/empty.bpf.c
 
 build: setup $(BPF_OBJ) dist/.stamp
 
-## Every test: unit, data path (BPF_PROG_TEST_RUN) and end to end (netns).
+## All the tests: everything on this machine, then the VM tests (what CI runs).
+check: test vagrant-test
+
+## Every test on this machine: unit, data path (BPF_PROG_TEST_RUN) and end to end (netns).
 test: build
 	node --test --test-concurrency=1 $$(find dist/test -name '*.test.js' | sort)
 
