@@ -31,11 +31,18 @@
 #define PT_PROTO_IDX_UDP 1
 
 #define PT_NSEC_PER_SEC 1000000000ULL
-/* Every timestamp in the maps is CLOCK_MONOTONIC (bpf_ktime_get_ns()) plus this
- * bias, 8 days: longer than the longest idle timeout (7 d) and flow timer, so
- * "long ago" is representable even seconds after boot, when the raw clock is
- * still smaller than a timeout. */
+/* Every timestamp in the maps is CLOCK_MONOTONIC plus this bias, 8 days:
+ * longer than the longest idle timeout (7 d) and flow timer, so "long ago" is
+ * representable even seconds after boot, when the raw clock is still smaller
+ * than a timeout. The data path reads CLOCK_MONOTONIC_COARSE
+ * (bpf_ktime_get_coarse_ns(), the cheap one), the daemon CLOCK_MONOTONIC
+ * (process.hrtime): the data path's stamps lag the daemon's clock by up to
+ * PT_CLOCK_TICK_MAX_NS, so a timer ends up to that much earlier in the
+ * daemon's eyes than in the data path's (timeouts are >= 1 s). */
 #define PT_CLOCK_BIAS_NS (8ULL * 86400 * PT_NSEC_PER_SEC)
+/* The longest timer tick of any Linux kernel (CONFIG_HZ=100): how far
+ * CLOCK_MONOTONIC_COARSE may lag CLOCK_MONOTONIC. */
+#define PT_CLOCK_TICK_MAX_NS (10ULL * 1000 * 1000)
 /* Flow idle timeouts: RFC 4787 REQ-5 (UDP, 300 s) and RFC 5382 REQ-5 (TCP
  * established 2 h 4 min) and the transitory timeout of RFC 5382 sec. 5 (240 s,
  * 2*MSL, before the handshake completes and after FIN or RST). */

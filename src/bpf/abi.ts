@@ -17,6 +17,12 @@ export const PT_TC_PRIORITY = 1;
 export const NSEC_PER_SEC = 1_000_000_000n;
 /** Added to CLOCK_MONOTONIC for every timestamp in the maps (PT_CLOCK_BIAS_NS). */
 export const CLOCK_BIAS_NS = 8n * 86400n * NSEC_PER_SEC;
+/**
+ * How far the data path's stamps (CLOCK_MONOTONIC_COARSE) may lag
+ * CLOCK_MONOTONIC, which the daemon reads: one tick at CONFIG_HZ=100, the
+ * longest (PT_CLOCK_TICK_MAX_NS).
+ */
+export const CLOCK_TICK_MAX_NS = 10_000_000n;
 export const FLOW_TIMEOUT_UDP_NS = 300n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_EST_NS = 7440n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_TRANS_NS = 240n * NSEC_PER_SEC;
