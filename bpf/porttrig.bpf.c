@@ -226,9 +226,15 @@ static __always_inline bool pt_live(const struct pt_session *s, const struct pt_
 	return (__s64)(now - s->last_seen_ns) <= (__s64)r->idle_timeout_ns;
 }
 
+/* Is the timestamp older than PT_REFRESH_GRANULARITY_NS (due a refresh)? */
+static __always_inline bool pt_stale(__u64 stamp, __u64 now)
+{
+	return (__s64)(now - stamp) > (__s64)PT_REFRESH_GRANULARITY_NS;
+}
+
 static __always_inline void pt_touch(__u64 *stamp, __u64 now)
 {
-	if ((__s64)(now - *stamp) > (__s64)PT_REFRESH_GRANULARITY_NS)
+	if (pt_stale(*stamp, now))
 		*stamp = now;
 }
 
@@ -490,7 +496,9 @@ static __always_inline enum pt_fate pt_flow_fate(const struct pt_flow_key *k, co
 /* A flow entry found for a packet, with what forwarding on it needs. */
 struct pt_flow_ref {
 	struct pt_flow *f;
-	struct pt_session *s;   /* the flow's session while live and owned by the flow's host, else NULL */
+	/* The flow's session to refresh, if pt_flow_get looked it up and it is
+	 * live and owned by the flow's host; else NULL. */
+	struct pt_session *s;
 	__u64 now;
 };
 
@@ -499,6 +507,13 @@ struct pt_flow_ref {
  * at once, whether or not a daemon runs to sweep it (SPEC 5, 6): both its
  * entries are deleted here, so that the same 5-tuple may open a new flow.
  * The clock is read only on a hit, so a miss costs one hash lookup.
+ *
+ * The session is looked up only when its state decides the flow's fate
+ * (kill_flows_on_expiry) or when the flow's stamp is due a refresh, which
+ * then refreshes the session too (SPEC 4.2): a busy flow pays the session's
+ * hash lookup once per PT_REFRESH_GRANULARITY_NS, not per packet, and its
+ * session's stamp lags its last packet by at most twice that (the flow's
+ * granularity, then the session's own), far below the 1 s minimum timeout.
  */
 static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_flow_ref *ref)
 {
@@ -508,10 +523,14 @@ static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_f
 	__u64 now = pt_now();
 	__u32 rid = f->rule;
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
-	struct pt_session_key skey = { .rule = rid, .peer = f->sess_peer };
-	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
+	struct pt_session *s = NULL;
+	if (rule && (rule->flags & PT_RULE_ENABLED) &&
+	    ((rule->flags & PT_RULE_KILL_FLOWS) || pt_stale(f->last_seen_ns, now))) {
+		struct pt_session_key skey = { .rule = rid, .peer = f->sess_peer };
+		s = bpf_map_lookup_elem(&pt_sessions, &skey);
+	}
 	__be32 host = k->dir == PT_DIR_IN ? f->nat_addr : k->saddr;
-	bool owned = rule && (rule->flags & PT_RULE_ENABLED) && s && s->host == host && pt_live(s, rule, now);
+	bool owned = s && s->host == host && pt_live(s, rule, now);
 
 	if (pt_flow_fate(k, f, rule, owned, now) != PT_FATE_LIVE) {
 		struct pt_flow_key pk = pt_partner_key(k, f);

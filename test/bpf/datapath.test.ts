@@ -850,6 +850,21 @@ const ROWS: Row[] = [
     flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
+    // A flow refreshes its session only when its own stamp is refreshed
+    // (PT_REFRESH_GRANULARITY_NS): the session's hash lookup is not paid per
+    // packet. The flow is stamped 1 s ahead, so that it is not due a refresh
+    // however long the machine takes between seeding and the run.
+    name: 'inbound packet of a flow whose stamp is not due a refresh: translated, neither the flow\'s nor the session\'s stamp rewritten',
+    prog: 'wan',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW, { ageInMs: -1000 }); },
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.ACK), { dst: HOST_A, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
+    flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'unchanged' }],
+  },
+  {
     name: 'inbound packet of an accepted flow whose session expired: still translated, session not revived',
     prog: 'wan',
     seed: (c) => { c.session('irc', HOST_A, { ageMs: 6 * MIN }); c.flow(IRC_FLOW); },
