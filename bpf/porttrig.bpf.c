@@ -875,11 +875,21 @@ int pt_wan_ingress(struct __sk_buff *skb)
 }
 
 /* Destinations that are never "non-local" unicast: the gateway's own
- * addresses, multicast/reserved (224/3) and the limited broadcast. */
-static __always_inline bool pt_local_dest(__be32 daddr)
+ * addresses, multicast/reserved (224/3) and the limited broadcast. The
+ * addresses are in pt_config while they fit (pt_config.local_addrs_all); the
+ * hash map is the fallback. */
+static __always_inline bool pt_local_dest(const struct pt_config *cfg, __be32 daddr)
 {
 	if ((bpf_ntohl(daddr) >> 29) == 7)  /* 224.0.0.0/3 */
 		return true;
+	if (daddr) {  /* 0 marks a free slot */
+#pragma unroll
+		for (int i = 0; i < PT_CONFIG_LOCAL_ADDRS; i++)
+			if (cfg->local_addrs[i] == daddr)
+				return true;
+	}
+	if (cfg->local_addrs_all)
+		return false;
 	return bpf_map_lookup_elem(&pt_local_addrs, &daddr) != NULL;
 }
 
@@ -907,12 +917,9 @@ int pt_lan_ingress(struct __sk_buff *skb)
 	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
 	if (!dport || !dport->trigger[0])
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	if (!p.saddr || pt_local_dest(p.daddr))
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-
 	__u32 zero = 0;
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
-	if (!cfg)
+	if (!cfg || !p.saddr || pt_local_dest(cfg, p.daddr))
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u64 now = pt_now();
 	__u32 ifindex = skb->ifindex;

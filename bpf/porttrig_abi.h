@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 3
+#define PT_LAYOUT_VERSION 4
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -75,11 +75,20 @@
 #define PT_ATTACH_CREATED_QDISC (1U << 2) /* porttrig created the clsact qdisc */
 
 /* --- config: array map, one entry, written by the daemon ------------------ */
+/* The gateway's own addresses that pt_config carries inline, so that the
+ * non-local-destination test of a trigger packet (SPEC 4.1) is a few compares
+ * instead of a hash lookup (make bench: ~8 ns of the trigger path). */
+#define PT_CONFIG_LOCAL_ADDRS 8
+
 struct pt_config {
 	__be32 wan_addr;        /* IPv4 address of the WAN interface; 0 = none yet */
 	__u32 wan_ifindex;      /* host endianness */
 	__u32 layout_version;   /* PT_LAYOUT_VERSION of the object that created the pins */
 	__u32 sessions_per_host; /* limits.sessions_per_host */
+	__be32 local_addrs[PT_CONFIG_LOCAL_ADDRS]; /* addresses of pt_local_addrs; 0 = unused slot */
+	__u32 local_addrs_all;  /* 1: local_addrs holds every address of pt_local_addrs;
+				 * 0: look in pt_local_addrs too (more addresses, or being updated) */
+	__u32 _pad;
 };
 
 /* --- rules: array map indexed by rule id ---------------------------------- */
