@@ -23,7 +23,13 @@
  * median of RUNS runs; the paths take turns within a run, so that load from
  * other processes spreads over all of them.
  *
- * Usage: node dist/bench/datapath.js [--runs N] [--packets N] [--json]
+ * --compare OBJ loads a second build of the data path object next to the
+ * first, seeded the same way, and measures both in turns (their order
+ * alternating from run to run), so that a change is judged against the code
+ * before it under the same load: the table gets OBJ's figures and the change
+ * in per cent. Paths are checked in both objects.
+ *
+ * Usage: node dist/bench/datapath.js [--runs N] [--packets N] [--compare OBJ] [--json]
  */
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
@@ -33,7 +39,7 @@ import { parseConfig } from '../src/config/load.js';
 import { compileRules } from '../src/rules/compile.js';
 import { monotonicNs } from '../src/core/state.js';
 import { DIRECTIONS, VERDICTS, type PtFlow, type PtFlowKey } from '../src/bpf/abi.js';
-import { REPO_ROOT, bpfSkipReason, withDatapath, type TestDatapath } from '../test/helpers/bpffs.js';
+import { BPF_OBJECT, REPO_ROOT, bpfSkipReason, makeTestDatapath, withDatapath, type TestDatapath } from '../test/helpers/bpffs.js';
 import { IPPROTO_TCP, TCP, buildPacket, type PacketSpec } from '../test/helpers/packet.js';
 
 /** The empty baseline program, built by the Makefile next to the data path. */
@@ -210,11 +216,27 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-interface Row { path: string; ns: number; runs: number[]; baseline: string; ratio: number; aim: number | null }
+interface Row {
+  path: string; ns: number; runs: number[]; baseline: string; ratio: number; aim: number | null;
+  /** With --compare: the other object's figures. */
+  compare?: { ns: number; runs: number[]; ratio: number };
+}
+
+/** Median ns per path over the runs, and the ratio to the matching empty program. */
+function rowsOf(samples: Map<Path, number[]>, all: Path[]): Row[] {
+  return all.map((p) => {
+    const base = EMPTY[p.rewrites ? 1 : 0]!;
+    const ns = median(samples.get(p)!);
+    return {
+      path: p.name, ns, runs: samples.get(p)!, baseline: base.name,
+      ratio: ns / median(samples.get(base)!), aim: p.aim ? AIMS[p.aim]! : null,
+    };
+  });
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { runs: { type: 'string' }, packets: { type: 'string' }, json: { type: 'boolean' } },
+    options: { runs: { type: 'string' }, packets: { type: 'string' }, compare: { type: 'string' }, json: { type: 'boolean' } },
   });
   const runs = Number(values.runs ?? DEFAULT_RUNS);
   const packets = Number(values.packets ?? DEFAULT_PACKETS);
@@ -225,43 +247,58 @@ async function main(): Promise<void> {
 
   const empty = loadEmpty();
   try {
-    await withDatapath((f) => {
-      seed(f);
-      const fds = { lan: f.dp.programFd('lan'), wan: f.dp.programFd('wan'), empty: empty.fd };
-      checkPaths(f, fds);
-      const all = [...EMPTY, ...PATHS];
-      const samples = new Map<Path, number[]>(all.map((p) => [p, []]));
-      for (let r = 0; r < runs; r++) {
-        for (const p of all) samples.get(p)!.push(measure(fds[p.prog], p, packets));
+    await withDatapath(async (f) => {
+      const other = values.compare === undefined ? null : makeTestDatapath({ objectPath: values.compare });
+      try {
+        const sides = [f, ...(other ? [other] : [])].map((d) => {
+          seed(d);
+          const fds = { lan: d.dp.programFd('lan'), wan: d.dp.programFd('wan'), empty: empty.fd };
+          checkPaths(d, fds);
+          return { fds, samples: new Map<Path, number[]>() };
+        });
+        const all = [...EMPTY, ...PATHS];
+        for (const side of sides) for (const p of all) side.samples.set(p, []);
+        for (let r = 0; r < runs; r++) {
+          for (const p of all) {
+            // Alternate which object goes first, so neither always runs warm.
+            const order = r % 2 ? [...sides].reverse() : sides;
+            for (const side of order) side.samples.get(p)!.push(measure(side.fds[p.prog], p, packets));
+          }
+        }
+        const rows = rowsOf(sides[0]!.samples, all);
+        if (sides[1]) {
+          const cmp = rowsOf(sides[1].samples, all);
+          rows.forEach((row, i) => { row.compare = { ns: cmp[i]!.ns, runs: cmp[i]!.runs, ratio: cmp[i]!.ratio }; });
+        }
+        print(rows, runs, packets, values.json === true, values.compare);
+      } finally {
+        other?.cleanup();
       }
-      const rows: Row[] = all.map((p) => {
-        const base = EMPTY[p.rewrites ? 1 : 0]!;
-        const ns = median(samples.get(p)!);
-        return {
-          path: p.name, ns, runs: samples.get(p)!, baseline: base.name,
-          ratio: ns / median(samples.get(base)!), aim: p.aim ? AIMS[p.aim]! : null,
-        };
-      });
-      print(rows, runs, packets, values.json === true);
     });
   } finally {
     empty.close();
   }
 }
 
-function print(rows: Row[], runs: number, packets: number, json: boolean): void {
+function print(rows: Row[], runs: number, packets: number, json: boolean, compare: string | undefined): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify({ runs, packets, rewrite_repeat: REWRITE_REPEAT, rows }, null, 2)}\n`);
+    const objects = { object: BPF_OBJECT, ...(compare === undefined ? {} : { compare }) };
+    process.stdout.write(`${JSON.stringify({ runs, packets, rewrite_repeat: REWRITE_REPEAT, ...objects, rows }, null, 2)}\n`);
     return;
   }
-  const head = ['path', 'ns/packet', 'x empty', 'aim', ''];
+  const verdict = (ratio: number, aim: number | null): string => (aim === null ? '' : ratio <= aim ? 'ok' : 'OVER');
+  const head = ['path', 'ns/packet', 'x empty', 'aim', '', ...(compare === undefined ? [] : ['ns other', 'x empty', '', 'change'])];
   const body = rows.map((r) => [
-    r.path, r.ns.toFixed(1), r.ratio.toFixed(2), r.aim === null ? '' : `<= ${r.aim}`,
-    r.aim === null ? '' : r.ratio <= r.aim ? 'ok' : 'OVER',
+    r.path, r.ns.toFixed(1), r.ratio.toFixed(2), r.aim === null ? '' : `<= ${r.aim}`, verdict(r.ratio, r.aim),
+    ...(r.compare === undefined ? [] : [
+      r.compare.ns.toFixed(1), r.compare.ratio.toFixed(2), verdict(r.compare.ratio, r.aim),
+      `${r.compare.ns >= r.ns ? '+' : ''}${((r.compare.ns / r.ns - 1) * 100).toFixed(1)} %`,
+    ]),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
   process.stdout.write(`BPF_PROG_TEST_RUN, median of ${runs} runs of ${packets} packets each; kernel ${release()}\n`);
+  if (compare !== undefined) process.stdout.write(`object ${BPF_OBJECT}; other: ${compare} (measured in turns)\n`);
   process.stdout.write(`${line(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
   for (const b of body) process.stdout.write(`${line(b)}\n`);
   process.stdout.write(`(rewriting paths: calls of ${REWRITE_REPEAT} repetitions, compared with the empty program measured the same way)\n`);

@@ -3,9 +3,9 @@
  * value types, and their codecs. test/bpf/abi.test.ts proves every codec
  * against the compiled object's BTF.
  */
-import { StructCodec, u16, u32, u64, be16, ipv4, u16s, chars, pad } from './struct.js';
+import { StructCodec, u16, u32, u64, be16, ipv4, ipv4s, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 3;
+export const PT_LAYOUT_VERSION = 4;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -17,6 +17,12 @@ export const PT_TC_PRIORITY = 1;
 export const NSEC_PER_SEC = 1_000_000_000n;
 /** Added to CLOCK_MONOTONIC for every timestamp in the maps (PT_CLOCK_BIAS_NS). */
 export const CLOCK_BIAS_NS = 8n * 86400n * NSEC_PER_SEC;
+/**
+ * How far the data path's stamps (CLOCK_MONOTONIC_COARSE) may lag
+ * CLOCK_MONOTONIC, which the daemon reads: one tick at CONFIG_HZ=100, the
+ * longest (PT_CLOCK_TICK_MAX_NS).
+ */
+export const CLOCK_TICK_MAX_NS = 10_000_000n;
 export const FLOW_TIMEOUT_UDP_NS = 300n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_EST_NS = 7440n * NSEC_PER_SEC;
 export const FLOW_TIMEOUT_TCP_TRANS_NS = 240n * NSEC_PER_SEC;
@@ -71,12 +77,24 @@ export const MAPS = {
 } as const;
 export const PROGRAMS = { lan: 'pt_lan_ingress', wan: 'pt_wan_ingress' } as const;
 
-export interface PtConfig { wan_addr: string; wan_ifindex: number; layout_version: number; sessions_per_host: number }
-export const ConfigCodec = new StructCodec<PtConfig>('pt_config', 16, [
+/** The gateway's addresses that pt_config carries inline (PT_CONFIG_LOCAL_ADDRS). */
+export const CONFIG_LOCAL_ADDRS = 8;
+
+export interface PtConfig {
+  wan_addr: string; wan_ifindex: number; layout_version: number; sessions_per_host: number;
+  /** Up to CONFIG_LOCAL_ADDRS addresses of pt_local_addrs; '0.0.0.0' = free slot. */
+  local_addrs: string[];
+  /** 1: local_addrs holds all of pt_local_addrs; 0: the data path looks there too. */
+  local_addrs_all: number;
+}
+export const ConfigCodec = new StructCodec<PtConfig>('pt_config', 56, [
   { name: 'wan_addr', offset: 0, kind: ipv4 },
   { name: 'wan_ifindex', offset: 4, kind: u32 },
   { name: 'layout_version', offset: 8, kind: u32 },
   { name: 'sessions_per_host', offset: 12, kind: u32 },
+  { name: 'local_addrs', offset: 16, kind: ipv4s(CONFIG_LOCAL_ADDRS) },
+  { name: 'local_addrs_all', offset: 48, kind: u32 },
+  { name: '_pad', offset: 52, kind: pad(4) },
 ]);
 
 export interface PtRule { idle_timeout_ns: bigint; flags: number }

@@ -203,7 +203,10 @@ export class Datapath {
       };
       const dp = new Datapath(obj, maps, adopted, opts.pinPath);
       if (!adopted) {
-        maps.config.set(0, { wan_addr: '0.0.0.0', wan_ifindex: 0, layout_version: PT_LAYOUT_VERSION, sessions_per_host: 0 });
+        maps.config.set(0, {
+          wan_addr: '0.0.0.0', wan_ifindex: 0, layout_version: PT_LAYOUT_VERSION, sessions_per_host: 0,
+          local_addrs: [], local_addrs_all: 0,
+        });
       }
       return dp;
     } catch (e) {

@@ -9,6 +9,7 @@ export type FieldKind =
   | { t: 'u8' } | { t: 'u16' } | { t: 'u32' } | { t: 'u64' }
   | { t: 'be16' } | { t: 'ipv4' }
   | { t: 'u16[]'; len: number }
+  | { t: 'ipv4[]'; len: number }
   | { t: 'char[]'; len: number }
   | { t: 'pad'; len: number };
 
@@ -21,6 +22,7 @@ export const u64: FieldKind = { t: 'u64' };
 export const be16: FieldKind = { t: 'be16' };
 export const ipv4: FieldKind = { t: 'ipv4' };
 export const u16s = (len: number): FieldKind => ({ t: 'u16[]', len });
+export const ipv4s = (len: number): FieldKind => ({ t: 'ipv4[]', len });
 export const chars = (len: number): FieldKind => ({ t: 'char[]', len });
 export const pad = (len: number): FieldKind => ({ t: 'pad', len });
 
@@ -64,6 +66,7 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'be16': out[f.name] = buf.readUInt16BE(o); break;
         case 'ipv4': out[f.name] = readIpv4(buf, o); break;
         case 'u16[]': out[f.name] = Array.from({ length: k.len }, (_, i) => buf.readUInt16LE(o + 2 * i)); break;
+        case 'ipv4[]': out[f.name] = Array.from({ length: k.len }, (_, i) => readIpv4(buf, o + 4 * i)); break;
         case 'char[]': {
           const end = buf.indexOf(0, o);
           out[f.name] = buf.toString('utf8', o, end < 0 || end > o + k.len ? o + k.len : end);
@@ -90,6 +93,7 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'be16': buf.writeUInt16BE(Number(x ?? 0), o); break;
         case 'ipv4': writeIpv4(buf, o, String(x ?? '0.0.0.0')); break;
         case 'u16[]': ((x as number[] | undefined) ?? []).slice(0, k.len).forEach((n, i) => buf.writeUInt16LE(n, o + 2 * i)); break;
+        case 'ipv4[]': ((x as string[] | undefined) ?? []).slice(0, k.len).forEach((a, i) => writeIpv4(buf, o + 4 * i, a)); break;
         case 'char[]': {
           const s = Buffer.from(String(x ?? ''), 'utf8');
           if (s.length >= k.len) throw new RangeError(`${this.cName}.${f.name}: "${String(x)}" longer than ${k.len - 1} bytes`);

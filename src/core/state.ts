@@ -5,6 +5,7 @@
  */
 import { isIPv4 } from 'node:net';
 import {
+  CONFIG_LOCAL_ADDRS,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
   RULE_KILL_FLOWS, RULE_PEER_CONTACTED,
   type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
@@ -180,11 +181,25 @@ export class PorttrigState {
     return keys.length > 0 ? this.maps.flows.deleteMany(keys) : 0;
   }
 
-  /** Replace the set of the gateway's own addresses. */
+  /**
+   * Replace the set of the gateway's own addresses: pt_local_addrs, and the
+   * copy in pt_config (up to CONFIG_LOCAL_ADDRS of them) that spares trigger
+   * packets the hash lookup. While the hash map changes, pt_config says to
+   * look there (local_addrs_all = 0), so a packet never misses an address.
+   */
   setLocalAddrs(addrs: readonly string[]): void {
     const want = new Set(addrs);
+    const cur = this.maps.config.get(0);
+    if (!cur) throw new Error('pt_config has no entry 0');
+    this.maps.config.set(0, { ...cur, local_addrs_all: 0 });
     for (const [a] of [...this.maps.localAddrs.entries()]) if (!want.has(a)) this.maps.localAddrs.delete(a);
     for (const a of want) this.maps.localAddrs.set(a, 1);
+    const inline = [...want].filter((a) => a !== '0.0.0.0');
+    this.maps.config.set(0, {
+      ...cur,
+      local_addrs: inline.slice(0, CONFIG_LOCAL_ADDRS),
+      local_addrs_all: inline.length === want.size && inline.length <= CONFIG_LOCAL_ADDRS ? 1 : 0,
+    });
   }
 
   /** Replace the set of LAN subnets (CIDR strings such as 192.168.1.0/24). */

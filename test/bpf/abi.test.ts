@@ -164,6 +164,7 @@ function kindSize(k: FieldKind): number {
     case 'u32': case 'ipv4': return 4;
     case 'u64': return 8;
     case 'u16[]': return 2 * k.len;
+    case 'ipv4[]': return 4 * k.len;
     case 'char[]': case 'pad': return k.len;
   }
 }
@@ -219,14 +220,16 @@ for (const codec of abi.ALL_CODECS) {
       const size = b.sizeOf(m.type);
       assert.equal(kindSize(f.kind), size,
         `struct ${codec.cName}.${f.name}: codec kind ${f.kind.t} is ${kindSize(f.kind)} bytes, the C member ${b.typeNames(m.type).join(' -> ') || 'type'} is ${size}`);
-      const names = b.typeNames(m.type);
+      // An array's byte order is its element type's.
+      const mt = b.resolve(m.type);
+      const names = b.typeNames(mt.kind === BTF_KIND.ARRAY ? mt.array!.type : m.type);
       const bigEndian = names.some((n) => n.startsWith('__be'));
-      if (f.kind.t === 'ipv4' || f.kind.t === 'be16') {
+      if (f.kind.t === 'ipv4' || f.kind.t === 'ipv4[]' || f.kind.t === 'be16') {
         assert.ok(bigEndian, `struct ${codec.cName}.${f.name}: codec reads network order (${f.kind.t}) but the C type is ${names.join(' -> ')}`);
       } else if (f.kind.t !== 'pad') {
         assert.ok(!bigEndian, `struct ${codec.cName}.${f.name}: codec reads host order (${f.kind.t}) but the C type is ${names.join(' -> ')}`);
       }
-      if (f.kind.t === 'u16[]' || f.kind.t === 'char[]') {
+      if (f.kind.t === 'u16[]' || f.kind.t === 'ipv4[]' || f.kind.t === 'char[]') {
         const arr = b.resolve(m.type);
         assert.equal(arr.kind, BTF_KIND.ARRAY, `struct ${codec.cName}.${f.name}: codec is an array, the C member is not`);
         assert.equal(arr.array!.nelems, f.kind.len, `struct ${codec.cName}.${f.name}: array length`);
@@ -339,9 +342,10 @@ test('#defines of porttrig_abi.h equal the TS constants', () => {
   const d = headerDefines(readFileSync(HEADER, 'utf8'));
   const want: [string, bigint | number][] = [
     ['PT_LAYOUT_VERSION', abi.PT_LAYOUT_VERSION], ['PT_MAX_RULES', abi.PT_MAX_RULES],
-    ['PT_TRIGGER_SLOTS', abi.PT_TRIGGER_SLOTS], ['PT_PORTS_PER_PROTO', abi.PT_PORTS_PER_PROTO],
+    ['PT_TRIGGER_SLOTS', abi.PT_TRIGGER_SLOTS], ['PT_CONFIG_LOCAL_ADDRS', abi.CONFIG_LOCAL_ADDRS], ['PT_PORTS_PER_PROTO', abi.PT_PORTS_PER_PROTO],
     ['PT_PORT_SLOTS', abi.PT_PORT_SLOTS], ['PT_PROTO_IDX_TCP', abi.PT_PROTO_IDX.tcp], ['PT_PROTO_IDX_UDP', abi.PT_PROTO_IDX.udp],
-    ['PT_NSEC_PER_SEC', abi.NSEC_PER_SEC], ['PT_CLOCK_BIAS_NS', abi.CLOCK_BIAS_NS], ['PT_FLOW_TIMEOUT_UDP_NS', abi.FLOW_TIMEOUT_UDP_NS],
+    ['PT_NSEC_PER_SEC', abi.NSEC_PER_SEC], ['PT_CLOCK_BIAS_NS', abi.CLOCK_BIAS_NS], ['PT_CLOCK_TICK_MAX_NS', abi.CLOCK_TICK_MAX_NS],
+    ['PT_FLOW_TIMEOUT_UDP_NS', abi.FLOW_TIMEOUT_UDP_NS],
     ['PT_FLOW_TIMEOUT_TCP_EST_NS', abi.FLOW_TIMEOUT_TCP_EST_NS], ['PT_FLOW_TIMEOUT_TCP_TRANS_NS', abi.FLOW_TIMEOUT_TCP_TRANS_NS],
     ['PT_FLOW_ORPHAN_NS', abi.FLOW_ORPHAN_NS], ['PT_FRAG_TIMEOUT_NS', abi.FRAG_TIMEOUT_NS], ['PT_FRAG_SLOTS', abi.PT_FRAG_SLOTS],
     ['PT_TC_HANDLE', abi.PT_TC_HANDLE], ['PT_TC_PRIORITY', abi.PT_TC_PRIORITY],

@@ -27,7 +27,7 @@ import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
 import { flowFate, partnerKey, type FlowFate } from '../../src/core/sweep.js';
 import type { OpenSpec, PortRange, Proto, Rule } from '../../src/config/types.js';
-import type { PtFlow, PtFlowKey, PtFrag, PtFragKey, PtSession, PtSessionKey } from '../../src/bpf/abi.js';
+import { CLOCK_TICK_MAX_NS, CONFIG_LOCAL_ADDRS, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtSession, type PtSessionKey } from '../../src/bpf/abi.js';
 import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import {
   ETH_HLEN, ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP, buildPacket, describe, fragment, icmpError, inetChecksum, parsePacket,
@@ -67,6 +67,8 @@ const LAN_SRC = '10.0.0.50';         // a LAN address showing up on the WAN side
 const ROUTER = '198.51.100.254';     // a router on the path, sending ICMP errors
 const LAN_NETS = ['10.0.0.0/24'];
 const LOCAL_ADDRS = [GW_LAN, WAN];
+/** More local addresses than pt_config carries inline (CONFIG_LOCAL_ADDRS). */
+const MANY_LOCAL_ADDRS = [...LOCAL_ADDRS, ...Array.from({ length: CONFIG_LOCAL_ADDRS }, (_, i) => `10.0.0.${240 + i}`)];
 const WAN_IFINDEX = 7;               // stored in pt_config only
 const LAN_IF = 3;                    // ifindex of seeded sessions (the redirect target)
 const MIN = 60_000;
@@ -354,6 +356,28 @@ const ROWS: Row[] = [
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: { 'lan/pass': 1 },
     sessions: [], hosts: {},
+  },
+  {
+    // pt_config carries PT_CONFIG_LOCAL_ADDRS (8) local addresses inline; with
+    // more, the data path must look in pt_local_addrs too.
+    name: 'trigger to a local address beyond those that pt_config carries (found in pt_local_addrs) does not open',
+    prog: 'lan',
+    seed: (c) => c.f.state.setLocalAddrs(MANY_LOCAL_ADDRS),
+    packet: tcp(HOST_A, 40000, MANY_LOCAL_ADDRS.at(-1)!, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'with more local addresses than pt_config carries, a trigger to a non-local destination still opens',
+    prog: 'lan',
+    seed: (c) => c.f.state.setLocalAddrs(MANY_LOCAL_ADDRS),
+    packet: tcp(HOST_A, 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'irc', host: HOST_A, ifindex: 'lo', touch: 'new' }],
+    hosts: { [HOST_A]: 1 },
   },
   {
     name: 'trigger to the gateway WAN address (local) does not open',
@@ -848,6 +872,21 @@ const ROWS: Row[] = [
     stats: { 'wan/translated': 1 },
     sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
     flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
+  },
+  {
+    // A flow refreshes its session only when its own stamp is refreshed
+    // (PT_REFRESH_GRANULARITY_NS): the session's hash lookup is not paid per
+    // packet. The flow is stamped 1 s ahead, so that it is not due a refresh
+    // however long the machine takes between seeding and the run.
+    name: 'inbound packet of a flow whose stamp is not due a refresh: translated, neither the flow\'s nor the session\'s stamp rewritten',
+    prog: 'wan',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW, { ageInMs: -1000 }); },
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.ACK), { dst: HOST_A, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
+    flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'unchanged' }],
   },
   {
     name: 'inbound packet of an accepted flow whose session expired: still translated, session not revived',
@@ -2063,7 +2102,11 @@ async function runRow(t: { after: (fn: () => void | Promise<void>) => void }, ro
     }
   }
 
-  const tStart = monotonicNs();
+  // The data path stamps with CLOCK_MONOTONIC_COARSE, which lags the clock
+  // read here (CLOCK_MONOTONIC) by up to a tick: a stamp of the run may lie
+  // that much before it started. Seeded stamps are >= 1 s old, so a refresh
+  // still shows.
+  const tStart = monotonicNs() - CLOCK_TICK_MAX_NS;
   for (const [i, p] of (row.prelude ?? []).entries()) {
     const r = runProg(f, p.prog, frame(thunk(p.packet, c)));
     if (p.retval !== undefined) assert.equal(r.retval, p.retval >>> 0, `prelude packet ${i}: retval ${RETVAL_NAME[r.retval] ?? r.retval}`);
@@ -2304,6 +2347,23 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
     assert.deepEqual(mismatches, [], `pt_flow_fate and flowFate disagree on ${mismatches.length} of ${cases.length} flows`);
     // The table reaches every fate, so agreement means something.
     for (const fate of ['live', 'expired', 'orphan', 'killed'] as const) assert.ok((fates.get(fate) ?? 0) > 0, `no case where flowFate says ${fate}`);
+  });
+
+  test('setLocalAddrs copies up to CONFIG_LOCAL_ADDRS addresses into pt_config, and says whether that is all of them', SKIP ? { skip: SKIP } : {}, (t) => {
+    const f = useDatapath(t);
+    const config = (): { local_addrs: string[]; local_addrs_all: number } => f.dp.maps.config.get(0)!;
+    const free = (n: number): string[] => Array.from({ length: n }, () => '0.0.0.0');
+    f.state.setLocalAddrs(LOCAL_ADDRS);
+    assert.deepEqual(config().local_addrs, [...LOCAL_ADDRS, ...free(CONFIG_LOCAL_ADDRS - LOCAL_ADDRS.length)]);
+    assert.equal(config().local_addrs_all, 1, 'two addresses fit: no hash lookup needed');
+    f.state.setLocalAddrs(MANY_LOCAL_ADDRS);
+    assert.deepEqual(config().local_addrs, MANY_LOCAL_ADDRS.slice(0, CONFIG_LOCAL_ADDRS));
+    assert.equal(config().local_addrs_all, 0, 'more than fit: the data path must look in pt_local_addrs');
+    assert.deepEqual(new Set([...f.dp.maps.localAddrs.entries()].map(([a]) => a)), new Set(MANY_LOCAL_ADDRS));
+    f.state.setLocalAddrs([WAN]);
+    assert.deepEqual(config().local_addrs, [WAN, ...free(CONFIG_LOCAL_ADDRS - 1)]);
+    assert.equal(config().local_addrs_all, 1);
+    assert.deepEqual([...f.dp.maps.localAddrs.entries()].map(([a]) => a), [WAN]);
   });
 
   test('an inbound connection arriving right after the trigger is forwarded (SPEC 4.1)', SKIP ? { skip: SKIP } : {}, (t) => {

@@ -53,6 +53,8 @@ export function bpfSkipReason(): string | null {
 export interface TestDatapathOptions {
   /** Map capacities; small by default. */
   limits?: { sessions: number; flows: number };
+  /** The object to load; BPF_OBJECT by default (`make bench --compare` loads two). */
+  objectPath?: string;
 }
 
 export interface TestDatapath {
@@ -110,7 +112,7 @@ export function makeTestDatapath(opts: TestDatapathOptions = {}): TestDatapath {
     const libbpfLog: string[] = [];
     try {
       dp = Datapath.load({
-        objectPath: BPF_OBJECT,
+        objectPath: opts.objectPath ?? BPF_OBJECT,
         pinPath,
         limits: opts.limits ?? { sessions: 64, flows: 64 },
         onLibbpfLog: (level, msg) => { if (level === 0) libbpfLog.push(msg); },
