@@ -20,6 +20,7 @@
  * for it in stack spills (make bench: WAN miss 32 -> 26 ns).
  */
 #include <linux/bpf.h>
+#include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -561,6 +562,21 @@ static __always_inline void pt_frag_remember(const struct pt_pkt *p, __u8 dir, c
 }
 
 /*
+ * A first fragment starts a new datagram (saddr, daddr, id, proto): whatever
+ * pt_frags remembers for that key belongs to an older datagram, and must not
+ * steer this one's later fragments if this one is not translated (IP ids
+ * repeat, RFC 4963). pt_frag_remember() puts it back if it is. First
+ * fragments only: the common path pays nothing.
+ */
+static __always_inline void pt_frag_forget(const struct pt_pkt *p, __u8 dir)
+{
+	struct pt_frag_key k = {
+		.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto, .dir = dir,
+	};
+	bpf_map_delete_elem(&pt_frags, &k);
+}
+
+/*
  * A packet of a live flow: refresh the flow and, while it is live and still
  * owned by the flow's host, its session (SPEC 4.2); rewrite; redirect.
  */
@@ -852,6 +868,8 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	}
 	if (p.nonfirst_frag)
 		return pt_fragment(skb, &p, PT_DIR_IN, PT_D_WAN);
+	if (p.first_frag)
+		pt_frag_forget(&p, PT_DIR_IN);
 
 	/* Only ports that an open spec holds can carry flows: this array load
 	 * spares most WAN traffic (replies to masqueraded LAN traffic) the flow
@@ -904,6 +922,8 @@ int pt_lan_ingress(struct __sk_buff *skb)
 		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 	if (p.nonfirst_frag)
 		return pt_fragment(skb, &p, PT_DIR_OUT, PT_D_LAN);
+	if (p.first_frag)
+		pt_frag_forget(&p, PT_DIR_OUT);
 
 	/* Replies of accepted flows: only from ports that some open spec maps to. */
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
@@ -916,6 +936,11 @@ int pt_lan_ingress(struct __sk_buff *skb)
 
 	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
 	if (!dport || !dport->trigger[0])
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* A link-layer broadcast or multicast (e.g. a game's discovery datagram
+	 * to 192.168.1.255) is not traffic to a remote host: it never triggers,
+	 * whatever its IP destination (SPEC 4.1, "non-local destination"). */
+	if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST)
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u32 zero = 0;
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);

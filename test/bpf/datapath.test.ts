@@ -350,6 +350,20 @@ const ROWS: Row[] = [
     hosts: { [HOST_B]: 1 },
   },
   {
+    name: 'UDP to a trigger port in a link-layer broadcast (ff:ff:ff:ff:ff:ff, 10.0.0.255, a game\'s discovery) does not open: not traffic to a remote host',
+    prog: 'lan',
+    packet: { ...udp(HOST_B, 50000, '10.0.0.255', 27020), eth: { dst: 'ff:ff:ff:ff:ff:ff' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+  },
+  {
+    name: 'UDP to a trigger port in a link-layer multicast (01:00:5e:..) to a unicast-looking address does not open',
+    prog: 'lan',
+    packet: { ...udp(HOST_B, 50000, SERVER, 27020), eth: { dst: '01:00:5e:00:00:fb' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+  },
+  {
     name: 'trigger to a local address (pt_local_addrs: the gateway LAN address) does not open',
     prog: 'lan',
     packet: tcp(HOST_A, 40000, GW_LAN, 6667, TCP.SYN),
@@ -1228,6 +1242,16 @@ const ROWS: Row[] = [
     packet: fragment(buildPacket(BIG_IN), 32, 40),
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: { 'wan/pass': 2 },
+  },
+  {
+    name: 'a first fragment that is not translated makes pt_frags forget an older datagram with the same id (RFC 4963): its later fragments pass untouched',
+    prog: 'wan',
+    seed: (c) => { bigInFrag(c); },
+    prelude: [{ prog: 'wan', retval: TC_ACT_UNSPEC, packet: fragment(buildPacket(BIG_IN), 0, 32) }],
+    packet: fragment(buildPacket(BIG_IN), 32, 40),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/pass': 2 },
+    frags: [],
   },
   {
     name: 'non-first fragment with TTL 1 of a remembered datagram: dropped (TC_ACT_SHOT)',
