@@ -885,7 +885,10 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (pt_flow_get(&in_key, &ref))
 		return pt_forward(skb, &p, &ref, PT_D_WAN);
 
-	/* Only a connection's first packet opens a flow: a bare SYN for TCP. */
+	/* Only a connection's first packet opens a flow: a bare SYN for TCP.
+	 * XXX: any UDP datagram does, even the reply to another LAN host's
+	 * masqueraded datagram that kept this source port (this hook runs before
+	 * conntrack); a bpf_skb_ct_lookup() kfunc check would tell them apart. */
 	if (p.proto == IPPROTO_TCP &&
 	    (p.tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) != PT_TCP_SYN)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
