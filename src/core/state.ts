@@ -7,7 +7,7 @@ import { isIPv4 } from 'node:net';
 import {
   CONFIG_LOCAL_ADDRS,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
-  RULE_KILL_FLOWS, RULE_PEER_CONTACTED,
+  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec,
   type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
@@ -104,19 +104,35 @@ function inCidr(addr: string, cidr: string): boolean {
 
 export interface SweepResult { sessionsExpired: number; sessionsClosed: number; flowsRemoved: number; hostCountsFixed: number }
 
+/**
+ * Rule names by id, for ids in use, from pt_rule_names in batches. Free ids
+ * (an empty name) are skipped on their first byte instead of being copied and
+ * decoded: this runs on every sweep and every scrape.
+ */
+export function readRuleNames(maps: Pick<DatapathMaps, 'ruleNames'>): Map<number, string> {
+  const raw = maps.ruleNames.raw;
+  const out = new Map<number, string>();
+  for (const { keys, values, count } of raw.batches()) {
+    for (let i = 0; i < count; i++) {
+      const off = i * raw.valueBytes;
+      if (values[off] === 0) continue;
+      out.set(keys.readUInt32LE(i * raw.info.keySize), RuleNameCodec.parse(values, off).name);
+    }
+  }
+  return out;
+}
+
 export class PorttrigState {
   constructor(readonly maps: DatapathMaps, private readonly clock: () => bigint = monotonicNs) {}
 
   /** Rule ids recorded in the pinned state, by name. */
   ruleIds(): Map<string, number> {
-    const ids = new Map<string, number>();
-    for (const [id, v] of this.maps.ruleNames.entries()) if (v.name) ids.set(v.name, id);
-    return ids;
+    return new Map([...readRuleNames(this.maps)].map(([i, n]) => [n, i]));
   }
 
   /** Rule names by id (the inverse of ruleIds). */
   ruleNames(): Map<number, string> {
-    return new Map([...this.ruleIds()].map(([n, i]) => [i, n]));
+    return readRuleNames(this.maps);
   }
 
   /** Rule settings by id, for ids in use. */

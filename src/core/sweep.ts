@@ -28,7 +28,7 @@ export function sessionId(k: { rule: number; peer: string }): string {
 }
 
 /** Has `s` been idle longer than its rule allows? (the data path's own test) */
-export function sessionExpired(s: PtSession, rule: PtRule, now: bigint): boolean {
+export function sessionExpired(s: Pick<PtSession, 'last_seen_ns'>, rule: Pick<PtRule, 'idle_timeout_ns'>, now: bigint): boolean {
   return now - s.last_seen_ns > rule.idle_timeout_ns;
 }
 

@@ -4,6 +4,7 @@
  * and serves the control socket. It never prints and never exits: errors are
  * thrown as PorttrigError, events go to the injected Logger.
  */
+import { networkInterfaces } from 'node:os';
 import { Datapath, attachedProgramId } from '../bpf/datapath.js';
 import { loadConfigFile, checkInterfacesExist } from '../config/load.js';
 import type { Config } from '../config/types.js';
@@ -187,7 +188,8 @@ export class Daemon {
    */
   private followAddresses(): void {
     const { wan, lan } = this.config.interfaces;
-    const wanAddr = ipv4Of(wan)[0]?.address ?? null;
+    const table = networkInterfaces();  // one getifaddrs() for every question below
+    const wanAddr = ipv4Of(wan, table)[0]?.address ?? null;
     if (wanAddr !== this.wanAddr) {
       this.state.setRuntime(wanAddr ?? NO_ADDR, ifindexOf(wan), this.config.limits.sessionsPerHost);
       if (wanAddr) this.opts.logger.info('WAN address', { interface: wan, address: wanAddr, previous: this.wanAddr ?? 'none' });
@@ -199,8 +201,8 @@ export class Daemon {
       }
       if (wanAddr) this.lastWanAddr = wanAddr;
     }
-    const local = allIpv4();
-    const nets = lan.flatMap((n) => ipv4Of(n).map((a) => a.cidr));
+    const local = allIpv4(table);
+    const nets = lan.flatMap((n) => ipv4Of(n, table).map((a) => a.cidr));
     const key = `${local.join(',')}|${nets.join(',')}`;
     if (key !== this.localKey) {
       this.state.setLocalAddrs(local);

@@ -5,13 +5,14 @@
  * copies, so counters kept in the kernel carry on across daemon restarts.
  */
 import {
-  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, RuleNameCodec, SessionCodec, SessionKeyCodec, VERDICTS,
+  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec, VERDICTS,
   type PtRule, type RuleCounter,
 } from '../bpf/abi.js';
 import type { StructCodec } from '../bpf/struct.js';
 import type { RawMap } from '../bpf/map.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
-import { monotonicNs } from '../core/state.js';
+import { monotonicNs, readRuleNames } from '../core/state.js';
+import { sessionExpired } from '../core/sweep.js';
 import { progRunStats } from './progstats.js';
 
 /** Offset of a field, from the codecs that test/bpf/abi.test.ts proves against the BTF. */
@@ -123,24 +124,6 @@ function readRuleCounters(raw: RawMap, ids: Iterable<number>): Map<number, Recor
   return out;
 }
 
-/**
- * Rule names by id, for ids in use. The same answer as
- * PorttrigState.ruleNames(), an order of magnitude cheaper: free ids (an
- * empty name) are skipped on their first byte instead of being copied and
- * decoded, which matters on a path that runs on every scrape.
- */
-function readRuleNames(raw: RawMap): Map<number, string> {
-  const out = new Map<number, string>();
-  for (const { keys, values, count } of raw.batches()) {
-    for (let i = 0; i < count; i++) {
-      const off = i * raw.valueBytes;
-      if (values[off] === 0) continue;
-      out.set(keys.readUInt32LE(i * raw.info.keySize), RuleNameCodec.parse(values, off).name);
-    }
-  }
-  return out;
-}
-
 /** Live sessions per rule: enabled rule, not idle past its timeout. */
 function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: bigint): { entries: number; active: Map<number, number> } {
   const active = new Map<number, number>();
@@ -151,8 +134,7 @@ function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: b
       const id = keys.readUInt32LE(i * raw.info.keySize + SESSION_KEY_RULE);
       const rule = settings.get(id);
       if (!rule || !(rule.flags & RULE_ENABLED)) continue;
-      // The data path's own test (sessionExpired() in core/sweep.ts), on the raw bytes.
-      if (now - values.readBigUInt64LE(i * raw.valueBytes + SESSION_LAST_SEEN) > rule.idle_timeout_ns) continue;
+      if (sessionExpired({ last_seen_ns: values.readBigUInt64LE(i * raw.valueBytes + SESSION_LAST_SEEN) }, rule, now)) continue;
       active.set(id, (active.get(id) ?? 0) + 1);
     }
   }
@@ -167,7 +149,7 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   const { maps } = src;
   const now = (src.clock ?? monotonicNs)();
 
-  const rules = readRuleNames(maps.ruleNames.raw);
+  const rules = readRuleNames(maps);
   const ruleCounters = readRuleCounters(maps.ruleStats.raw, rules.keys());
   const settings = new Map<number, PtRule>();
   for (const id of rules.keys()) {
