@@ -21,6 +21,7 @@ import { PerCpuCounters, RawMap, TypedMap } from './map.js';
 export const BPF_FS_MAGIC = 0xcafe4a11;
 const EEXIST = 17;
 const ENOENT = 2;
+const EPERM = 1;
 const ENODEV = 19;
 const EINVAL = 22;
 /** BPF_TC_INGRESS | BPF_TC_EGRESS: the whole clsact qdisc. */
@@ -136,6 +137,8 @@ interface AttachUndo {
   ifindex: number;
   /** fd of the program that was at porttrig's handle/priority before, or -1. */
   prevProgFd: number;
+  /** A program was there but could not be held (no CAP_SYS_ADMIN): leave the new one. */
+  keepNew: boolean;
   createdQdisc: boolean;
   /** pt_attach entry before, or undefined. */
   prevRecord: number | undefined;
@@ -283,7 +286,8 @@ export class Datapath {
    * (BPF_TC_F_REPLACE), so across a daemon restart every packet meets either
    * the old program or the new one. Creates the clsact qdisc if missing and
    * records in pt_attach that it did; tolerates one that exists. Idempotent.
-   * Needs CAP_NET_ADMIN (and CAP_SYS_ADMIN to get the old programs' fds).
+   * Needs CAP_NET_ADMIN; the rollback to an earlier daemon's programs also
+   * needs CAP_SYS_ADMIN (to hold them by id), else those interfaces keep the new ones.
    */
   attachAll(targets: readonly AttachTarget[]): void {
     const done: AttachUndo[] = [];
@@ -306,9 +310,14 @@ export class Datapath {
   private attachOne({ ifindex, role }: AttachTarget): AttachUndo {
     const hook = { ifindex, attach_point: ffi.BPF_TC_INGRESS };
     const prevId = attachedProgramId(ifindex);
-    const prevProgFd = prevId ? ffi.progGetFdById(prevId) : -1;
-    if (prevId && prevProgFd < 0) {
-      throw new PorttrigError('E_ATTACH', `cannot hold the program attached on ifindex ${ifindex} (id ${prevId}) to restore it on failure: errno ${-prevProgFd}`, { ifindex });
+    let prevProgFd = prevId ? ffi.progGetFdById(prevId) : -1;
+    // Holding another program by id needs CAP_SYS_ADMIN, which the systemd
+    // unit does not grant. Without it, a failure later leaves this
+    // interface on the new program: it serves the same pinned state.
+    const keepNew = prevId !== 0 && prevProgFd === -EPERM;
+    if (keepNew) prevProgFd = -1;
+    else if (prevId && prevProgFd < 0) {
+      throw new PorttrigError('E_ATTACH', `cannot hold the program attached on ifindex ${ifindex} (id ${prevId}) to restore it on failure: ${errnoName(-prevProgFd)}`, { ifindex });
     }
     const prevRecord = this.maps.attach.get(ifindex);
     const h = ffi.tcHookCreate(hook);
@@ -316,7 +325,7 @@ export class Datapath {
       if (prevProgFd >= 0) ffi.closeFd(prevProgFd);
       throw new PorttrigError('E_ATTACH', `create clsact qdisc on ifindex ${ifindex}: ${errnoName(-h)}`, { ifindex });
     }
-    const undo: AttachUndo = { ifindex, prevProgFd, createdQdisc: h === 0, prevRecord };
+    const undo: AttachUndo = { ifindex, prevProgFd, keepNew, createdQdisc: h === 0, prevRecord };
     const created = undo.createdQdisc ? ATTACH_CREATED_QDISC : (prevRecord ?? 0) & ATTACH_CREATED_QDISC;
     const record = ((prevRecord ?? 0) & ~(ATTACH_LAN | ATTACH_WAN)) | created | (role === 'lan' ? ATTACH_LAN : ATTACH_WAN);
     try {
@@ -338,6 +347,7 @@ export class Datapath {
 
   /** Put one interface back as attachOne() found it. */
   private undoAttach(u: AttachUndo): void {
+    if (u.keepNew) return;
     const hook = { ifindex: u.ifindex, attach_point: ffi.BPF_TC_INGRESS };
     if (u.prevProgFd >= 0) {
       const { ret } = ffi.tcAttach(hook, { prog_fd: u.prevProgFd, flags: ffi.BPF_TC_F_REPLACE, handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });

@@ -74,6 +74,17 @@ test('as root with only the unit\'s capabilities: starts, forwards, and says whi
   assert.match(status, /^CapEff:\s*000000c000001000$/m, 'the daemon holds exactly CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF');
   await forwards(topo);
   assert.equal((await topo.cli('status')).status, 0);
+
+  // A restart under the same unit (systemctl restart, an upgrade) replaces
+  // the programs it finds attached, without CAP_SYS_ADMIN.
+  d.child.kill('SIGTERM');
+  await new Promise((resolve) => d.child.once('exit', resolve));
+  const again = topo.spawn(topo.ns.gw, 'setpriv', [...setpriv(caps, false), process.execPath, CLI, 'daemon', '--config', cfg]);
+  await started(again);
+  const sessions = JSON.parse((await topo.cli('sessions', '--json')).stdout) as { rule: string }[];
+  assert.deepEqual(sessions.map((x) => x.rule), ['ident'], 'the restarted daemon adopted the session');
+  const r = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'again', 3000);
+  assert.deepEqual([r.ok, r.reply], [true, 'echo:again'], JSON.stringify(r));
 });
 
 test('as nobody with the unit\'s capabilities as ambient ones: starts and forwards', { skip: !root && 'needs root' }, async (t) => {
