@@ -153,6 +153,12 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 		struct tcphdr *tcp = l4;
 		if ((void *)(tcp + 1) > data_end)
 			return PT_PARSE_BAD;
+		/* A data offset below 5 words, or past the segment, is a header the
+		 * receiver drops (tcp_v4_rcv; conntrack calls it invalid). A first
+		 * fragment may end inside the options: only its 20 bytes are checked. */
+		__u32 doff = tcp->doff * 4;
+		if (doff < sizeof(struct tcphdr) || (!p->first_frag && doff > tot_len - hlen))
+			return PT_PARSE_BAD;
 		p->sport = tcp->source;
 		p->dport = tcp->dest;
 		p->tcp_flags = ((__u8 *)tcp)[13];
@@ -160,10 +166,54 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 		struct udphdr *udp = l4;
 		if ((void *)(udp + 1) > data_end)
 			return PT_PARSE_BAD;
+		/* RFC 768 length: at least the header, and not beyond the datagram
+		 * (udp_rcv drops it). A first fragment's length is the whole
+		 * datagram's, which is longer than the fragment. */
+		__u32 ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(struct udphdr) || (!p->first_frag && ulen > tot_len - hlen))
+			return PT_PARSE_BAD;
 		p->sport = udp->source;
 		p->dport = udp->dest;
 	}
 	return PT_PARSE_OK;
+}
+
+/*
+ * Is the IPv4 header checksum right (RFC 791, RFC 1071)? ip_rcv() drops a
+ * packet whose header does not sum to 0xffff, so such a packet must create
+ * and refresh nothing. Checked only where the data path acts on a packet, not
+ * on the miss path. The header is IHL words (5..15), summed as 32-bit words
+ * with the carries folded back: the one's complement sum is independent of
+ * byte order and word size.
+ */
+static __always_inline bool pt_ip_csum_ok(struct __sk_buff *skb, const struct pt_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 *w = data + ETH_HLEN;
+	__u32 words = ((__u32)p->l4_off - ETH_HLEN) / 4;
+	if ((void *)(w + 5) > data_end)
+		return false;
+	__u64 sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
+	/* Options (IHL > 5): word by word with constant offsets, which the
+	 * verifier can bound (a loop gets its bounds check folded away by the
+	 * compiler); most packets skip them all at the first test. */
+#define PT_IP_OPT_WORD(i)						\
+	if (words > (i)) {						\
+		if ((void *)(w + (i) + 1) > data_end)			\
+			return false;					\
+		sum += w[i];						\
+	}
+	if (words > 5) {
+		PT_IP_OPT_WORD(5) PT_IP_OPT_WORD(6) PT_IP_OPT_WORD(7) PT_IP_OPT_WORD(8) PT_IP_OPT_WORD(9)
+		PT_IP_OPT_WORD(10) PT_IP_OPT_WORD(11) PT_IP_OPT_WORD(12) PT_IP_OPT_WORD(13) PT_IP_OPT_WORD(14)
+	}
+#undef PT_IP_OPT_WORD
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
 }
 
 /* ICMP error types whose body quotes the offending datagram (RFC 792). */

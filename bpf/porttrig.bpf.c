@@ -20,6 +20,7 @@
  * for it in stack spills (make bench: WAN miss 32 -> 26 ns).
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <stdbool.h>
@@ -83,14 +84,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_sessions SEC(".maps");
 
-/* Live sessions per LAN host, for limits.sessions_per_host. */
+/* Sessions per LAN host, for limits.sessions_per_host. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __be32);
-	__type(value, __u32);
+	__type(value, struct pt_host);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_host_sessions SEC(".maps");
+
+/* When the data path last reclaimed expired sessions and flows (pt_reclaim()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PT_RECLAIM__COUNT);
+	__type(key, __u32);
+	__type(value, struct pt_reclaim);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pt_reclaim_state SEC(".maps");
 
 /* Accepted flows, one entry per direction. max_entries = 2 * limits.flows. */
 struct {
@@ -165,6 +175,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_pkt_stats SEC(".maps");
 
+/* Load-time options (PT_OPT_*), written into .rodata.opts between open and
+ * load. The map is frozen, so the verifier knows the value and removes the
+ * branches it rules out: a production load pays nothing for the test clock. */
+const volatile struct pt_load_opts pt_opts SEC(".rodata.opts") = {};
+/* The clock under PT_OPT_TEST_CLOCK, set by the tests through .data.clock, so
+ * that BPF_PROG_TEST_RUN rows and the differential test run on simulated time. */
+__u64 pt_test_now_ns SEC(".data.clock") = 0;
+
+_Static_assert(sizeof(struct pt_host) == 16, "pt_host must have no implicit padding");
 _Static_assert(sizeof(struct pt_port) == 16, "pt_port is read on every packet: keep it small");
 _Static_assert(sizeof(struct pt_flow_key) == 16, "pt_flow_key must stay 16 bytes");
 _Static_assert(sizeof(struct pt_session_key) == 8, "pt_session_key must stay 8 bytes");
@@ -215,6 +234,8 @@ static __always_inline struct pt_flow_key pt_flow_key_of(const struct pt_pkt *p,
  */
 static __always_inline __u64 pt_now(void)
 {
+	if (pt_opts.flags & PT_OPT_TEST_CLOCK)
+		return pt_test_now_ns;
 	return bpf_ktime_get_coarse_ns() + PT_CLOCK_BIAS_NS;
 }
 
@@ -223,13 +244,6 @@ static __always_inline struct pt_port *pt_port_slot(__u8 proto, __be16 port)
 	__u32 idx = (proto == IPPROTO_UDP ? PT_PROTO_IDX_UDP : PT_PROTO_IDX_TCP) * PT_PORTS_PER_PROTO +
 		    bpf_ntohs(port);
 	return bpf_map_lookup_elem(&pt_ports, &idx);
-}
-
-/* A session is live while its idle time is within the rule's timeout. Signed:
- * another CPU may have stamped last_seen a hair after our `now`. */
-static __always_inline bool pt_live(const struct pt_session *s, const struct pt_rule *r, __u64 now)
-{
-	return (__s64)(now - s->last_seen_ns) <= (__s64)r->idle_timeout_ns;
 }
 
 /* Is the timestamp older than PT_REFRESH_GRANULARITY_NS (due a refresh)? */
@@ -244,32 +258,76 @@ static __always_inline void pt_touch(__u64 *stamp, __u64 now)
 		*stamp = now;
 }
 
+/* A session is live while its idle time is within the rule's timeout. Signed:
+ * another CPU may have stamped last_seen a hair after our `now`. */
+static __always_inline bool pt_live_until(__u64 last_seen_ns, __u64 idle_ns, __u64 now)
+{
+	return (__s64)(now - last_seen_ns) <= (__s64)idle_ns;
+}
+
 enum pt_take {
 	PT_TAKE_OK = 0,
-	PT_TAKE_LIMIT,      /* the host holds sessions_per_host sessions */
+	PT_TAKE_LIMIT,      /* the host holds sessions_per_host live sessions */
 	PT_TAKE_FULL,       /* pt_host_sessions itself is full */
 };
 
-/* Take one session slot for `host`. */
-static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit)
+static __noinline bool pt_reclaim(__u32 which, __u64 now);
+static __noinline void pt_reclaim_host(__be32 host, __u64 now);
+
+/* Lower h->recheck_ns to `until` (racy min: a lost update only makes a later
+ * scan wait for the next sweep; the daemon's recount resets it to 0). */
+static __always_inline void pt_host_until(struct pt_host *h, __u64 until)
 {
-	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
-	if (!n) {
-		__u32 one = 1;
+	__u64 cur = h->recheck_ns;
+	if (cur == 0 || (__s64)(until - cur) < 0)
+		h->recheck_ns = until;
+}
+
+/* One attempt to take a session slot for `host`, whose new session lives
+ * until `until` unless refreshed. */
+static __always_inline enum pt_take pt_host_take_once(__be32 host, __u32 limit, __u64 until)
+{
+	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (!h) {
+		struct pt_host one = { .sessions = 1, .recheck_ns = until };
 		if (limit < 1)
 			return PT_TAKE_LIMIT;
 		if (!bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST))
 			return PT_TAKE_OK;
 		/* Lost a race with another CPU (EEXIST), or the map is full. */
-		n = bpf_map_lookup_elem(&pt_host_sessions, &host);
-		if (!n)
+		h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+		if (!h)
 			return PT_TAKE_FULL;
 	}
-	if (__sync_fetch_and_add(n, 1) >= limit) {
-		__sync_fetch_and_sub(n, 1);
+	if (__sync_fetch_and_add(&h->sessions, 1) >= limit) {
+		__sync_fetch_and_sub(&h->sessions, 1);
 		return PT_TAKE_LIMIT;
 	}
+	pt_host_until(h, until);
 	return PT_TAKE_OK;
+}
+
+/*
+ * Take one session slot for `host`. Expired sessions do not count (SPEC 4.6):
+ * a host at its limit whose earliest session deadline (recheck_ns) has passed
+ * gets its expired sessions removed (pt_reclaim_host) and tries again; a full
+ * pt_host_sessions gets the expired sessions of every host removed.
+ */
+static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit, __u64 now, __u64 until)
+{
+	enum pt_take t = pt_host_take_once(host, limit, until);
+	if (t == PT_TAKE_LIMIT) {
+		struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+		if (!h || (h->recheck_ns && (__s64)(now - h->recheck_ns) <= 0))
+			return t;
+		pt_reclaim_host(host, now);
+	} else if (t == PT_TAKE_FULL) {
+		if (!pt_reclaim(PT_RECLAIM_SESSIONS, now))
+			return t;
+	} else {
+		return t;
+	}
+	return pt_host_take_once(host, limit, until);
 }
 
 /* Give a slot back; the entry goes when it reaches zero, so that hosts that
@@ -277,66 +335,86 @@ static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit)
  * one count; the daemon's sweep recounts every second. */
 static __always_inline void pt_host_release(__be32 host)
 {
-	__u32 *n = bpf_map_lookup_elem(&pt_host_sessions, &host);
-	if (n && *n > 0 && __sync_fetch_and_sub(n, 1) == 1)
+	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (h && h->sessions > 0 && __sync_fetch_and_sub(&h->sessions, 1) == 1)
 		bpf_map_delete_elem(&pt_host_sessions, &host);
 }
 
 /*
  * Open or refresh the session (rule, host[, peer]) for a trigger packet, per
  * SPEC 4.1-4.6. New values go in with one map update, so a reader on another
- * CPU sees either the old session or the new one, never a mix.
+ * CPU sees either the old session or the new one, never a mix. What a
+ * decision needs of the session is copied before any helper call: another CPU
+ * may delete the entry and reuse its memory meanwhile.
  */
-static __always_inline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
+static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 				   const struct pt_config *cfg, __u64 now)
 {
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &id);
-	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+	if (!rule)
 		return;
-	pt_count(id, PT_RC_TRIGGER_HITS);
+	__u32 flags = rule->flags;
+	__u64 idle = rule->idle_timeout_ns;
+	if (!(flags & PT_RULE_ENABLED))
+		return;
 
 	struct pt_session_key key = {
 		.rule = id,
-		.peer = (rule->flags & PT_RULE_PEER_CONTACTED) ? p->daddr : 0,
+		.peer = (flags & PT_RULE_PEER_CONTACTED) ? p->daddr : 0,
 	};
+	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &key);
+	__be32 old_host = 0;
+	bool keep_slot = false;  /* the host already holds this session's slot */
+
+	if (s) {
+		__be32 s_host = s->host;
+		if (pt_live_until(s->last_seen_ns, idle, now)) {
+			if (s_host == p->saddr) {
+				pt_touch(&s->last_seen_ns, now);
+				if (s->ifindex != ifindex)
+					s->ifindex = ifindex;
+				pt_count(id, PT_RC_TRIGGER_HITS);
+				return;
+			}
+			if (!(flags & PT_RULE_CONFLICT_LAST)) {
+				pt_count(id, PT_RC_TRIGGER_HITS);
+				pt_count(id, PT_RC_REFUSED_CONFLICT);
+				return;
+			}
+			old_host = s_host;      /* conflict: last -> take it over */
+		} else if (s_host == p->saddr) {
+			/* Expired but not removed yet: as good as absent (SPEC 4.3). */
+			keep_slot = true;
+		} else {
+			old_host = s_host;
+		}
+	}
+	pt_count(id, PT_RC_TRIGGER_HITS);
+
 	struct pt_session fresh = {
 		.opened_ns = now,
 		.last_seen_ns = now,
 		.host = p->saddr,
 		.ifindex = ifindex,
 	};
-	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &key);
-	__be32 old_host = 0;
-	bool keep_slot = false;  /* the host already holds this session's slot */
-
-	if (s && pt_live(s, rule, now)) {
-		if (s->host == p->saddr) {
-			pt_touch(&s->last_seen_ns, now);
-			if (s->ifindex != ifindex)
-				s->ifindex = ifindex;
-			return;
-		}
-		if (!(rule->flags & PT_RULE_CONFLICT_LAST)) {
-			pt_count(id, PT_RC_REFUSED_CONFLICT);
-			return;
-		}
-		old_host = s->host;      /* conflict: last -> take it over */
-	} else if (s) {
-		/* Expired but not swept yet: as good as absent (SPEC 4.3). */
-		if (s->host == p->saddr)
-			keep_slot = true;
-		else
-			old_host = s->host;
-	}
-
 	if (!keep_slot) {
-		enum pt_take t = pt_host_take(p->saddr, cfg->sessions_per_host);
+		enum pt_take t = pt_host_take(p->saddr, cfg->sessions_per_host, now, now + idle);
 		if (t != PT_TAKE_OK) {
 			pt_count(id, t == PT_TAKE_LIMIT ? PT_RC_REFUSED_HOST_LIMIT : PT_RC_REFUSED_MAP_FULL);
 			return;
 		}
 	}
-	if (bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY)) {
+	if (old_host) {
+		/* A reclaim in pt_host_take() may have removed the old session
+		 * already, and given its slot back with it. */
+		struct pt_session *cur = bpf_map_lookup_elem(&pt_sessions, &key);
+		if (!cur || cur->host != old_host)
+			old_host = 0;
+	}
+	long err = bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY);
+	if (err == -E2BIG && pt_reclaim(PT_RECLAIM_SESSIONS, now))
+		err = bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY);
+	if (err) {
 		if (!keep_slot)
 			pt_host_release(p->saddr);
 		pt_count(id, PT_RC_REFUSED_MAP_FULL);
@@ -471,42 +549,99 @@ enum pt_fate {
 };
 
 /*
- * What becomes of the flow of entry `f` (key `k`): the decision of
- * flowFate() in src/core/sweep.ts, which the daemon's sweeper makes, to the
- * letter (test/bpf/datapath.test.ts compares both on a table). `owned`: the
- * flow's session is live and held by the flow's LAN host.
+ * What becomes of the flow of entry `fv` (key `k`, a copy of the entry): the
+ * decision of flowFate() in src/core/sweep.ts, which the daemon's sweeper
+ * makes, to the letter (test/bpf/datapath.test.ts compares both on a table).
+ * `rflags`: the flags of the flow's rule; `owned`: the flow's session is live
+ * and held by the flow's LAN host.
  */
-static __always_inline enum pt_fate pt_flow_fate(const struct pt_flow_key *k, const struct pt_flow *f,
-						 const struct pt_rule *rule, bool owned, __u64 now)
+static __always_inline enum pt_fate pt_flow_fate(const struct pt_flow_key *k, const struct pt_flow *fv,
+						 __u32 rflags, bool owned, __u64 now)
 {
 	/* A reload that removed or disabled the rule closed its ports: its flows
 	 * end with it (the sweeper decides the same, flowFate()). */
-	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+	if (!(rflags & PT_RULE_ENABLED))
 		return PT_FATE_KILLED;
-	if ((rule->flags & PT_RULE_KILL_FLOWS) && !owned)
+	if ((rflags & PT_RULE_KILL_FLOWS) && !owned)
 		return PT_FATE_KILLED;
 	/* Busy flows stop here: every timer is at least PT_FLOW_ORPHAN_NS and the
 	 * flow's last packet is at least as recent as this entry's. */
-	if ((__s64)(now - f->last_seen_ns) <= (__s64)PT_FLOW_ORPHAN_NS)
+	if ((__s64)(now - fv->last_seen_ns) <= (__s64)PT_FLOW_ORPHAN_NS)
 		return PT_FATE_LIVE;
-	struct pt_flow_key pk = pt_partner_key(k, f);
+	struct pt_flow_key pk = pt_partner_key(k, fv);
 	struct pt_flow *pf = bpf_map_lookup_elem(&pt_flows, &pk);
 	if (!pf)
 		return PT_FATE_ORPHAN;
-	__u64 last = f->last_seen_ns > pf->last_seen_ns ? f->last_seen_ns : pf->last_seen_ns;
+	__u64 pf_last = pf->last_seen_ns;
+	__u32 pf_seen = pf->seen;
+	__u64 last = fv->last_seen_ns > pf_last ? fv->last_seen_ns : pf_last;
 	bool in = k->dir == PT_DIR_IN;
-	__u64 timeout = pt_flow_timeout(k->proto, in ? f->seen : pf->seen, in ? pf->seen : f->seen);
+	__u64 timeout = pt_flow_timeout(k->proto, in ? fv->seen : pf_seen, in ? pf_seen : fv->seen);
 	return (__s64)(now - last) > (__s64)timeout ? PT_FATE_EXPIRED : PT_FATE_LIVE;
 }
 
 /* A flow entry found for a packet, with what forwarding on it needs. */
 struct pt_flow_ref {
+	/* The entry in the map: its stamp and TCP flags are refreshed through it. */
 	struct pt_flow *f;
-	/* The flow's session to refresh, if pt_flow_get looked it up and it is
-	 * live and owned by the flow's host; else NULL. */
+	/* A copy of the entry taken right after the lookup, before any helper
+	 * call: what the data path decides and translates with. Another CPU may
+	 * delete the entry meanwhile, and the map reuse its memory for another flow. */
+	struct pt_flow fv;
+	/* The flow's session, if it was looked up and is live and held by the
+	 * flow's host; else NULL. Refreshed only by outbound packets (SPEC 4.2). */
 	struct pt_session *s;
+	/* The session was looked up: `s == NULL` then means not live or not owned. */
+	bool looked_up;
 	__u64 now;
 };
+
+/*
+ * Judge the flow entry (k, fv) at `now`: its fate, and its session when the
+ * fate or the caller needs it (`want_session`).
+ */
+static __always_inline enum pt_fate pt_flow_judge(const struct pt_flow_key *k, const struct pt_flow *fv,
+						  __u64 now, bool want_session, struct pt_session **sp)
+{
+	__u32 rid = fv->rule;
+	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
+	__u32 rflags = rule ? rule->flags : 0;
+	__u64 idle = rule ? rule->idle_timeout_ns : 0;
+	bool owned = false;
+
+	*sp = NULL;
+	if ((rflags & PT_RULE_ENABLED) && ((rflags & PT_RULE_KILL_FLOWS) || want_session)) {
+		struct pt_session_key skey = { .rule = rid, .peer = fv->sess_peer };
+		struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
+		if (s) {
+			__be32 host = k->dir == PT_DIR_IN ? fv->nat_addr : k->saddr;
+			owned = s->host == host && pt_live_until(s->last_seen_ns, idle, now);
+			if (owned)
+				*sp = s;
+		}
+	}
+	return pt_flow_fate(k, fv, rflags, owned, now);
+}
+
+/*
+ * End the flow whose entry (k, fv) was judged over: delete both entries, each
+ * only if it is still the entry that was judged (same creation stamp and
+ * translation). Another CPU may have ended it already and opened a new flow
+ * on the same 5-tuple; that one stays. A hash map has no compare-and-delete,
+ * so a window of a few instructions remains between the check and the delete:
+ * losing a flow opened in it costs that connection its first packet (a
+ * retransmission opens it again), never a mis-translation.
+ */
+static __noinline void pt_flow_end(const struct pt_flow_key *k, const struct pt_flow *fv)
+{
+	struct pt_flow_key pk = pt_partner_key(k, fv);
+	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &pk);
+	if (f && f->created_ns == fv->created_ns)
+		bpf_map_delete_elem(&pt_flows, &pk);
+	f = bpf_map_lookup_elem(&pt_flows, k);
+	if (f && f->created_ns == fv->created_ns && f->nat_addr == fv->nat_addr && f->nat_port == fv->nat_port)
+		bpf_map_delete_elem(&pt_flows, k);
+}
 
 /*
  * Look up the flow entry `k`. A flow that is over (pt_flow_fate) is absent
@@ -515,48 +650,170 @@ struct pt_flow_ref {
  * The clock is read only on a hit, so a miss costs one hash lookup.
  *
  * The session is looked up only when its state decides the flow's fate
- * (kill_flows_on_expiry) or when the flow's stamp is due a refresh, which
- * then refreshes the session too (SPEC 4.2): a busy flow pays the session's
- * hash lookup once per PT_REFRESH_GRANULARITY_NS, not per packet, and its
- * session's stamp lags its last packet by at most twice that (the flow's
- * granularity, then the session's own), far below the 1 s minimum timeout.
+ * (kill_flows_on_expiry), when the caller asks (`want_session`: a bare SYN,
+ * pt_syn_reopens()), or when an outbound packet finds the flow's stamp due a
+ * refresh, which then refreshes the session too (SPEC 4.2): a busy flow pays
+ * the session's hash lookup once per PT_REFRESH_GRANULARITY_NS, not per
+ * packet, and its session's stamp lags its host's last packet by at most
+ * twice that (the flow's granularity, then the session's own), far below the
+ * 1 s minimum timeout. Inbound packets never refresh the session: only the
+ * LAN host keeps its ports open (RFC 4787 REQ-6, RFC 6092 REC-16).
  */
-static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_flow_ref *ref)
+static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_flow_ref *ref, bool want_session)
 {
 	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, k);
 	if (!f)
 		return false;
+	ref->fv = *f;
 	__u64 now = pt_now();
-	__u32 rid = f->rule;
-	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
-	struct pt_session *s = NULL;
-	if (rule && (rule->flags & PT_RULE_ENABLED) &&
-	    ((rule->flags & PT_RULE_KILL_FLOWS) || pt_stale(f->last_seen_ns, now))) {
-		struct pt_session_key skey = { .rule = rid, .peer = f->sess_peer };
-		s = bpf_map_lookup_elem(&pt_sessions, &skey);
-	}
-	__be32 host = k->dir == PT_DIR_IN ? f->nat_addr : k->saddr;
-	bool owned = s && s->host == host && pt_live(s, rule, now);
-
-	if (pt_flow_fate(k, f, rule, owned, now) != PT_FATE_LIVE) {
-		struct pt_flow_key pk = pt_partner_key(k, f);
-		bpf_map_delete_elem(&pt_flows, &pk);
-		bpf_map_delete_elem(&pt_flows, k);
+	bool out = k->dir == PT_DIR_OUT;
+	want_session |= out && pt_stale(ref->fv.last_seen_ns, now);
+	if (pt_flow_judge(k, &ref->fv, now, want_session, &ref->s) != PT_FATE_LIVE) {
+		pt_flow_end(k, &ref->fv);
 		return false;
 	}
 	ref->f = f;
-	ref->s = owned ? s : NULL;
+	ref->looked_up = want_session;
 	ref->now = now;
 	return true;
 }
 
+/*
+ * A bare SYN on the 5-tuple of a live flow entry: is it a new connection?
+ * Yes when the flow has seen FIN or RST either way (the remote reuses its
+ * source port after a close, RFC 793 TIME-WAIT assassination aside), or when
+ * the flow's session is no longer live and held by the flow's host (expired,
+ * or taken over under `conflict: last`): then the old flow ends and the SYN is
+ * judged like any first packet (SPEC 5). A SYN retransmitted on a flow that is
+ * still open goes on as that flow.
+ */
+static __noinline bool pt_syn_reopens(const struct pt_flow_key *k, const struct pt_flow_ref *ref)
+{
+	if (!ref->s)
+		return true;
+	if (ref->fv.seen & (PT_SEEN_FIN | PT_SEEN_RST))
+		return true;
+	struct pt_flow_key pk = pt_partner_key(k, &ref->fv);
+	struct pt_flow *pf = bpf_map_lookup_elem(&pt_flows, &pk);
+	return pf && (pf->seen & (PT_SEEN_FIN | PT_SEEN_RST));
+}
+
+/* --- reclaiming expired state (no daemon needed) --------------------------- */
+
+struct bpf_map;  /* the kernel's; callbacks get a pointer they do not use */
+
+struct pt_reclaim_ctx {
+	__u64 now;
+	__u64 next_ns;      /* earliest deadline of a live session seen; 0 = none */
+	__be32 host;        /* only this host's sessions; 0 = every host */
+	__u32 live;         /* live sessions seen (of `host`) */
+	__u32 freed;        /* 1: an entry was removed */
+	__u32 _pad;
+};
+/* The verifier explores a bpf_for_each_map_elem() callback until the state it
+ * leaves in the context converges (kernel 6.8+): the context holds nothing
+ * that the programs branch on and that could take unboundedly many values
+ * (`freed` is a flag, `live` is only stored). */
+
+/* bpf_for_each_map_elem() callback over pt_sessions: remove a session that
+ * is expired or whose rule is gone or disabled, as the sweeper would
+ * (planSweep()), giving its host's slot back. */
+static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_key *k,
+				  struct pt_session *s, struct pt_reclaim_ctx *c)
+{
+	struct pt_session_key key = *k;
+	__be32 host = s->host;
+	__u64 last = s->last_seen_ns;
+	if (c->host && host != c->host)
+		return 0;
+	__u32 rid = key.rule;
+	struct pt_rule *r = bpf_map_lookup_elem(&pt_rules, &rid);
+	__u32 rflags = r ? r->flags : 0;
+	__u64 idle = r ? r->idle_timeout_ns : 0;
+	if ((rflags & PT_RULE_ENABLED) && pt_live_until(last, idle, c->now)) {
+		__u64 until = last + idle;
+		if (!c->next_ns || (__s64)(until - c->next_ns) < 0)
+			c->next_ns = until;
+		c->live++;
+		return 0;
+	}
+	if (bpf_map_delete_elem(&pt_sessions, &key))
+		return 0;  /* someone else removed it, and released its slot */
+	pt_host_release(host);
+	if (rflags & PT_RULE_ENABLED)
+		pt_count(rid, PT_RC_SESSIONS_EXPIRED);
+	c->freed = 1;
+	return 0;
+}
+
+/* bpf_for_each_map_elem() callback over pt_flows: end a flow that is over. */
+static long pt_reclaim_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
+			       struct pt_flow *f, struct pt_reclaim_ctx *c)
+{
+	struct pt_flow_key key = *k;
+	struct pt_flow fv = *f;
+	struct pt_session *s;
+	if (pt_flow_judge(&key, &fv, c->now, false, &s) == PT_FATE_LIVE)
+		return 0;
+	pt_flow_end(&key, &fv);
+	c->freed = 1;
+	return 0;
+}
+
+/*
+ * pt_sessions or pt_flows (`which`) is full: remove what is over in it,
+ * unless a scan ran less than PT_RECLAIM_INTERVAL_NS ago and no session it
+ * saw live has reached its deadline since (flows: the interval only). True if
+ * anything was removed. Walks the whole map (bpf_for_each_map_elem, kernel
+ * 5.13): the price of a full table, paid at most once a second.
+ */
+static __noinline bool pt_reclaim(__u32 which, __u64 now)
+{
+	struct pt_reclaim *st = bpf_map_lookup_elem(&pt_reclaim_state, &which);
+	if (!st)
+		return false;
+	__u64 last = st->last_ns;
+	__u64 next = st->next_ns;
+	bool due = !last || (__s64)(now - last) >= (__s64)PT_RECLAIM_INTERVAL_NS ||
+		   (next && (__s64)(now - next) > 0);
+	if (!due)
+		return false;
+	st->last_ns = now;
+	struct pt_reclaim_ctx c = { .now = now };
+	if (which == PT_RECLAIM_SESSIONS) {
+		bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
+		st->next_ns = c.next_ns;
+	} else {
+		bpf_for_each_map_elem(&pt_flows, pt_reclaim_flow_cb, &c, 0);
+	}
+	return c.freed;
+}
+
+/*
+ * A host at sessions_per_host whose earliest session deadline has passed:
+ * remove its sessions that are over, and set its count to the live ones
+ * (repairing any drift) and recheck_ns to the earliest deadline among them
+ * (0 when none is live).
+ */
+static __noinline void pt_reclaim_host(__be32 host, __u64 now)
+{
+	struct pt_reclaim_ctx c = { .now = now, .host = host };
+	bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
+	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (!h)
+		return;
+	/* A count of 0 may stay: the caller takes a slot right after. */
+	h->sessions = c.live;
+	h->recheck_ns = c.next_ns;
+}
+
 /* Remember where the rest of a fragmented datagram goes (see pt_frags). */
-static __always_inline void pt_frag_remember(const struct pt_pkt *p, __u8 dir, const struct pt_flow *f, __u64 now)
+static __always_inline void pt_frag_remember(const struct pt_pkt *p, __u8 dir, const struct pt_flow *fv, __u64 now)
 {
 	struct pt_frag_key k = {
 		.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto, .dir = dir,
 	};
-	struct pt_frag v = { .first_ns = now, .nat_addr = f->nat_addr, .ifindex = f->ifindex };
+	struct pt_frag v = { .first_ns = now, .nat_addr = fv->nat_addr, .ifindex = fv->ifindex };
 	/* Best effort: a failed update leaves the later fragments untranslated. */
 	bpf_map_update_elem(&pt_frags, &k, &v, BPF_ANY);
 }
@@ -577,8 +834,9 @@ static __always_inline void pt_frag_forget(const struct pt_pkt *p, __u8 dir)
 }
 
 /*
- * A packet of a live flow: refresh the flow and, while it is live and still
- * owned by the flow's host, its session (SPEC 4.2); rewrite; redirect.
+ * A packet of a live flow: refresh the flow and, for an outbound packet
+ * whose flow's session is live and held by the flow's host, the session
+ * (SPEC 4.2); rewrite; redirect.
  */
 static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt *p,
 				      const struct pt_flow_ref *ref, enum pt_direction dir)
@@ -591,18 +849,17 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_flags(p);
-	if ((f->seen | seen) != f->seen)
+	if ((ref->fv.seen | seen) != ref->fv.seen)
 		__sync_fetch_and_or(&f->seen, seen);
-	if (ref->s)
+	if (!inbound && ref->s)
 		pt_touch(&ref->s->last_seen_ns, ref->now);
 
-	__u32 ifindex = f->ifindex;
 	if (p->first_frag)
-		pt_frag_remember(p, inbound ? PT_DIR_IN : PT_DIR_OUT, f, ref->now);
-	if (pt_rewrite(skb, p, inbound, f->nat_addr, f->nat_port))
+		pt_frag_remember(p, inbound ? PT_DIR_IN : PT_DIR_OUT, &ref->fv, ref->now);
+	if (pt_rewrite(skb, p, inbound, ref->fv.nat_addr, ref->fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	return bpf_redirect_neigh(ref->fv.ifindex, NULL, 0, 0);
 }
 
 /*
@@ -735,12 +992,12 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 		.dir = fdir,
 	};
 	struct pt_flow_ref ref;
-	if (!pt_flow_get(&k, &ref))
+	if (!pt_flow_get(&k, &ref, false))
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
-	__u32 ifindex = ref.f->ifindex;
-	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.f->nat_addr, ref.f->nat_port))
+	__u32 ifindex = ref.fv.ifindex;
+	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.fv.nat_addr, ref.fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
@@ -767,43 +1024,114 @@ static __always_inline bool pt_local_socket(struct __sk_buff *skb, const struct 
 	return true;
 }
 
-static __always_inline bool pt_from_lan_net(__be32 addr)
+/* --- addresses -------------------------------------------------------------- */
+
+/* Martian addresses (RFC 1812 5.3.7, RFC 6890): "this network" 0/8, loopback
+ * 127/8, multicast 224/4, reserved 240/4 with the limited broadcast. Never a
+ * remote peer, never a LAN host, never a trigger's destination. */
+static __always_inline bool pt_martian(__be32 addr)
+{
+	__u32 a = bpf_ntohl(addr) >> 24;
+	return a == 0 || a == 127 || a >= 224;
+}
+
+/* One of the gateway's own addresses? pt_config carries them inline while
+ * they fit (pt_config.local_addrs_all); the hash map is the fallback. */
+static __always_inline bool pt_local_addr(const struct pt_config *cfg, __be32 addr)
+{
+#pragma unroll
+	for (int i = 0; i < PT_CONFIG_LOCAL_ADDRS; i++)
+		if (cfg->local_addrs[i] == addr)
+			return true;
+	if (cfg->local_addrs_all)
+		return false;
+	return bpf_map_lookup_elem(&pt_local_addrs, &addr) != NULL;
+}
+
+/* Inside a LAN subnet (the LAN interfaces' own, and interfaces.lan_networks)? */
+static __always_inline bool pt_lan_addr(__be32 addr)
 {
 	struct pt_lpm_v4 k = { .prefixlen = 32, .addr = addr };
 	return bpf_map_lookup_elem(&pt_lan_nets, &k) != NULL;
 }
 
+/* SPEC 8: may a packet from `saddr` arriving on the WAN be translated? Not
+ * from a martian source, one of the gateway's addresses or a LAN subnet: TC
+ * ingress runs before the kernel's martian and rp_filter checks
+ * (ip_route_input_slow), so the data path makes them itself. */
+static __always_inline bool pt_wan_source_ok(const struct pt_config *cfg, __be32 saddr)
+{
+	return !pt_martian(saddr) && !pt_local_addr(cfg, saddr) && !pt_lan_addr(saddr);
+}
+
+/* SPEC 4.1: is this a LAN host talking to a remote host? The source inside a
+ * LAN subnet and not the gateway's own; the destination neither the gateway's,
+ * nor martian (multicast, broadcast, ...), nor inside the LAN (a LAN game
+ * server must not open WAN ports). 0 (a free slot of pt_config) is martian. */
+static __always_inline bool pt_trigger_addrs_ok(const struct pt_config *cfg, const struct pt_pkt *p)
+{
+	if (pt_martian(p->saddr) || pt_martian(p->daddr))
+		return false;
+	if (pt_local_addr(cfg, p->daddr) || pt_local_addr(cfg, p->saddr))
+		return false;
+	return pt_lan_addr(p->saddr) && !pt_lan_addr(p->daddr);
+}
+
+/* A bare TCP SYN: the first packet of a connection. */
+static __always_inline bool pt_bare_syn(const struct pt_pkt *p)
+{
+	return p->proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) == PT_TCP_SYN;
+}
+
 /*
  * First packet of an inbound connection to an open WAN port: if the port's
  * session is live, insert both directions of the flow (reply entry first, and
- * removed again if the inbound one cannot go in), then forward.
+ * removed again if the inbound one cannot go in), then forward. Opening a
+ * flow does not refresh the session (SPEC 4.2): a stranger's SYN must not
+ * keep a LAN host's ports open. When the flow table is full and `may_reclaim`,
+ * returns PT_ACT_RECLAIM: the caller clears the table of flows that are over
+ * (pt_reclaim(), called from the program itself, where the stack has room for
+ * its callback) and tries once more.
  */
+#define PT_ACT_RECLAIM 0x7f00   /* not a TC_ACT_* value */
 static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p,
-					const struct pt_port *port, const struct pt_config *cfg,
-					struct pt_flow_key *in_key)
+				   const struct pt_config *cfg, struct pt_flow_key *in_key, bool may_reclaim)
 {
 	__u64 now = pt_now();
+	struct pt_port *port = pt_port_slot(p->proto, p->dport);
+	if (!port)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u32 rid = port->open_rule;
+	__be16 lan_port = bpf_htons(port->open_lan_port);
+	__be32 wan_addr = cfg->wan_addr;
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
-	if (!rule || !(rule->flags & PT_RULE_ENABLED))
+	if (!rule)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	__u32 rflags = rule->flags;
+	__u64 idle = rule->idle_timeout_ns;
+	if (!(rflags & PT_RULE_ENABLED))
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	struct pt_session_key skey = {
 		.rule = rid,
-		.peer = (rule->flags & PT_RULE_PEER_CONTACTED) ? p->saddr : 0,
+		.peer = (rflags & PT_RULE_PEER_CONTACTED) ? p->saddr : 0,
 	};
 	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
-	if (!s || !pt_live(s, rule, now))
+	if (!s)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	/* SPEC 8: a LAN source on the WAN side, or the gateway's own socket. */
-	if (pt_from_lan_net(p->saddr) || pt_local_socket(skb, p))
+	__be32 host = s->host;
+	__u32 lan_ifindex = s->ifindex;
+	if (!pt_live_until(s->last_seen_ns, idle, now))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 8: a martian, LAN or own source on the WAN side; SPEC 5: the
+	 * gateway's own socket. */
+	if (!pt_wan_source_ok(cfg, p->saddr) || pt_local_socket(skb, p))
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
 		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
 
-	__be32 host = s->host;
-	__be16 lan_port = bpf_htons(port->open_lan_port);
 	struct pt_flow_key out_key = {
 		.saddr = host,
 		.daddr = p->saddr,
@@ -815,35 +1143,40 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	struct pt_flow out = {
 		.created_ns = now,
 		.last_seen_ns = now,
-		.nat_addr = cfg->wan_addr,
+		.nat_addr = wan_addr,
 		.nat_port = p->dport,
 		.rule = rid,
 		.sess_peer = skey.peer,
 		.ifindex = skb->ifindex,
 	};
-	struct pt_flow in = {
-		.created_ns = now,
-		.last_seen_ns = now,
-		.nat_addr = host,
-		.nat_port = lan_port,
-		.rule = rid,
-		.sess_peer = skey.peer,
-		.ifindex = s->ifindex,
+	struct pt_flow_ref ref = {
+		.fv = {
+			.created_ns = now,
+			.last_seen_ns = now,
+			.nat_addr = host,
+			.nat_port = lan_port,
+			.rule = rid,
+			.sess_peer = skey.peer,
+			.ifindex = lan_ifindex,
+		},
+		.now = now,
 	};
-	if (bpf_map_update_elem(&pt_flows, &out_key, &out, BPF_NOEXIST)) {
+	long err = bpf_map_update_elem(&pt_flows, &out_key, &out, BPF_NOEXIST);
+	if (err == -E2BIG && may_reclaim)
+		return PT_ACT_RECLAIM;
+	if (err) {
 		pt_count(rid, PT_RC_FLOWS_REFUSED);
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
-	if (bpf_map_update_elem(&pt_flows, in_key, &in, BPF_NOEXIST)) {
-		bpf_map_delete_elem(&pt_flows, &out_key);
+	if (bpf_map_update_elem(&pt_flows, in_key, &ref.fv, BPF_NOEXIST)) {
+		pt_flow_end(&out_key, &out);
 		pt_count(rid, PT_RC_FLOWS_REFUSED);
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
 	pt_count(rid, PT_RC_FLOWS_OPENED);
 
-	struct pt_flow_ref ref = { .s = s, .now = now };
 	ref.f = bpf_map_lookup_elem(&pt_flows, in_key);
-	if (!ref.f)  /* swept between insert and lookup: cannot happen with live timers */
+	if (!ref.f)  /* ended by another CPU between insert and lookup */
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	return pt_forward(skb, p, &ref, PT_D_WAN);
 }
@@ -860,9 +1193,12 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
 	if (!cfg || !cfg->wan_addr || p.daddr != cfg->wan_addr)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 8: only frames addressed to the gateway's link-layer address; a
+	 * link-layer broadcast or multicast is never forwarded by the kernel. */
+	if (skb->pkt_type != PACKET_HOST)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP) {
-		/* SPEC 8: nothing from a LAN source on the WAN side is translated. */
-		if (pt_from_lan_net(p.saddr))
+		if (!pt_wan_source_ok(cfg, p.saddr))
 			return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 		return pt_icmp(skb, &p, PT_DIR_IN, PT_D_WAN);
 	}
@@ -879,39 +1215,28 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	struct pt_port *port = pt_port_slot(p.proto, p.dport);
 	if (!port || !port->open_rule)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* What ip_rcv() would drop creates and refreshes nothing. */
+	if (!pt_ip_csum_ok(skb, &p))
+		return pt_done(PT_D_WAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
 
+	bool syn = pt_bare_syn(&p);
 	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
 	struct pt_flow_ref ref;
-	if (pt_flow_get(&in_key, &ref))
-		return pt_forward(skb, &p, &ref, PT_D_WAN);
-
-	/* Only a connection's first packet opens a flow: a bare SYN for TCP.
-	 * XXX: any UDP datagram does, even the reply to another LAN host's
-	 * masqueraded datagram that kept this source port (this hook runs before
-	 * conntrack); a bpf_skb_ct_lookup() kfunc check would tell them apart. */
-	if (p.proto == IPPROTO_TCP &&
-	    (p.tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) != PT_TCP_SYN)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	return pt_open_flow(skb, &p, port, cfg, &in_key);
-}
-
-/* Destinations that are never "non-local" unicast: the gateway's own
- * addresses, multicast/reserved (224/3) and the limited broadcast. The
- * addresses are in pt_config while they fit (pt_config.local_addrs_all); the
- * hash map is the fallback. */
-static __always_inline bool pt_local_dest(const struct pt_config *cfg, __be32 daddr)
-{
-	if ((bpf_ntohl(daddr) >> 29) == 7)  /* 224.0.0.0/3 */
-		return true;
-	if (daddr) {  /* 0 marks a free slot */
-#pragma unroll
-		for (int i = 0; i < PT_CONFIG_LOCAL_ADDRS; i++)
-			if (cfg->local_addrs[i] == daddr)
-				return true;
+	if (pt_flow_get(&in_key, &ref, syn)) {
+		if (!syn || !pt_syn_reopens(&in_key, &ref))
+			return pt_forward(skb, &p, &ref, PT_D_WAN);
+		pt_flow_end(&in_key, &ref.fv);
 	}
-	if (cfg->local_addrs_all)
-		return false;
-	return bpf_map_lookup_elem(&pt_local_addrs, &daddr) != NULL;
+
+	/* Only a connection's first packet opens a flow: a bare SYN for TCP,
+	 * any datagram for UDP. */
+	if (p.proto == IPPROTO_TCP && !syn)
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	int act = pt_open_flow(skb, &p, cfg, &in_key, true);
+	if (act != PT_ACT_RECLAIM)
+		return act;
+	pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
+	return pt_open_flow(skb, &p, cfg, &in_key, false);
 }
 
 SEC("tc")
@@ -919,36 +1244,47 @@ int pt_lan_ingress(struct __sk_buff *skb)
 {
 	struct pt_pkt p = {};
 	int r = pt_parse(skb, &p);
+	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
+		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 4.1, 8: only frames addressed to the gateway's link-layer address.
+	 * A promiscuous br-lan (tcpdump) hands bridged LAN-to-LAN frames up as
+	 * PACKET_OTHERHOST; a link-layer broadcast or multicast (a game's
+	 * discovery datagram to 192.168.1.255) is not traffic to a remote host. */
+	if (skb->pkt_type != PACKET_HOST)
+		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP)
 		return pt_icmp(skb, &p, PT_DIR_OUT, PT_D_LAN);
-	if (r != PT_PARSE_OK)
-		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 	if (p.nonfirst_frag)
 		return pt_fragment(skb, &p, PT_DIR_OUT, PT_D_LAN);
 	if (p.first_frag)
 		pt_frag_forget(&p, PT_DIR_OUT);
 
 	/* Replies of accepted flows: only from ports that some open spec maps to. */
+	bool csum_checked = false;
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
+		if (!pt_ip_csum_ok(skb, &p))
+			return pt_done(PT_D_LAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
+		csum_checked = true;
+		bool syn = pt_bare_syn(&p);
 		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
 		struct pt_flow_ref ref;
-		if (pt_flow_get(&out_key, &ref))
-			return pt_forward(skb, &p, &ref, PT_D_LAN);
+		if (pt_flow_get(&out_key, &ref, syn)) {
+			if (!syn || !pt_syn_reopens(&out_key, &ref))
+				return pt_forward(skb, &p, &ref, PT_D_LAN);
+			pt_flow_end(&out_key, &ref.fv);
+		}
 	}
 
 	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
 	if (!dport || !dport->trigger[0])
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	/* A link-layer broadcast or multicast (e.g. a game's discovery datagram
-	 * to 192.168.1.255) is not traffic to a remote host: it never triggers,
-	 * whatever its IP destination (SPEC 4.1, "non-local destination"). */
-	if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST)
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u32 zero = 0;
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
-	if (!cfg || !p.saddr || pt_local_dest(cfg, p.daddr))
+	if (!cfg || !pt_trigger_addrs_ok(cfg, &p))
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+	if (!csum_checked && !pt_ip_csum_ok(skb, &p))
+		return pt_done(PT_D_LAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	__u64 now = pt_now();
 	__u32 ifindex = skb->ifindex;
 #pragma unroll

@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 4
+#define PT_LAYOUT_VERSION 5
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -133,7 +133,40 @@ struct pt_session {
 	__u32 ifindex;          /* LAN interface the host was last seen on */
 };
 
-/* --- host_sessions: hash map, LAN host (__be32) -> __u32 live sessions ---- */
+/* --- host_sessions: hash map, LAN host (__be32) -> struct pt_host --------- */
+struct pt_host {
+	__u32 sessions;         /* sessions the host holds (live, or expired and not yet removed) */
+	__u32 _pad;
+	__u64 recheck_ns;       /* none of them ends before this time (pt_now() clock); 0 = unknown.
+				 * A host at sessions_per_host looks for its expired sessions
+				 * only after it (SPEC 4.6: expired sessions do not count). */
+};
+
+/* --- reclaim: array map, PT_RECLAIM__COUNT entries, written by the data path -- */
+/* When a trigger or an inbound connection finds pt_sessions or pt_flows full,
+ * the data path removes the expired entries itself (bpf_for_each_map_elem), so
+ * dead state never blocks new state, with or without a daemon. A scan walks the
+ * whole map: it runs at most once per PT_RECLAIM_INTERVAL_NS per map, or
+ * earlier once the earliest deadline seen by the last scan has passed. */
+enum pt_reclaim_map {
+	PT_RECLAIM_SESSIONS = 0,
+	PT_RECLAIM_FLOWS,
+	PT_RECLAIM__COUNT,
+};
+
+struct pt_reclaim {
+	__u64 last_ns;          /* when the last scan ran; 0 = never */
+	__u64 next_ns;          /* no entry live at that scan ends before this (~0 = unknown) */
+};
+#define PT_RECLAIM_INTERVAL_NS (1ULL * PT_NSEC_PER_SEC)
+
+/* --- load-time options: .rodata.opts, written between open and load ------- */
+#define PT_OPT_TEST_CLOCK (1U << 0)  /* tests: pt_now() reads pt_test_now_ns, not the kernel clock */
+
+struct pt_load_opts {
+	__u32 flags;            /* PT_OPT_* */
+	__u32 _pad;
+};
 
 /* --- flows: hash map, two entries per flow (one per direction) ------------ */
 #define PT_DIR_IN 1   /* WAN -> LAN packets, as they arrive on the WAN */

@@ -5,7 +5,7 @@
  */
 import { StructCodec, u16, u32, u64, be16, ipv4, ipv4s, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 4;
+export const PT_LAYOUT_VERSION = 5;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -32,6 +32,13 @@ export const FLOW_ORPHAN_NS = 10n * NSEC_PER_SEC;
 export const FRAG_TIMEOUT_NS = 5n * NSEC_PER_SEC;
 /** Capacity of pt_frags (PT_FRAG_SLOTS). */
 export const PT_FRAG_SLOTS = 4096;
+
+/** A full map is scanned for expired entries at most this often (PT_RECLAIM_INTERVAL_NS). */
+export const RECLAIM_INTERVAL_NS = NSEC_PER_SEC;
+/** enum pt_reclaim_map: entries of pt_reclaim_state. */
+export const RECLAIM = { sessions: 0, flows: 1 } as const;
+/** Load-time option (struct pt_load_opts.flags): pt_now() reads pt_test_now_ns. */
+export const OPT_TEST_CLOCK = 1 << 0;
 
 export const RULE_ENABLED = 1 << 0;
 export const RULE_PEER_CONTACTED = 1 << 1;
@@ -74,6 +81,7 @@ export const MAPS = {
   ruleStats: 'pt_rule_stats',
   pktStats: 'pt_pkt_stats',
   attach: 'pt_attach',
+  reclaim: 'pt_reclaim_state',
 } as const;
 export const PROGRAMS = { lan: 'pt_lan_ingress', wan: 'pt_wan_ingress' } as const;
 
@@ -132,6 +140,30 @@ export const SessionCodec = new StructCodec<PtSession>('pt_session', 24, [
   { name: 'ifindex', offset: 20, kind: u32 },
 ]);
 
+export interface PtHost {
+  /** Sessions the host holds (live, or expired and not yet removed). */
+  sessions: number;
+  /** None of them ends before this time (map clock); 0n = unknown. */
+  recheck_ns: bigint;
+}
+export const HostCodec = new StructCodec<PtHost>('pt_host', 16, [
+  { name: 'sessions', offset: 0, kind: u32 },
+  { name: '_pad', offset: 4, kind: pad(4) },
+  { name: 'recheck_ns', offset: 8, kind: u64 },
+]);
+
+export interface PtReclaim { last_ns: bigint; next_ns: bigint }
+export const ReclaimCodec = new StructCodec<PtReclaim>('pt_reclaim', 16, [
+  { name: 'last_ns', offset: 0, kind: u64 },
+  { name: 'next_ns', offset: 8, kind: u64 },
+]);
+
+export interface PtLoadOpts { flags: number }
+export const LoadOptsCodec = new StructCodec<PtLoadOpts>('pt_load_opts', 8, [
+  { name: 'flags', offset: 0, kind: u32 },
+  { name: '_pad', offset: 4, kind: pad(4) },
+]);
+
 export interface PtFlowKey { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number }
 export const FlowKeyCodec = new StructCodec<PtFlowKey>('pt_flow_key', 16, [
   { name: 'saddr', offset: 0, kind: ipv4 },
@@ -184,7 +216,7 @@ export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [
   ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec,
-  FragKeyCodec, FragCodec, LpmV4Codec,
+  FragKeyCodec, FragCodec, LpmV4Codec, HostCodec, ReclaimCodec, LoadOptsCodec,
 ] as const;
 
 /** Index into pt_ports for (protocol, port). */

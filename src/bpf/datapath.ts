@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
-  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
+  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
   LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec,
   type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
-  type PtRuleName, type PtSession, type PtSessionKey,
+  type PtHost, type PtReclaim, type PtRuleName, type PtSession, type PtSessionKey,
 } from './abi.js';
-import { IPV4, U32, U8 } from './struct.js';
+import { IPV4, U32, U64, U8 } from './struct.js';
 import { PerCpuCounters, RawMap, TypedMap } from './map.js';
 
 /** statfs(2) f_type of a bpffs. */
@@ -37,7 +37,16 @@ export interface DatapathOptions {
   limits: { sessions: number; flows: number };
   /** Receives libbpf's own messages (level 0 warn, 1 info, 2 debug). */
   onLibbpfLog?: (level: number, msg: string) => void;
+  /**
+   * Tests only: the data path's clock is Datapath.setTestClock()'s value
+   * instead of the kernel's (PT_OPT_TEST_CLOCK), for simulated time.
+   */
+  testClock?: boolean;
 }
+
+/** Global-data sections of the object (bpf/porttrig.bpf.c). */
+const OPTS_SECTION = '.rodata.opts';
+const CLOCK_SECTION = '.data.clock';
 
 /** The typed maps of the data path. */
 export interface DatapathMaps {
@@ -46,13 +55,15 @@ export interface DatapathMaps {
   ruleNames: TypedMap<number, PtRuleName>;
   ports: TypedMap<number, PtPort>;
   sessions: TypedMap<PtSessionKey, PtSession>;
-  hostSessions: TypedMap<string, number>;
+  hostSessions: TypedMap<string, PtHost>;
   flows: TypedMap<PtFlowKey, PtFlow>;
   /** Translations of fragmented datagrams: written and read by the data path only. */
   frags: TypedMap<PtFragKey, PtFrag>;
   localAddrs: TypedMap<string, number>;
   lanNets: TypedMap<PtLpmV4, number>;
   attach: TypedMap<number, number>;
+  /** When the data path last reclaimed a full map (RECLAIM index): data path only. */
+  reclaim: TypedMap<number, PtReclaim>;
   ruleStats: PerCpuCounters;
   pktStats: PerCpuCounters;
 }
@@ -150,10 +161,21 @@ export class Datapath {
   readonly adopted: boolean;
   private obj: ffi.Ptr | null;
 
-  private constructor(obj: ffi.Ptr, maps: DatapathMaps, adopted: boolean, readonly pinPath: string) {
+  private constructor(obj: ffi.Ptr, maps: DatapathMaps, adopted: boolean, readonly pinPath: string,
+    private readonly clock: RawMap | null) {
     this.obj = obj;
     this.maps = maps;
     this.adopted = adopted;
+  }
+
+  /**
+   * Set the data path's clock (map clock: CLOCK_MONOTONIC + PT_CLOCK_BIAS_NS)
+   * of a data path loaded with `testClock`; every program run reads it until
+   * the next call.
+   */
+  setTestClock(ns: bigint): void {
+    if (!this.clock) throw new PorttrigError('E_STATE', 'setTestClock: the data path was not loaded with testClock');
+    this.clock.update(U32.format(0), U64.format(ns), 0);
   }
 
   /**
@@ -177,6 +199,10 @@ export class Datapath {
       size(MAPS.sessions, opts.limits.sessions);
       size(MAPS.hostSessions, opts.limits.sessions);
       size(MAPS.flows, 2 * opts.limits.flows);
+      const optsMap = ffi.objectFindMap(obj, OPTS_SECTION);
+      if (!optsMap) throw new BpfError(`find map ${OPTS_SECTION}`, ENOENT);
+      const r0 = ffi.mapSetInitialValue(optsMap, LoadOptsCodec.format({ flags: opts.testClock ? OPT_TEST_CLOCK : 0 }));
+      if (r0 < 0) throw new BpfError(`set ${OPTS_SECTION}`, -r0);
       const adopted = Datapath.checkPinnedState(obj, opts);
       const r = ffi.objectLoad(obj);
       if (r < 0) throw new BpfError(`load ${opts.objectPath}`, -r, 'see the libbpf log above for the verifier output');
@@ -195,16 +221,17 @@ export class Datapath {
         ruleNames: new TypedMap(raw(MAPS.ruleNames), U32, RuleNameCodec),
         ports: new TypedMap(raw(MAPS.ports), U32, PortCodec),
         sessions: new TypedMap(raw(MAPS.sessions), SessionKeyCodec, SessionCodec),
-        hostSessions: new TypedMap(raw(MAPS.hostSessions), IPV4, U32),
+        hostSessions: new TypedMap(raw(MAPS.hostSessions), IPV4, HostCodec),
         flows: new TypedMap(raw(MAPS.flows), FlowKeyCodec, FlowCodec),
         frags: new TypedMap(raw(MAPS.frags), FragKeyCodec, FragCodec),
         localAddrs: new TypedMap(raw(MAPS.localAddrs), IPV4, U8),
         lanNets: new TypedMap(raw(MAPS.lanNets), LpmV4Codec, U8),
         attach: new TypedMap(raw(MAPS.attach), U32, U32),
+        reclaim: new TypedMap(raw(MAPS.reclaim), U32, ReclaimCodec),
         ruleStats: new PerCpuCounters(raw(MAPS.ruleStats)),
         pktStats: new PerCpuCounters(raw(MAPS.pktStats)),
       };
-      const dp = new Datapath(obj, maps, adopted, opts.pinPath);
+      const dp = new Datapath(obj, maps, adopted, opts.pinPath, opts.testClock ? raw(CLOCK_SECTION) : null);
       if (!adopted) {
         maps.config.set(0, {
           wan_addr: '0.0.0.0', wan_ifindex: 0, layout_version: PT_LAYOUT_VERSION, sessions_per_host: 0,

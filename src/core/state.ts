@@ -308,13 +308,15 @@ export class PorttrigState {
     if (plan.flows.length > 0) res.flowsRemoved = this.maps.flows.deleteMany(plan.flows);
 
     const counts = new Map(plan.hostCounts);
-    for (const [host, n] of [...this.maps.hostSessions.entries()]) {
+    // recheck_ns 0: the data path may look for the host's expired sessions
+    // at once when it is at its limit (it computes the next deadline itself).
+    for (const [host, { sessions: n }] of [...this.maps.hostSessions.entries()]) {
       const want = counts.get(host) ?? 0;
       counts.delete(host);
       if (want === 0) { this.maps.hostSessions.delete(host); res.hostCountsFixed += n !== 0 ? 1 : 0; }
-      else if (want !== n) { this.maps.hostSessions.set(host, want); res.hostCountsFixed++; }
+      else if (want !== n) { this.maps.hostSessions.set(host, { sessions: want, recheck_ns: 0n }); res.hostCountsFixed++; }
     }
-    for (const [host, n] of counts) { this.maps.hostSessions.set(host, n); res.hostCountsFixed++; }
+    for (const [host, n] of counts) { this.maps.hostSessions.set(host, { sessions: n, recheck_ns: 0n }); res.hostCountsFixed++; }
     return res;
   }
 
@@ -482,15 +484,25 @@ export class PorttrigState {
     return this.insertSession(key, next(taken));
   }
 
-  /** Count one more session for `host`, refusing past `limit` (the data path's pt_host_take). */
+  /**
+   * Count one more session for `host`, refusing past `limit` (the data path's
+   * pt_host_take). Expired sessions do not count (SPEC 4.6): a host at its
+   * limit gets a sweep (which removes them and recounts) before it is refused.
+   */
   private takeHostSlot(host: string, limit: number): void {
+    let swept = false;
     for (let attempt = 0; attempt < MANUAL_OPEN_ATTEMPTS; attempt++) {
-      const n = this.maps.hostSessions.get(host) ?? 0;
+      const n = this.maps.hostSessions.get(host)?.sessions ?? 0;
+      if (n >= limit && !swept) {
+        this.sweep();
+        swept = true;
+        continue;
+      }
       if (n >= limit) {
         throw new PorttrigError('E_LIMIT', `${host} holds ${n} sessions; limits.sessions_per_host is ${limit}`, { host, sessions: n, limit });
       }
       try {
-        this.maps.hostSessions.set(host, n + 1, n === 0 ? BPF_NOEXIST : BPF_EXIST);
+        this.maps.hostSessions.set(host, { sessions: n + 1, recheck_ns: 0n }, n === 0 ? BPF_NOEXIST : BPF_EXIST);
         return;
       } catch (e) {
         if (!(e instanceof BpfError)) throw e;
@@ -504,10 +516,10 @@ export class PorttrigState {
 
   /** Count one session less for `host`; the entry goes at zero (pt_host_release). */
   private releaseHostSlot(host: string): void {
-    const n = this.maps.hostSessions.get(host);
-    if (n === undefined) return;
-    if (n <= 1) this.maps.hostSessions.delete(host);
-    else this.maps.hostSessions.set(host, n - 1, BPF_EXIST);
+    const h = this.maps.hostSessions.get(host);
+    if (h === undefined) return;
+    if (h.sessions <= 1) this.maps.hostSessions.delete(host);
+    else this.maps.hostSessions.set(host, { ...h, sessions: h.sessions - 1 }, BPF_EXIST);
   }
 
   private putBack(key: PtSessionKey, value: PtSession): void {

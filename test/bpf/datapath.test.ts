@@ -197,7 +197,7 @@ class Ctx {
   }
 
   hosts(host: string, n: number): void {
-    this.f.dp.maps.hostSessions.set(host, n);
+    this.f.dp.maps.hostSessions.set(host, { sessions: n, recheck_ns: 0n });
     this.seededHosts.set(host, n);
   }
 
@@ -652,7 +652,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { irc: { flows_opened: 1 } },
-    sessions: [{ rule: 'irc', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(IRC_FLOW, SEEN.SYN)],
   },
   {
@@ -664,7 +664,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.SYN), { dst: HOST_A, dport: 7003 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(XL_FLOW, SEEN.SYN)],
   },
   {
@@ -676,7 +676,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.SYN | TCP.ECE | TCP.CWR), { dst: HOST_A, dport: 7003 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(XL_FLOW, SEEN.SYN)],
   },
   {
@@ -688,7 +688,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 41000, WAN, 27040, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: REMOTE, rport: 41000, wanPort: 27040, host: HOST_A, hostPort: 27040, rule: 'game' }, SEEN.SYN)],
   },
   {
@@ -732,7 +732,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 27005, {}, { zeroChecksum: true }), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -744,7 +744,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 27005), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -757,7 +757,7 @@ const ROWS: Row[] = [
     out: () => xlate(zeroAfter(udp(REMOTE, 40001, WAN, 27005), { dst: HOST_A }), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -793,7 +793,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(SERVER, 42000, WAN, 5061, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { voip: { flows_opened: 1 } },
-    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'fresh' }],
+    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: SERVER, rport: 42000, wanPort: 5061, host: HOST_A, hostPort: 5061, rule: 'voip', peer: SERVER }, SEEN.SYN)],
   },
   {
@@ -813,7 +813,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.SYN, { options: NOPS_8 }), { dst: HOST_A, dport: 7003 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(XL_FLOW, SEEN.SYN)],
   },
   {
@@ -825,7 +825,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 27005, { options: RECORD_ROUTE_40 }), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -837,7 +837,7 @@ const ROWS: Row[] = [
     out: Buffer.concat([buildPacket(xlate(udp(REMOTE, 40001, WAN, 27005, {}, { payload: Buffer.from('hi') }), { dst: HOST_A })), Buffer.alloc(16, 0xa5)]),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -849,7 +849,7 @@ const ROWS: Row[] = [
     out: fragment(buildPacket(xlate(BIG_IN, { dst: HOST_A })), 0, 32),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
     frags: [BIG_IN_FRAG],
   },
@@ -863,7 +863,7 @@ const ROWS: Row[] = [
     out: fragment(buildPacket(xlate(BIG_IN, { dst: HOST_A })), 32, 40),
     stats: { 'wan/translated': 2 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
     frags: [BIG_IN_FRAG],
   },
@@ -877,14 +877,14 @@ const ROWS: Row[] = [
     stats: { 'wan/translated': 1 },
   },
   {
-    name: 'inbound packet of an accepted flow: translated, flow and session refreshed, ACK seen',
+    name: 'inbound packet of an accepted flow: translated, flow refreshed, ACK seen; the session is not (only its LAN host refreshes it)',
     prog: 'wan',
     seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); },
     packet: tcp(REMOTE, 55555, WAN, 6003, TCP.ACK | TCP.PSH, {}, { payload: Buffer.from('data') }),
     retval: TC_ACT_REDIRECT,
     out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.ACK | TCP.PSH, {}, { payload: Buffer.from('data') }), { dst: HOST_A, dport: 7003 }),
     stats: { 'wan/translated': 1 },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
@@ -921,7 +921,7 @@ const ROWS: Row[] = [
     retval: TC_ACT_REDIRECT,
     out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.FIN | TCP.ACK), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
-    sessions: [{ rule: 'irc', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
     flows: [{ pair: IRC_FLOW, seenIn: SEEN.SYN | SEEN.ACK | SEEN.FIN, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
@@ -1054,7 +1054,7 @@ const ROWS: Row[] = [
     out: (c) => xlate(tcp(REMOTE, 55555, WAN, c.port, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { own: { flows_opened: 1 } },
-    sessions: [{ rule: 'own', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'own', host: HOST_A, touch: 'unchanged' }],
     flows: (c) => [newFlow({ proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: c.port, host: HOST_A, hostPort: c.port, rule: 'own' }, SEEN.SYN)],
   },
   {
@@ -1535,7 +1535,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 27005), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { game: { flows_opened: 1 } },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(GAME_FLOW, 0)],
   },
   {
@@ -1546,7 +1546,7 @@ const ROWS: Row[] = [
     retval: TC_ACT_REDIRECT,
     out: xlate(udp(REMOTE, 40001, WAN, 27005), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
-    sessions: [{ rule: 'game', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
     flows: [{ pair: GAME_FLOW, seenIn: 0, seenOut: 0, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
@@ -1638,7 +1638,7 @@ const ROWS: Row[] = [
     retval: TC_ACT_REDIRECT,
     out: xlate(tcp(REMOTE, 55555, WAN, 9102, TCP.ACK), { dst: HOST_A, dport: 9202 }),
     stats: { 'wan/translated': 1 },
-    sessions: [{ rule: 'killer', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'killer', host: HOST_A, touch: 'unchanged' }],
     flows: [{ pair: KILL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
@@ -1699,7 +1699,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 4001), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { dual: { flows_opened: 1 } },
-    sessions: [{ rule: 'dual', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'dual', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'udp', remote: REMOTE, rport: 40001, wanPort: 4001, host: HOST_A, hostPort: 4001, rule: 'dual' }, 0)],
   },
   {
@@ -1711,7 +1711,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 4001, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { dual: { flows_opened: 1 } },
-    sessions: [{ rule: 'dual', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'dual', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 4001, host: HOST_A, hostPort: 4001, rule: 'dual' }, SEEN.SYN)],
   },
   {
@@ -1751,7 +1751,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 8003), { dst: HOST_A, dport: 9003 }),
     stats: { 'wan/translated': 1 },
     counters: { multi: { flows_opened: 1 } },
-    sessions: [{ rule: 'multi', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'multi', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'udp', remote: REMOTE, rport: 40001, wanPort: 8003, host: HOST_A, hostPort: 9003, rule: 'multi' }, 0)],
   },
   {
@@ -1763,7 +1763,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 8001, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { multi: { flows_opened: 1 } },
-    sessions: [{ rule: 'multi', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'multi', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 8001, host: HOST_A, hostPort: 8001, rule: 'multi' }, SEEN.SYN)],
   },
   {
@@ -1775,7 +1775,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 8010), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { multi: { flows_opened: 1 } },
-    sessions: [{ rule: 'multi', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'multi', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'udp', remote: REMOTE, rport: 40001, wanPort: 8010, host: HOST_A, hostPort: 8010, rule: 'multi' }, 0)],
   },
   {
@@ -1795,7 +1795,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 6000, TCP.SYN), { dst: HOST_A, dport: 7000 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow({ ...XL_FLOW, wanPort: 6000, hostPort: 7000 }, SEEN.SYN)],
   },
   {
@@ -1807,7 +1807,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 6009, TCP.SYN), { dst: HOST_A, dport: 7009 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(XL_END_FLOW, SEEN.SYN)],
   },
   {
@@ -1838,7 +1838,7 @@ const ROWS: Row[] = [
     out: xlate(udp(REMOTE, 40001, WAN, 28003, {}, { zeroChecksum: true }), { dst: HOST_A, dport: 29003 }),
     stats: { 'wan/translated': 1 },
     counters: { udpxl: { flows_opened: 1 } },
-    sessions: [{ rule: 'udpxl', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'udpxl', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(UDPXL_FLOW, 0)],
   },
   {
@@ -1864,7 +1864,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
     stats: { 'lan/trigger': 1, 'wan/translated': 1 },
     counters: { irc: { trigger_hits: 1, refused_conflict: 1, flows_opened: 1 } },
-    sessions: [{ rule: 'irc', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(IRC_FLOW, SEEN.SYN)],
   },
   {
@@ -1887,7 +1887,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(REMOTE, 55556, WAN, 6003, TCP.SYN), { dst: HOST_B, dport: 7003 }),
     stats: { 'wan/translated': 1 },
     counters: { translated: { flows_opened: 1 } },
-    sessions: [{ rule: 'translated', host: HOST_B, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_B, touch: 'unchanged' }],
     flows: [
       { pair: XL_FLOW, seenIn: SEEN.SYN, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'unchanged' },
       newFlow({ ...XL_FLOW, rport: 55556, host: HOST_B }, SEEN.SYN),
@@ -1902,7 +1902,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(SERVER2, 42000, WAN, 5061, TCP.SYN), { dst: HOST_B }),
     stats: { 'wan/translated': 1 },
     counters: { voip: { flows_opened: 1 } },
-    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'unchanged' }, { rule: 'voip', host: HOST_B, peer: SERVER2, touch: 'fresh' }],
+    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'unchanged' }, { rule: 'voip', host: HOST_B, peer: SERVER2, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: SERVER2, rport: 42000, wanPort: 5061, host: HOST_B, hostPort: 5061, rule: 'voip', peer: SERVER2 }, SEEN.SYN)],
   },
   {
@@ -1914,7 +1914,7 @@ const ROWS: Row[] = [
     out: xlate(tcp(SERVER, 42000, WAN, 5061, TCP.SYN), { dst: HOST_A }),
     stats: { 'wan/translated': 1 },
     counters: { voip: { flows_opened: 1 } },
-    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'fresh' }, { rule: 'voip', host: HOST_B, peer: SERVER2, touch: 'unchanged' }],
+    sessions: [{ rule: 'voip', host: HOST_A, peer: SERVER, touch: 'unchanged' }, { rule: 'voip', host: HOST_B, peer: SERVER2, touch: 'unchanged' }],
     flows: [newFlow({ proto: 'tcp', remote: SERVER, rport: 42000, wanPort: 5061, host: HOST_A, hostPort: 5061, rule: 'voip', peer: SERVER }, SEEN.SYN)],
   },
   {
@@ -1945,7 +1945,7 @@ const ROWS: Row[] = [
     retval: TC_ACT_REDIRECT,
     out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.ACK, { options: RECORD_ROUTE_40 }), { dst: HOST_A, dport: 7003 }),
     stats: { 'wan/translated': 1 },
-    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
     flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
@@ -2239,7 +2239,7 @@ async function runRow(t: { after: (fn: () => void | Promise<void>) => void }, ro
   // the same (whether the data path deletes an entry at 0 is its own choice).
   const nonZero = (o: Record<string, number>): Record<string, number> =>
     Object.fromEntries(Object.entries(o).filter(([, n]) => n !== 0));
-  const gotHosts = nonZero(Object.fromEntries(f.dp.maps.hostSessions.entries()));
+  const gotHosts = nonZero(Object.fromEntries([...f.dp.maps.hostSessions.entries()].map(([h, v]) => [h, v.sessions])));
   const wantHosts = nonZero(row.hosts ?? Object.fromEntries(c.seededHosts));
   assert.deepEqual(gotHosts, wantHosts, 'pt_host_sessions (hosts with a non-zero count)');
 

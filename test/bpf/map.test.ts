@@ -35,11 +35,11 @@ test('batches() of an array map: after an index, up to a limit, in chunks', opts
 test('batches() and entries() of a hash map see every entry once', opts, (t) => {
   const f = useDatapath(t, { limits: { sessions: 256, flows: 64 } });
   const hosts = Array.from({ length: 100 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
-  for (const [i, h] of hosts.entries()) f.dp.maps.hostSessions.set(h, i + 1);
+  for (const [i, h] of hosts.entries()) f.dp.maps.hostSessions.set(h, { sessions: i + 1, recheck_ns: BigInt(i) });
   let n = 0;
   for (const { count } of f.dp.maps.hostSessions.raw.batches({ chunk: 7 })) n += count;
   assert.equal(n, hosts.length);
   const got = new Map(f.dp.maps.hostSessions.entries());
   assert.deepEqual([...got.keys()].sort(), [...hosts].sort());
-  for (const [i, h] of hosts.entries()) assert.equal(got.get(h), i + 1);
+  for (const [i, h] of hosts.entries()) assert.deepEqual(got.get(h), { sessions: i + 1, recheck_ns: BigInt(i) });
 });

@@ -47,7 +47,7 @@ function throwsCode(fn: () => unknown, code: ErrorCode, message: RegExp): void {
   });
 }
 
-const hostCount = (st: PorttrigState, host: string): number | undefined => st.maps.hostSessions.get(host);
+const hostCount = (st: PorttrigState, host: string): number | undefined => st.maps.hostSessions.get(host)?.sessions;
 
 test('open: creates the session with the LAN interface, counts it; again: refreshes, no second count', { skip }, (t) => {
   const { st, clock, ids } = setup(t);

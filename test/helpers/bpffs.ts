@@ -55,6 +55,8 @@ export interface TestDatapathOptions {
   limits?: { sessions: number; flows: number };
   /** The object to load; BPF_OBJECT by default (`make bench --compare` loads two). */
   objectPath?: string;
+  /** Simulated time: the data path reads the clock that dp.setTestClock() sets (PT_OPT_TEST_CLOCK). */
+  testClock?: boolean;
 }
 
 export interface TestDatapath {
@@ -115,6 +117,7 @@ export function makeTestDatapath(opts: TestDatapathOptions = {}): TestDatapath {
         objectPath: opts.objectPath ?? BPF_OBJECT,
         pinPath,
         limits: opts.limits ?? { sessions: 64, flows: 64 },
+        ...(opts.testClock ? { testClock: true } : {}),
         onLibbpfLog: (level, msg) => { if (level === 0) libbpfLog.push(msg); },
       });
     } catch (e) {

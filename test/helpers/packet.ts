@@ -218,9 +218,17 @@ export function ipv4Header(o: Ipv4Opts, proto: number, payloadLen: number): Buff
   return h;
 }
 
+/**
+ * The device's own MAC as BPF_PROG_TEST_RUN sees it: the test run classifies
+ * the frame (eth_type_trans) against the loopback device, whose address is
+ * all zeros, so a frame sent there is PACKET_HOST, as a frame addressed to
+ * the gateway is. Another unicast MAC makes it PACKET_OTHERHOST.
+ */
+export const HOST_MAC = '00:00:00:00:00:00';
+
 export function ethHeader(o: EthOpts = {}): Buffer {
   const e = Buffer.alloc(ETH_HLEN);
-  macBytes(o.dst ?? '02:00:00:00:00:01').copy(e, 0);
+  macBytes(o.dst ?? HOST_MAC).copy(e, 0);
   macBytes(o.src ?? '02:00:00:00:00:02').copy(e, 6);
   e.writeUInt16BE(o.type ?? ETH_P_IP, 12);
   return e;

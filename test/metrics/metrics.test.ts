@@ -93,7 +93,7 @@ test('every SPEC 7 metric, its labels, and values summed over all CPUs', opts, a
   // Idle past game's 1 min timeout: still in the map, no longer active.
   const old = now - 2n * BigInt(MIN_MS) * NS_PER_MS;
   f.dp.maps.sessions.set({ rule: ids.get('game')!, peer: '0.0.0.0' }, { opened_ns: old, last_seen_ns: old, host: '10.0.0.3', ifindex: 3 });
-  f.dp.maps.hostSessions.set('10.0.0.2', 1);
+  f.dp.maps.hostSessions.set('10.0.0.2', { sessions: 1, recheck_ns: 0n });
   for (const [i, proto] of [IPPROTO_TCP, IPPROTO_UDP].entries()) {
     const flow = { created_ns: now, last_seen_ns: now, rule: ids.get('irc')!, sess_peer: '0.0.0.0', ifindex: 3, seen: 0 };
     const sport = 40000 + i;
