@@ -209,9 +209,14 @@ class Ctx {
   flow(p: FlowPair, o: { ageMs?: number; ageInMs?: number; ageOutMs?: number; seenIn?: number; seenOut?: number; only?: 'in' | 'out' } = {}): void {
     const stampOf = (ms: number | undefined): bigint => this.now - BigInt(Math.round((ms ?? o.ageMs ?? 1000) * 1e6));
     const [inE, outE] = flowEntries(this, p, o.seenIn ?? (p.proto === 'tcp' ? SEEN.SYN : 0), o.seenOut ?? (p.proto === 'tcp' ? SEEN.SYN : 0));
-    for (const [e, stamp, dir] of [[inE, stampOf(o.ageInMs), 'in'], [outE, stampOf(o.ageOutMs), 'out']] as const) {
+    // Both entries of a flow carry the same creation stamp, as pt_open_flow
+    // writes them (pt_flow_end tells a flow from its successor by it).
+    const inStamp = stampOf(o.ageInMs);
+    const outStamp = stampOf(o.ageOutMs);
+    const created = (inStamp < outStamp ? inStamp : outStamp) - 1_000_000n;
+    for (const [e, stamp, dir] of [[inE, inStamp, 'in'], [outE, outStamp, 'out']] as const) {
       if (o.only && o.only !== dir) continue;
-      const value = { ...e.value, created_ns: stamp - 1_000_000n, last_seen_ns: stamp };
+      const value = { ...e.value, created_ns: created, last_seen_ns: stamp };
       this.f.dp.maps.flows.set(e.key, value);
       this.seededFlows.set(flowKey(e.key), { key: e.key, value });
     }
@@ -1983,6 +1988,320 @@ const ROWS: Row[] = [
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: untouchedWan,
   },
+  // ---- issue 10: only what the LAN host asked for, only while it uses it ----
+  // Frames not addressed to the gateway (SPEC 4.1, 8).
+  {
+    name: 'trigger in a frame addressed to another host\'s MAC (PACKET_OTHERHOST: a promiscuous br-lan passing bridged LAN traffic up) does not open',
+    prog: 'lan',
+    packet: { ...tcp(HOST_A, 40000, SERVER, 6667, TCP.SYN), eth: { dst: '02:00:00:00:00:09' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'reply of an accepted flow in a frame addressed to another host\'s MAC: untouched, flow not refreshed',
+    prog: 'lan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW); },
+    packet: { ...tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK), eth: { dst: '02:00:00:00:00:09' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+  },
+  {
+    name: 'inbound SYN with a live session in a frame addressed to another MAC (PACKET_OTHERHOST): not translated, no flow',
+    prog: 'wan',
+    seed: live('irc'),
+    packet: { ...tcp(REMOTE, 55555, WAN, 113, TCP.SYN), eth: { dst: '02:00:00:00:00:09' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  },
+  {
+    name: 'inbound UDP to an open port in a link-layer broadcast frame: not translated (the kernel never forwards one)',
+    prog: 'wan',
+    seed: live('game'),
+    packet: { ...udp(REMOTE, 40001, WAN, 27005), eth: { dst: 'ff:ff:ff:ff:ff:ff' } },
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  },
+  // Only LAN hosts arm, only for remote destinations (SPEC 4.1).
+  {
+    name: 'trigger from a source outside every LAN subnet (spoofed or routed in) does not open',
+    prog: 'lan',
+    packet: tcp('192.0.2.77', 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'trigger from the gateway\'s own LAN address does not open',
+    prog: 'lan',
+    packet: tcp(GW_LAN, 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'trigger to a destination inside the LAN (a LAN game server) does not open WAN ports',
+    prog: 'lan',
+    packet: udp(HOST_A, 50000, HOST_B, 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'trigger to a loopback destination (127.0.0.1) does not open',
+    prog: 'lan',
+    packet: tcp(HOST_A, 40000, '127.0.0.1', 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'trigger from a host of an extra LAN prefix (interfaces.lan_networks, routed behind a LAN router) opens',
+    prog: 'lan',
+    seed: (c) => c.f.state.setLanNets([...LAN_NETS, '10.9.0.0/16']),
+    packet: tcp('10.9.4.5', 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'irc', host: '10.9.4.5', ifindex: 'lo', touch: 'new' }],
+    hosts: { '10.9.4.5': 1 },
+  },
+  // Martian and own sources on the WAN (SPEC 8).
+  ...(['0.1.2.3', '127.0.0.1', '224.0.0.5', '240.0.0.1', '255.255.255.255', WAN, GW_LAN] as const).map((src): Row => ({
+    name: `inbound SYN from the martian or own source ${src} with a live session: not translated, no flow`,
+    prog: 'wan',
+    seed: live('irc'),
+    packet: tcp(src, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  })),
+  {
+    name: 'ICMP error from a martian source (127.0.0.1) quoting an accepted flow: not translated',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW); },
+    packet: icmpErr('127.0.0.1', WAN, tcp(WAN, 113, REMOTE, 55555, TCP.ACK)),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  },
+  // What the kernel would drop creates and refreshes nothing.
+  {
+    name: 'trigger with a bad IPv4 header checksum: no session (malformed)',
+    prog: 'lan',
+    packet: tcp(HOST_A, 40000, SERVER, 6667, TCP.SYN, { checksum: 0x1234 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'trigger with IPv4 options and a bad header checksum: no session (malformed)',
+    prog: 'lan',
+    packet: udp(HOST_A, 50000, SERVER, 27015, { options: RECORD_ROUTE_40, checksum: 0x1234 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'inbound SYN with a bad IPv4 header checksum and a live session: no flow (malformed)',
+    prog: 'wan',
+    seed: live('irc'),
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN, { checksum: 0x1234 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'reply of an accepted flow with a bad IPv4 header checksum: not translated, neither flow nor session refreshed',
+    prog: 'lan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW); },
+    packet: tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK, { checksum: 0x1234 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+  },
+  {
+    name: 'trigger with a TCP data offset of 4 words (below the 20-byte header): no session (malformed)',
+    prog: 'lan',
+    packet: withDoff(tcp(HOST_A, 40000, SERVER, 6667, TCP.SYN), 4),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    name: 'inbound SYN whose TCP data offset runs past the segment: no flow (malformed)',
+    prog: 'wan',
+    seed: live('irc'),
+    packet: withDoff(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), 15),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'inbound UDP whose length field runs past the datagram: no flow (malformed)',
+    prog: 'wan',
+    seed: live('game'),
+    packet: udp(REMOTE, 40001, WAN, 27005, {}, { length: 200 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'UDP trigger whose length field is below the 8-byte header: no session (malformed)',
+    prog: 'lan',
+    packet: udp(HOST_A, 50000, SERVER, 27020, {}, { length: 4 }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+    sessions: [], hosts: {},
+  },
+  // Only the LAN host keeps its ports open (SPEC 4.2).
+  {
+    name: 'inbound packet on a flow the LAN host has reset: translated (transitory timer), the session is not refreshed',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN | SEEN.RST }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.ACK), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
+    flows: [{ pair: IRC_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN | SEEN.RST, touchIn: 'fresh', touchOut: 'unchanged' }],
+  },
+  {
+    name: 'outbound packet of an accepted flow refreshes the flow and its session (the LAN host uses it)',
+    prog: 'lan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN }); },
+    packet: tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK), { src: WAN }),
+    stats: { 'lan/translated': 1 },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'fresh' }],
+    flows: [{ pair: IRC_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN | SEEN.ACK, touchIn: 'unchanged', touchOut: 'fresh' }],
+  },
+  // A closed connection does not come back (SPEC 5).
+  {
+    name: 'bare SYN on the 5-tuple of a flow that saw FIN: the old flow ends and the SYN opens a new one',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN | SEEN.ACK | SEEN.FIN, seenOut: SEEN.SYN | SEEN.ACK | SEEN.FIN }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    counters: { irc: { flows_opened: 1 } },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow(IRC_FLOW, SEEN.SYN)],
+  },
+  {
+    name: 'bare SYN on the 5-tuple of a flow the LAN host reset (RST outbound): a new flow',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN, seenOut: SEEN.RST }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    counters: { irc: { flows_opened: 1 } },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow(IRC_FLOW, SEEN.SYN)],
+  },
+  {
+    name: 'bare SYN on an established flow whose session has expired: the flow ends, nothing is forwarded',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A, { ageMs: 6 * MIN }); c.flow(IRC_FLOW, { seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN | SEEN.ACK }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+    flows: [],
+  },
+  {
+    name: 'conflict last: a bare SYN reusing the 5-tuple of the old owner\'s flow goes to the new owner',
+    prog: 'wan',
+    seed: (c) => { c.session('translated', HOST_B); c.flow(XL_FLOW, { seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN | SEEN.ACK }); },
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.SYN),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 6003, TCP.SYN), { dst: HOST_B, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    counters: { translated: { flows_opened: 1 } },
+    sessions: [{ rule: 'translated', host: HOST_B, touch: 'unchanged' }],
+    flows: [newFlow({ ...XL_FLOW, host: HOST_B }, SEEN.SYN)],
+  },
+  {
+    name: 'a SYN retransmitted on an open flow (no FIN or RST, session live and held) goes on as that flow',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN, seenOut: 0 }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
+    flows: [{ pair: IRC_FLOW, seenIn: SEEN.SYN, seenOut: 0, touchIn: 'fresh', touchOut: 'unchanged' }],
+  },
+  {
+    name: 'a bare SYN from the LAN host on the 5-tuple of its closed flow: the flow ends, the SYN leaves untranslated (masquerade\'s)',
+    prog: 'lan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW, { seenIn: SEEN.SYN | SEEN.ACK | SEEN.FIN, seenOut: SEEN.SYN | SEEN.ACK | SEEN.FIN }); },
+    packet: tcp(HOST_A, 113, REMOTE, 55555, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    flows: [],
+  },
+  // State that no longer exists does not count (SPEC 4.6).
+  {
+    name: 'sessions_per_host 1: a host whose only session has expired (not yet swept) gets a new one; the expired one is removed',
+    prog: 'lan',
+    sessionsPerHost: 1,
+    seed: live('irc', HOST_A, { ageMs: 6 * MIN }),
+    packet: udp(HOST_A, 50000, SERVER, 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { sessions_expired: 1 }, game: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'game', host: HOST_A, ifindex: 'lo', touch: 'new' }],
+    hosts: { [HOST_A]: 1 },
+  },
+  {
+    name: 'sessions_per_host 2: a host with one live and one expired session gets a new one; the live one stays',
+    prog: 'lan',
+    sessionsPerHost: 2,
+    seed: (c) => { c.session('irc', HOST_A, { ageMs: 6 * MIN }); c.session('translated', HOST_A); },
+    packet: udp(HOST_A, 50000, SERVER, 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { sessions_expired: 1 }, game: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [
+      { rule: 'translated', host: HOST_A, touch: 'unchanged' },
+      { rule: 'game', host: HOST_A, ifindex: 'lo', touch: 'new' },
+    ],
+    hosts: { [HOST_A]: 2 },
+  },
+  {
+    name: 'pt_sessions full of expired sessions: a trigger reclaims them and opens (not refused as map_full)',
+    prog: 'lan',
+    limits: { sessions: 1, flows: 8 },
+    seed: live('irc', HOST_A, { ageMs: 6 * MIN }),
+    packet: udp(HOST_A, 50000, SERVER, 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { sessions_expired: 1 }, game: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'game', host: HOST_A, ifindex: 'lo', touch: 'new' }],
+    hosts: { [HOST_A]: 1 },
+  },
+  {
+    name: 'pt_host_sessions full of a host whose sessions expired: another host\'s trigger reclaims and opens',
+    prog: 'lan',
+    limits: { sessions: 1, flows: 8 },
+    seed: live('irc', HOST_A, { ageMs: 6 * MIN }),
+    packet: udp(HOST_B, 50000, SERVER, 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { sessions_expired: 1 }, game: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'game', host: HOST_B, ifindex: 'lo', touch: 'new' }],
+    hosts: { [HOST_B]: 1 },
+  },
+  {
+    name: 'pt_flows full of dead flows (a SYN scan\'s, past the transitory timer): a new connection reclaims them and opens',
+    prog: 'wan',
+    limits: { sessions: 8, flows: 1 },
+    seed: (c) => { c.session('irc', HOST_A); c.flow({ ...IRC_FLOW, rport: 55556 }, { seenIn: SEEN.SYN, seenOut: 0, ageMs: 5 * MIN }); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.SYN),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(REMOTE, 55555, WAN, 113, TCP.SYN), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    counters: { irc: { flows_opened: 1 } },
+    sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow(IRC_FLOW, SEEN.SYN)],
+  },
 ];
 
 // --- sockets of the gateway's own ----------------------------------------------------------
@@ -2061,6 +2380,15 @@ function zeroAfter(spec: PacketSpec, to: { dst?: string; dport?: number }): Pack
   const after = parsePacket(buildPacket(xlate(out, to))).udp!.checksum;
   if (after !== 0xffff) throw new Error(`zeroAfter: translated checksum is 0x${after.toString(16)}, wanted 0xffff`);
   return out;
+}
+
+/** The frame of `spec` with its TCP data offset field forced to `words` (bogus on purpose). */
+function withDoff(spec: PacketSpec, words: number): Buffer {
+  const b = buildPacket(spec);
+  const ihl = (b[ETH_HLEN]! & 0x0f) * 4;
+  const off = ETH_HLEN + ihl + 12;
+  b[off] = (words << 4) | (b[off]! & 0x0f);
+  return b;
 }
 
 // --- running and checking --------------------------------------------------------------------

@@ -187,7 +187,7 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     assert.equal(v.trigger_hits, sent, 'every trigger datagram is a hit');
   });
 
-  test('refresh: traffic of an accepted flow keeps its session open, inbound only and outbound only', async () => {
+  test('refresh: the LAN host\'s traffic on an accepted flow keeps its session open; a remote\'s inbound traffic alone does not', async () => {
     const [app, peer] = await Promise.all([
       topo.listener(lan, 'udp-talk', 5201), topo.listener(wan, 'udp-talk', 40000), topo.listener(wan, 'udp-echo', 5200),
     ]);
@@ -195,34 +195,38 @@ describe('semantics: open specs, translation, refresh, flows after expiry', { sk
     assert.equal(trig.ok, true, JSON.stringify(trig));
 
     // A probe from a new source port: a new flow, accepted only while the session is open.
-    const probe = async (tag: string): Promise<void> => {
+    const probe = async (tag: string, want: 'accepted' | 'refused'): Promise<void> => {
       await topo.once(wan, 'udp-once', GW_WAN, 5201, tag, 300);  // no echo: the app only listens
-      const e = await app.waitFor((x) => x.data === tag, OK_MS).catch(() => null);
-      if (!e) {
-        assert.fail(`${tag}: a new inbound datagram was not forwarded: the session expired; sessions ${JSON.stringify(await topo.sessions())}; ` +
-          `flows ${JSON.stringify(await topo.json('flows'))}; counters ${JSON.stringify(await topo.ruleCounters('refresh-flow'))}; ` +
-          `app ${JSON.stringify(app.events.slice(-3))}; peer ${JSON.stringify(peer.events.slice(-3))}`);
-      }
-      assert.notEqual(e.remote_port, 40000);
+      const e = await app.waitFor((x) => x.data === tag, want === 'accepted' ? OK_MS : REFUSED_MS).catch(() => null);
+      const state = async (): Promise<string> => `sessions ${JSON.stringify(await topo.sessions())}; ` +
+        `flows ${JSON.stringify(await topo.json('flows'))}; counters ${JSON.stringify(await topo.ruleCounters('refresh-flow'))}; ` +
+        `app ${JSON.stringify(app.events.slice(-3))}; peer ${JSON.stringify(peer.events.slice(-3))}`;
+      if (want === 'accepted' && !e) assert.fail(`${tag}: a new inbound datagram was not forwarded: the session expired; ${await state()}`);
+      if (want === 'refused' && e) assert.fail(`${tag}: a new inbound datagram was forwarded: the session is still open; ${await state()}`);
+      if (e) assert.notEqual(e.remote_port, 40000);
     };
 
-    // Inbound only: the peer sends, the LAN app never answers.
+    // The remote opens a flow and keeps sending on it; the LAN app talks back on it.
     const inbound = keepSending(peer, GW_WAN, 5201, 'in');
-    await sleep(KEPT_MS);
-    await probe('probe-after-inbound');
-    const first = await app.waitFor((e) => e.data === 'in-0');
+    const first = await app.waitFor((e) => e.data === 'in-0', OK_MS);
     assert.deepEqual([first.remote, first.remote_port], [WAN_SERVER, 40000]);
-
-    // Outbound only: the LAN app sends on the flow, the peer never answers.
-    // It starts before the inbound traffic stops, so the session never idles in between.
     const outbound = keepSending(app, WAN_SERVER, 40000, 'out');
     const got = await peer.waitFor((e) => e.data === 'out-0');
     assert.deepEqual([got.remote, got.remote_port], [GW_WAN, 5201], 'replies leave from the WAN address and port');
-    await inbound.stop();
     await sleep(KEPT_MS);
-    await probe('probe-after-outbound');
+    await probe('probe-while-the-host-talks', 'accepted');
+
+    // Inbound only: the LAN app falls silent, the remote goes on (RFC 4787
+    // REQ-6, RFC 6092 REC-16: only the inside refreshes).
     await outbound.stop();
-    assert.equal((await ruleView(topo, 'refresh-flow')).sessions_opened, 1, 'refreshed, not expired and opened again');
+    const heard = (): number => app.events.filter((e) => typeof e.data === 'string' && e.data.startsWith('in-')).length;
+    const before = heard();
+    await sleep(IDLE_MS + SWEEP_SLACK_MS);
+    assert.ok(heard() > before, 'the accepted flow lives on its own timer: the remote\'s datagrams still arrive');
+    await probe('probe-after-inbound-only', 'refused');
+    assert.equal((await topo.sessions()).filter((s) => s.rule === 'refresh-flow').length, 0, 'the session expired although the remote kept sending');
+    await inbound.stop();
+    assert.equal((await ruleView(topo, 'refresh-flow')).sessions_opened, 1, 'opened once, never reopened by inbound traffic');
     assert.equal((await ruleView(topo, 'refresh-flow')).trigger_hits, 1, 'no trigger traffic but the first datagram');
   });
 
