@@ -3,6 +3,7 @@
  * input, applies defaults, normalizes into `Config` (types.ts), and is the
  * source of the JSON Schema shipped in schema/porttrig.schema.json.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { PorttrigError } from '../errors.js';
 import {
@@ -165,6 +166,59 @@ const ifname = z.string().regex(IFNAME_RE, {
   error: (iss) => `invalid interface name ${JSON.stringify(iss.input)} (1-15 characters, no "/", ":" or whitespace)`,
 });
 
+/** A network prefix: `A.B.C.D/N` or an IPv6 `X::/N`, host bits zero. */
+export const PREFIX_PATTERN = '^[0-9A-Fa-f:.]+/\\d{1,3}$';
+
+function parsePrefix(s: string): ParseResult<string> {
+  const m = /^([0-9A-Fa-f:.]+)\/(\d{1,3})$/.exec(s.trim());
+  if (!m) return { ok: false, error: `"${s}" is not a network prefix such as 10.9.0.0/16 or 2001:db8:1::/48` };
+  const [, addr, lenS] = m as unknown as [string, string, string];
+  const len = Number(lenS);
+  const family = isIP(addr);
+  if (family === 0) return { ok: false, error: `"${addr}" is not an IPv4 or IPv6 address` };
+  const bits = family === 4 ? 32 : 128;
+  if (len > bits) return { ok: false, error: `prefix length ${len} out of range 0-${bits} for ${family === 4 ? 'IPv4' : 'IPv6'}` };
+  if (len === 0) return { ok: false, error: `"${s}" covers every address: a LAN prefix must be narrower` };
+  const net = prefixNetwork(addr, len, family);
+  if (net !== canonical(addr, family)) return { ok: false, error: `"${s}" has host bits set; did you mean ${net}/${len}?` };
+  return { ok: true, value: `${net}/${len}` };
+}
+
+/** The address written canonically (IPv6 compressed, lower case). */
+function canonical(addr: string, family: number): string {
+  return family === 4 ? addr.split('.').map(Number).join('.') : new URL(`http://[${addr}]`).hostname.slice(1, -1);
+}
+
+/** The network address of `addr`/`len`, canonical. */
+function prefixNetwork(addr: string, len: number, family: number): string {
+  const bits = family === 4 ? 32 : 128;
+  let v = 0n;
+  if (family === 4) {
+    for (const o of addr.split('.')) v = (v << 8n) | BigInt(Number(o));
+  } else {
+    const full = new URL(`http://[${addr}]`).hostname.slice(1, -1);
+    const [head, tail] = full.includes('::') ? full.split('::') as [string, string] : [full, ''];
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+    for (const g of groups) v = (v << 16n) | BigInt(parseInt(g, 16));
+  }
+  const mask = ((1n << BigInt(bits)) - 1n) ^ ((1n << BigInt(bits - len)) - 1n);
+  v &= mask;
+  if (family === 4) return [24n, 16n, 8n, 0n].map((sh) => String((v >> sh) & 255n)).join('.');
+  const groups = Array.from({ length: 8 }, (_, i) => ((v >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
+  return canonical(groups.join(':'), 6);
+}
+
+const lanNetwork = parsedString(
+  {
+    description: 'A prefix routed behind a LAN interface (IPv4 or IPv6), host bits zero.',
+    pattern: PREFIX_PATTERN,
+    examples: ['10.9.0.0/16', '2001:db8:1::/48'],
+  },
+  parsePrefix,
+);
+
 const peer = z.enum(['any', 'contacted']).meta({
   description: 'any: any remote host may connect to the open ports; contacted: only hosts the LAN host sent trigger traffic to.',
 });
@@ -223,6 +277,10 @@ const fields = z.strictObject({
     wan: ifname.meta({ description: 'The WAN interface; its IPv4 address is read from it and followed.' }),
     lan: z.array(ifname).min(1, 'at least one LAN interface is required')
       .meta({ description: 'LAN interfaces (a bridge such as br-lan counts as one).' }),
+    lan_networks: z.array(lanNetwork).default([]).meta({
+      description: 'Extra LAN prefixes routed behind a LAN interface (IPv4 or IPv6); the LAN interfaces\' own subnets are always LAN. ' +
+        'Hosts in them may trigger; traffic from them arriving on the WAN is never translated.',
+    }),
   }),
   defaults: z.strictObject({
     idle_timeout: idleTimeout.prefault(DEFAULTS.idleTimeout),
@@ -414,7 +472,7 @@ type Fields = z.output<typeof fields>;
 function normalize(c: Fields): Config {
   const defaults = { idleTimeoutMs: c.defaults.idle_timeout, peer: c.defaults.peer, conflict: c.defaults.conflict };
   return {
-    interfaces: { wan: c.interfaces.wan, lan: [...c.interfaces.lan] },
+    interfaces: { wan: c.interfaces.wan, lan: [...c.interfaces.lan], lanNetworks: [...c.interfaces.lan_networks] },
     defaults,
     limits: { sessions: c.limits.sessions, flows: c.limits.flows, sessionsPerHost: c.limits.sessions_per_host },
     datapath: { pinPath: c.datapath.pin_path },

@@ -19,7 +19,8 @@ export interface Rule {
   killFlowsOnExpiry: boolean;
 }
 export interface Config {
-  interfaces: { wan: string; lan: string[] };
+  /** lanNetworks: extra LAN prefixes (IPv4 or IPv6), canonical `net/len`. */
+  interfaces: { wan: string; lan: string[]; lanNetworks: string[] };
   defaults: { idleTimeoutMs: number; peer: PeerMode; conflict: ConflictPolicy };
   limits: { sessions: number; flows: number; sessionsPerHost: number };
   datapath: { pinPath: string };

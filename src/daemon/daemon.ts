@@ -132,6 +132,8 @@ export class Daemon {
       throw e;
     }
     const d = new Daemon(opts, config, dp);
+    const v6 = config.interfaces.lanNetworks.filter((n) => n.includes(':'));
+    if (v6.length > 0) log.warn('IPv6 prefixes in interfaces.lan_networks have no effect yet: the data path handles IPv4 only', { prefixes: v6.join(',') });
     try {
       d.attachAll();
       d.program(config);
@@ -202,7 +204,9 @@ export class Daemon {
       if (wanAddr) this.lastWanAddr = wanAddr;
     }
     const local = allIpv4(table);
-    const nets = lan.flatMap((n) => ipv4Of(n, table).map((a) => a.cidr));
+    // The LAN interfaces' own subnets, and the extra prefixes routed behind
+    // them (interfaces.lan_networks; the IPv4 ones: the data path is IPv4).
+    const nets = [...lan.flatMap((n) => ipv4Of(n, table).map((a) => a.cidr)), ...this.extraLanNets()];
     const key = `${local.join(',')}|${nets.join(',')}`;
     if (key !== this.localKey) {
       this.state.setLocalAddrs(local);
@@ -248,12 +252,24 @@ export class Daemon {
     return { rules: next.rules.length };
   }
 
-  /** The LAN subnets with their interfaces, as they are now. */
+  /** The IPv4 prefixes of interfaces.lan_networks. */
+  private extraLanNets(): string[] {
+    return this.config.interfaces.lanNetworks.filter((n) => !n.includes(':'));
+  }
+
+  /**
+   * The LAN subnets with their interfaces, as they are now. An extra prefix
+   * (interfaces.lan_networks) is reached through the first LAN interface:
+   * the kernel's route to it picks the next hop (bpf_redirect_neigh).
+   */
   private lanSubnets(): LanSubnet[] {
-    return this.config.interfaces.lan.flatMap((name) => {
+    const own = this.config.interfaces.lan.flatMap((name) => {
       const ifindex = ifindexOf(name);
       return ipv4Of(name).map((a) => ({ interface: name, ifindex, cidr: a.cidr, address: a.address }));
     });
+    const first = this.config.interfaces.lan[0]!;
+    const extra = this.extraLanNets().map((cidr) => ({ interface: first, ifindex: ifindexOf(first), cidr, address: '' }));
+    return [...own, ...extra];
   }
 
   /** `porttrig open`: see PorttrigState.openSession. */

@@ -133,6 +133,18 @@ const bad: Bad[] = [
     path: 'interfaces.lan[1]', line: 5, message: 'invalid interface name "averyveryverylongname" (1-15 characters, no "/", ":" or whitespace)' },
   { what: 'WAN interface listed as LAN', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0, wan0]\nrules: []\n', path: 'interfaces.lan[1]',
     message: 'interface "wan0" is also the WAN interface' },
+  { what: 'lan_networks entry without a prefix length', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [10.9.0.0]\nrules: []\n',
+    path: 'interfaces.lan_networks[0]', line: 4, message: '"10.9.0.0" is not a network prefix such as 10.9.0.0/16 or 2001:db8:1::/48' },
+  { what: 'lan_networks entry with host bits set', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks:\n    - 10.9.0.0/16\n    - 10.9.3.1/16\nrules: []\n',
+    path: 'interfaces.lan_networks[1]', line: 6, message: '"10.9.3.1/16" has host bits set; did you mean 10.9.0.0/16?' },
+  { what: 'lan_networks IPv6 entry with host bits set', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [\'2001:db8:1::1/48\']\nrules: []\n',
+    path: 'interfaces.lan_networks[0]', line: 4, message: '"2001:db8:1::1/48" has host bits set; did you mean 2001:db8:1::/48?' },
+  { what: 'lan_networks prefix too long', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [10.9.0.0/33]\nrules: []\n',
+    path: 'interfaces.lan_networks[0]', line: 4, message: 'prefix length 33 out of range 0-32 for IPv4' },
+  { what: 'lan_networks /0', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [0.0.0.0/0]\nrules: []\n',
+    path: 'interfaces.lan_networks[0]', line: 4, message: '"0.0.0.0/0" covers every address: a LAN prefix must be narrower' },
+  { what: 'lan_networks bad address', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [10.9.0.300/24]\nrules: []\n',
+    path: 'interfaces.lan_networks[0]', line: 4, message: '"10.9.0.300" is not an IPv4 or IPv6 address' },
   { what: 'LAN interface listed twice', yaml: 'interfaces:\n  wan: wan0\n  lan: [lan0, lan0]\nrules: []\n', path: 'interfaces.lan[1]',
     message: 'interface "lan0" is listed twice (also interfaces.lan[0])' },
   { what: 'rule that is not a mapping', yaml: withRules('  - just-a-string\n'), path: 'rules[0]', line: 5,
@@ -229,10 +241,15 @@ test('all problems are reported at once, in line order, each with file:line: pat
 // ---------------------------------------------------------------------------
 // Accepted configurations.
 
+test('interfaces.lan_networks: IPv4 and IPv6 prefixes, written canonically', () => {
+  const c = parse('interfaces:\n  wan: wan0\n  lan: [lan0]\n  lan_networks: [10.9.0.0/16, \'2001:DB8:1:0::/48\', 192.168.7.0/24]\n' + 'rules:\n' + ONE_RULE);
+  assert.deepEqual(c.interfaces.lanNetworks, ['10.9.0.0/16', '2001:db8:1::/48', '192.168.7.0/24']);
+});
+
 test('defaults are applied', () => {
   const c = parse(withRules(ONE_RULE));
   assert.deepEqual(c, {
-    interfaces: { wan: 'wan0', lan: ['lan0'] },
+    interfaces: { wan: 'wan0', lan: ['lan0'], lanNetworks: [] },
     defaults: { idleTimeoutMs: 600_000, peer: 'any', conflict: 'first' },
     limits: { sessions: 65536, flows: 262144, sessionsPerHost: 64 },
     datapath: { pinPath: '/sys/fs/bpf/porttrig' },
@@ -327,7 +344,7 @@ test('a rule name of 64 characters is rejected', () => {
 
 test('the example configuration parses', () => {
   const c = loadConfigFile(join(ROOT, 'examples', 'porttrig.yaml'));
-  assert.deepEqual(c.interfaces, { wan: 'wan0', lan: ['lan0'] });
+  assert.deepEqual(c.interfaces, { wan: 'wan0', lan: ['lan0'], lanNetworks: [] });
   assert.deepEqual(c.rules.map((r) => r.name), ['irc-ident', 'game', 'translated']);
   const [irc, game, translated] = c.rules;
   assert.deepEqual(irc!.trigger.ranges, [{ from: 6667, to: 6667 }, { from: 6697, to: 6697 }]);
