@@ -30,6 +30,7 @@
 #include "porttrig_abi.h"
 #include "parsing.h"
 #include "csum.h"
+#include "conntrack.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -798,6 +799,11 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	/* SPEC 8: a LAN source on the WAN side, or the gateway's own socket. */
 	if (pt_from_lan_net(p->saddr) || pt_local_socket(skb, p))
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 5: the reply of a connection conntrack tracks (another LAN
+	 * host's masqueraded traffic that kept this port) is its owner's:
+	 * untouched, masquerade delivers it. */
+	if (pt_ct_is_reply(skb, p))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
 		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
@@ -885,10 +891,8 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (pt_flow_get(&in_key, &ref))
 		return pt_forward(skb, &p, &ref, PT_D_WAN);
 
-	/* Only a connection's first packet opens a flow: a bare SYN for TCP.
-	 * XXX: any UDP datagram does, even the reply to another LAN host's
-	 * masqueraded datagram that kept this source port (this hook runs before
-	 * conntrack); a bpf_skb_ct_lookup() kfunc check would tell them apart. */
+	/* Only a connection's first packet opens a flow: a bare SYN for TCP,
+	 * any datagram for UDP (pt_open_flow() leaves conntrack's replies). */
 	if (p.proto == IPPROTO_TCP &&
 	    (p.tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) != PT_TCP_SYN)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
