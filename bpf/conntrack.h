@@ -12,9 +12,10 @@
  *                             the object loads where conntrack's kfuncs are
  *                             not there (module not loaded, older kernel).
  *                             libbpf 1.1 fails the whole load on an
- *                             unresolvable kfunc extern, and kernel 6.1
- *                             rejects a call to an unresolved __weak one, so
- *                             one object cannot serve both.
+ *                             unresolvable kfunc extern, and makes an
+ *                             unresolved __weak one a call to BTF id 0, which
+ *                             kernel 6.1's verifier refuses anywhere in a
+ *                             program: one program cannot serve both.
  * The daemon picks one (src/bpf/conntrack.ts).
  */
 #ifndef PORTTRIG_CONNTRACK_H
