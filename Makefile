@@ -4,7 +4,12 @@ ARCH_TRIPLET := $(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 CLANG ?= clang
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -I/usr/include/$(ARCH_TRIPLET) -Ibpf
 
+# The data path, built twice from one source: with the conntrack check
+# (kfuncs bpf_skb_ct_lookup/bpf_ct_release), and without it (-DPT_NO_CONNTRACK)
+# for kernels where those kfuncs are not available; the daemon picks one
+# (bpf/conntrack.h, src/bpf/conntrack.ts).
 BPF_OBJ := build/porttrig.bpf.o
+BPF_NOCT_OBJ := build/porttrig-noct.bpf.o
 BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 # The empty TC program that `make bench` measures the data path against.
 BENCH_OBJ := build/bench-empty.bpf.o
@@ -23,6 +28,10 @@ $(BPF_OBJ): $(BPF_SRC)
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c bpf/porttrig.bpf.c -o $@
 
+$(BPF_NOCT_OBJ): $(BPF_SRC)
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -DPT_NO_CONNTRACK -c bpf/porttrig.bpf.c -o $@
+
 dist/.stamp: $(TS_SRC) tsconfig.json package.json
 	npx tsc -p tsconfig.json
 	chmod +x dist/src/cli/main.js
@@ -32,7 +41,7 @@ $(BENCH_OBJ): bench/empty.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-build: setup $(BPF_OBJ) dist/.stamp
+build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) dist/.stamp
 
 ## All the tests: everything on this machine, then the VM tests (what CI runs).
 check: test vagrant-test

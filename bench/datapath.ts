@@ -56,6 +56,7 @@ const REWRITE_REPEAT = 250;
 const AIMS: Record<string, number> = { miss: 1.6, inbound: 3, trigger: 3 };
 
 const TC_ACT_UNSPEC = 0xffffffff;
+const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 
 // TEST-NET and 10.x addresses only; nothing is sent anywhere.
@@ -105,6 +106,10 @@ function tcpAck(src: string, sport: number, dst: string, dport: number, ttl = 64
   return buildPacket(spec);
 }
 
+function tcpSyn(src: string, sport: number, dst: string, dport: number, ttl: number): Buffer {
+  return buildPacket({ ip: { src, dst, ttl, df: true }, l4: { tcp: { sport, dport, flags: TCP.SYN, seq: 1, ack: 0 } } });
+}
+
 const PATHS: Path[] = [
   { name: 'miss, LAN (LAN host to a server, no rule)', aim: 'miss', prog: 'lan',
     packet: tcpAck(HOST, EPHEMERAL, SERVER, 443), retval: TC_ACT_UNSPEC, verdict: 'pass', rewrites: false },
@@ -116,6 +121,12 @@ const PATHS: Path[] = [
     packet: tcpAck(REMOTE, REMOTE_PORT, WAN, GAME_PORTS[0], REWRITE_TTL), retval: TC_ACT_REDIRECT, verdict: 'translated', rewrites: true },
   { name: 'reply + rewrite, LAN (existing flow)', prog: 'lan',
     packet: tcpAck(HOST, IRC_PORTS[0], REMOTE, REMOTE_PORT, REWRITE_TTL), retval: TC_ACT_REDIRECT, verdict: 'translated', rewrites: true },
+  // A flow's first packet runs every check before the flow goes in (session,
+  // LAN source, local socket, conntrack) and then inserts two entries, which
+  // a repetition would find. With TTL 1 it is dropped right after the checks
+  // and changes nothing: what the checks cost, repeatable.
+  { name: 'new inbound connection, checks only (TTL 1), WAN', prog: 'wan',
+    packet: tcpSyn(REMOTE, REMOTE_PORT + 1, WAN, GAME_PORTS[0], 1), retval: TC_ACT_SHOT, verdict: 'dropped', rewrites: false },
 ];
 const EMPTY: Path[] = [
   { name: 'empty TC program, 1 call', prog: 'empty', packet: PATHS[0]!.packet, retval: TC_ACT_UNSPEC, rewrites: false },

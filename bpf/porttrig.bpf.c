@@ -31,6 +31,7 @@
 #include "porttrig_abi.h"
 #include "parsing.h"
 #include "csum.h"
+#include "conntrack.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -1128,6 +1129,11 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	 * gateway's own socket. */
 	if (!pt_wan_source_ok(cfg, p->saddr) || pt_local_socket(skb, p))
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+	/* SPEC 5: the reply of a connection conntrack tracks (another LAN
+	 * host's masqueraded traffic that kept this port) is its owner's:
+	 * untouched, masquerade delivers it. */
+	if (pt_ct_is_reply(skb, p))
+		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
 		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
@@ -1229,7 +1235,7 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	}
 
 	/* Only a connection's first packet opens a flow: a bare SYN for TCP,
-	 * any datagram for UDP. */
+	 * any datagram for UDP (pt_open_flow() leaves conntrack's replies alone). */
 	if (p.proto == IPPROTO_TCP && !syn)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	int act = pt_open_flow(skb, &p, cfg, &in_key, true);

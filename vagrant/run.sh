@@ -118,7 +118,7 @@ SSH
 for d in $(virsh -q list --name); do echo "  $d: $(virsh dumpxml "$d" | grep -o "<domain type=.[a-z]*." | head -1), cpu $(virsh dumpxml "$d" | grep -o "<model[^>]*>[^<]*" | head -1 | sed "s/.*>//")"; done
 
 stage "install porttrig on the gateway"
-[ -f "$root/dist/.stamp" ] && [ -f "$root/build/porttrig.bpf.o" ] || make -C "$root" build
+[ -f "$root/dist/.stamp" ] && [ -f "$root/build/porttrig.bpf.o" ] && [ -f "$root/build/porttrig-noct.bpf.o" ] || make -C "$root" build
 node_bin=$(command -v node)
 echo "node $("$node_bin" --version) from $node_bin; libraries it needs: $(ldd "$node_bin" | awk '/=>/{print $1}' | tr '\n' ' ')"
 # Only the runtime dependencies travel (no TypeScript, no types).
@@ -127,7 +127,7 @@ ssh_on() { local host=$1; shift; ssh -F "$ssh_cfg" -o LogLevel=ERROR "$host" "$@
 ssh_on gateway 'sudo install -d /opt/porttrig/bin /opt/porttrig/app /etc/porttrig'
 ssh_on gateway 'sudo tee /opt/porttrig/bin/node >/dev/null && sudo chmod 755 /opt/porttrig/bin/node' < "$node_bin"
 # shellcheck disable=SC2086
-tar -C "$root" -cf - package.json build/porttrig.bpf.o dist/src $deps | ssh_on gateway 'sudo tar -xf - -C /opt/porttrig/app'
+tar -C "$root" -cf - package.json build/porttrig.bpf.o build/porttrig-noct.bpf.o dist/src $deps | ssh_on gateway 'sudo tar -xf - -C /opt/porttrig/app'
 ssh_on gateway 'sudo tee /etc/porttrig/porttrig.yaml >/dev/null' < "$here/porttrig-vm.yaml"
 ssh_on gateway 'printf "#!/bin/sh\nexec /opt/porttrig/bin/node /opt/porttrig/app/dist/src/cli/main.js \"\$@\"\n" | sudo tee /opt/porttrig/bin/porttrig >/dev/null && sudo chmod 755 /opt/porttrig/bin/porttrig'
 for h in client server; do

@@ -29,7 +29,7 @@ const BPF_TC_CLSACT = 3;
 const PERCPU_MAPS = new Set<string>([MAPS.ruleStats, MAPS.pktStats]);
 
 export interface DatapathOptions {
-  /** Path of porttrig.bpf.o. */
+  /** Path of the object: build/porttrig.bpf.o or build/porttrig-noct.bpf.o (src/bpf/conntrack.ts). */
   objectPath: string;
   /** bpffs directory for the pinned maps. */
   pinPath: string;

@@ -48,9 +48,9 @@ function fail(e: unknown, json: boolean): never {
   process.exit(exitCodeOf(e));
 }
 
-async function runDaemon(opts: { config: string; logLevel: LogLevel }): Promise<void> {
+async function runDaemon(opts: { config: string; logLevel: LogLevel; conntrack: boolean }): Promise<void> {
   const logger = createLogger((l) => process.stderr.write(`${l}\n`), opts.logLevel);
-  const d = await Daemon.start({ configPath: opts.config, logger });
+  const d = await Daemon.start({ configPath: opts.config, logger, conntrack: opts.conntrack ? 'auto' : 'off' });
   process.on('SIGHUP', () => {
     try { d.reload(); } catch (e) { logger.error('reload refused; running config kept', { error: e instanceof PorttrigError ? e.message : e }); }
   });
@@ -100,7 +100,8 @@ export function buildProgram(): Command {
     .description('run the daemon in the foreground (logs to stderr)')
     .option('-c, --config <file>', 'configuration file', DEFAULT_CONFIG)
     .addOption(new Option('--log-level <level>', 'lowest level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .action(async (o: { config: string; logLevel: LogLevel }) => runDaemon(o));
+    .option('--no-conntrack', 'load the data path without its conntrack check, even where the kernel offers it (README, Decisions)')
+    .action(async (o: { config: string; logLevel: LogLevel; conntrack: boolean }) => runDaemon(o));
 
   cmd('status')
     .description('what the daemon runs: interfaces, attachment, counts')
@@ -113,6 +114,7 @@ export function buildProgram(): Command {
         `WAN:      ${s.wan.interface} ${s.wan.address ?? '(no IPv4 address)'}`,
         `LAN:      ${s.lan.map((l) => l.interface).join(', ')}`,
         `attached: ${s.attached.map((a) => `${a.interface}${a.program_id ? `(prog ${a.program_id})` : '(NOT ATTACHED)'}`).join(', ')}`,
+        `conntrack check: ${s.conntrack.check === null ? 'unknown' : s.conntrack.check ? 'on' : 'OFF'} (${s.conntrack.reason})`,
         `rules ${s.rules}, sessions ${s.sessions}, flows ${s.flows}`,
       ].join('\n'));
     });

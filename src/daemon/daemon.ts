@@ -15,8 +15,9 @@ import {
   PorttrigState, type CloseRequest, type CloseResult, type FlowView, type LanSubnet, type OpenRequest, type OpenResult,
   type SessionView,
 } from '../core/state.js';
-import { missingRequiredCaps } from '../doctor/caps.js';
-import { bpfObjectPath, version } from '../paths.js';
+import { hasCap, missingRequiredCaps, ownCaps } from '../doctor/caps.js';
+import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
+import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
 import { ControlServer, socketAlive } from './control.js';
@@ -34,7 +35,21 @@ export interface DaemonOptions {
   logger: Logger;
   /** How often expired sessions and flows are swept, and addresses re-read. */
   sweepIntervalMs?: number;
+  /** Load this object as it is (else PORTTRIG_BPF_OBJECT, else the build chosen by `conntrack`). */
   objectPath?: string;
+  /**
+   * `auto` (default): the build with the conntrack check when the kernel
+   * offers its kfunc, else the one without (a warning says what is lost);
+   * `off`: always the one without (`porttrig daemon --no-conntrack`).
+   */
+  conntrack?: 'auto' | 'off';
+}
+
+/** Whether the loaded data path checks conntrack before it opens a UDP flow (bpf/conntrack.h). */
+export interface ConntrackView {
+  /** null: an object given by path (objectPath, PORTTRIG_BPF_OBJECT), not chosen here. */
+  check: boolean | null;
+  reason: string;
 }
 
 export interface StatusView {
@@ -47,6 +62,7 @@ export interface StatusView {
   wan: { interface: string; ifindex: number; address: string | null };
   lan: { interface: string; ifindex: number }[];
   attached: { interface: string; program_id: number }[];
+  conntrack: ConntrackView;
   rules: number;
   sessions: number;
   flows: number;
@@ -82,7 +98,7 @@ export class Daemon {
   private readonly startedAt = new Date();
   private stopped = false;
 
-  private constructor(private readonly opts: DaemonOptions, config: Config, dp: Datapath) {
+  private constructor(private readonly opts: DaemonOptions, config: Config, dp: Datapath, private readonly conntrack: ConntrackView) {
     this.config = config;
     this.dp = dp;
     this.state = new PorttrigState(dp.maps);
@@ -122,16 +138,17 @@ export class Daemon {
       log.debug('libbpf', { level, text: msg.trimEnd() });
       if (level === LIBBPF_WARN) warnings.push(msg.trimEnd());
     };
+    const { objectPath, conntrack } = Daemon.chooseObject(opts, onLibbpfLog);
     let dp: Datapath;
     try {
-      dp = Datapath.load({ objectPath: opts.objectPath ?? bpfObjectPath, pinPath: config.datapath.pinPath, limits: config.limits, onLibbpfLog });
+      dp = Datapath.load({ objectPath, pinPath: config.datapath.pinPath, limits: config.limits, onLibbpfLog });
     } catch (e) {
       const shown = warnings.slice(-MAX_LIBBPF_LINES_SHOWN);
       if (warnings.length > shown.length) log.error('libbpf', { text: `${warnings.length - shown.length} earlier lines omitted; --log-level debug shows them all` });
       for (const text of shown) log.error('libbpf', { text });
       throw e;
     }
-    const d = new Daemon(opts, config, dp);
+    const d = new Daemon(opts, config, dp, conntrack);
     const v6 = config.interfaces.lanNetworks.filter((n) => n.includes(':'));
     if (v6.length > 0) log.warn('IPv6 prefixes in interfaces.lan_networks have no effect yet: the data path handles IPv4 only', { prefixes: v6.join(',') });
     try {
@@ -151,9 +168,26 @@ export class Daemon {
     log.info('daemon started', {
       version, config: opts.configPath, pin_path: config.datapath.pinPath, adopted: dp.adopted,
       rules: config.rules.length, wan: config.interfaces.wan, lan: config.interfaces.lan.join(','),
+      conntrack_check: conntrack.check === null ? 'unknown' : conntrack.check ? 'on' : 'off', object: objectPath,
     });
     d.timer = setInterval(() => d.tick(), opts.sweepIntervalMs ?? 1000);
     return d;
+  }
+
+  /**
+   * The object to load: one given by path as it is; else the build with the
+   * conntrack check when the kernel offers its kfunc (src/bpf/conntrack.ts),
+   * else the one without, with a warning that says what is lost and why.
+   */
+  private static chooseObject(opts: DaemonOptions, onLibbpfLog: (level: number, msg: string) => void): { objectPath: string; conntrack: ConntrackView } {
+    const log = opts.logger;
+    const given = opts.objectPath ?? bpfObjectOverride;
+    if (given) return { objectPath: given, conntrack: { check: null, reason: `object given by path: ${given}` } };
+    const probe = probeCtKfunc({ onLibbpfLog });
+    const choice = chooseCtObject(probe, { forceOff: opts.conntrack === 'off', sysAdmin: hasCap(ownCaps(), 'CAP_SYS_ADMIN') });
+    if (choice.check) log.info('conntrack check on', { reason: choice.reason });
+    else log.warn('conntrack check off', { reason: choice.reason, lost: CT_LOST, fix: choice.fix });
+    return { objectPath: choice.check ? bpfObjectPaths.conntrack : bpfObjectPaths.noct, conntrack: { check: choice.check, reason: choice.reason } };
   }
 
   /** Compile and write the rules, keeping the ids of rules that still exist. */
@@ -314,6 +348,7 @@ export class Daemon {
       wan: { interface: wan, ifindex: ifindexOf(wan), address: this.wanAddr },
       lan: lan.map((n) => ({ interface: n, ifindex: ifindexOf(n) })),
       attached: ifaces.map((n) => ({ interface: n, program_id: attachedProgramId(ifindexOf(n)) })),
+      conntrack: this.conntrack,
       rules: this.config.rules.length,
       sessions: this.state.sessions().length,
       flows: this.state.flows().length,

@@ -16,6 +16,7 @@ import type { Config } from '../config/types.js';
 import { PorttrigError } from '../errors.js';
 import * as ffi from '../ffi/libbpf.js';
 import { ipv4Of } from '../daemon/netinfo.js';
+import { CT_FIX_CAPS, CT_KFUNC, CT_LOST, CT_MODULE, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import { CAPS, hasCap, missingRequiredCaps, ownCaps, type CapName } from './caps.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'missing';
@@ -48,6 +49,8 @@ export interface DoctorOptions {
   proc?: string;
   /** The `tc` binary used to list qdiscs and filters. */
   tc?: string;
+  /** The kernel's BTF directory (/sys/kernel/btf), for the conntrack kfunc. */
+  btfDir?: string;
 }
 
 /** Oldest kernel with every feature the data path uses: hash-map lookup-and-delete (5.14). */
@@ -82,7 +85,7 @@ export function runDoctor(opts: DoctorOptions = {}): DoctorReport {
   }
 
   const caps = ownCaps();
-  checks.push(kernelCheck(), bpfSyscallCheck(), btfCheck(), tcBpfCheck(), clsactCheck(proc), tcxCheck(), libbpfCheck(),
+  checks.push(kernelCheck(), bpfSyscallCheck(), btfCheck(), tcBpfCheck(), conntrackCheck(caps, opts.btfDir), clsactCheck(proc), tcxCheck(), libbpfCheck(),
     capsCheck(caps), bpffsCheck(config?.datapath.pinPath ?? DEFAULT_PIN_PATH, caps), forwardingCheck(proc, config));
   if (config) {
     const names = [config.interfaces.wan, ...config.interfaces.lan];
@@ -146,6 +149,34 @@ function tcBpfCheck(): Check {
     return { id: 'tc_bpf', title: 'TC BPF programs', status: 'missing', required: true, detail: `SCHED_CLS programs load, but the kernel lacks ${lacking.join(', ')}`, fix: `upgrade the kernel to ${MIN_KERNEL.join('.')} or later` };
   }
   return { id: 'tc_bpf', title: 'TC BPF programs', status: 'ok', required: true, detail: 'SCHED_CLS programs with bpf_redirect_neigh and bpf_sk_lookup_tcp' };
+}
+
+/**
+ * Can the data path ask conntrack before it opens a UDP flow (bpf/conntrack.h)?
+ * Not required: without it porttrig loads its build without the check, and
+ * loses what CT_LOST says. Judged for this process's capabilities, as the
+ * daemon judges for its own.
+ */
+function conntrackCheck(caps: bigint, btfDir?: string): Check {
+  const probe = probeCtKfunc(btfDir === undefined ? {} : { btfDir });
+  const choice = chooseCtObject(probe, { forceOff: false, sysAdmin: hasCap(caps, 'CAP_SYS_ADMIN') });
+  const base = { id: 'conntrack', title: 'conntrack check (kfunc bpf_skb_ct_lookup)', required: false };
+  if (choice.check && probe.home === CT_MODULE) {
+    // Fine for this process; the shipped unit lacks CAP_SYS_ADMIN.
+    return {
+      ...base, status: 'warn',
+      detail: `${choice.reason}: usable with CAP_SYS_ADMIN, which this process holds; a daemon without it (packaging/porttrig.service) runs without the check, so ${CT_LOST}`,
+      fix: `nothing, if the daemon runs as root; under packaging/porttrig.service: ${CT_FIX_CAPS}`,
+    };
+  }
+  if (choice.check) {
+    return { ...base, status: 'ok', detail: `${choice.reason}: the data path asks conntrack before it opens a UDP flow` };
+  }
+  return {
+    ...base, status: 'warn',
+    detail: `${choice.reason}: porttrig loads its data path without the ${CT_KFUNC} check, so ${CT_LOST}`,
+    ...(choice.fix ? { fix: choice.fix } : {}),
+  };
 }
 
 /** The kernel's build configuration, from /proc/config.gz or /boot; null if neither is readable. */

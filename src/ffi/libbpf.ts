@@ -87,6 +87,7 @@ export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
 export const BTF_KIND_STRUCT = 4;
+export const BTF_KIND_FUNC = 12;
 export const BPF_STATS_RUN_TIME = 0;
 
 export interface TcHook { ifindex: number; attach_point: number; parent?: number }
@@ -136,7 +137,9 @@ const f = {
   bpf_enable_stats: lib.func('int bpf_enable_stats(int type)'),
   bpf_prog_test_run_opts: lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)'),
   btf__parse: lib.func('btf *btf__parse(const char *path, void *btf_ext)'),
+  btf__parse_split: lib.func('btf *btf__parse_split(const char *path, btf *base_btf)'),
   btf__free: lib.func('void btf__free(btf *btf)'),
+  btf__type_cnt: lib.func('uint32_t btf__type_cnt(const btf *btf)'),
   btf__find_by_name_kind: lib.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
   btf__type_by_id: lib.func('const btf_type *btf__type_by_id(const btf *btf, uint32_t id)'),
   btf__name_by_offset: lib.func('const char *btf__name_by_offset(const btf *btf, uint32_t offset)'),
@@ -340,6 +343,32 @@ export function btfStruct(elfPath: string, name: string): BtfStruct | null {
     };
   } finally {
     f.btf__free(btf);
+  }
+}
+
+/**
+ * Does the BTF at `path` define a FUNC named `name`? The file is raw BTF (as
+ * /sys/kernel/btf/*) or an ELF object's .BTF. With `basePath`, it is split
+ * BTF on top of that base (a module's BTF on vmlinux's), and only its own
+ * types count. Returns 1 found, 0 not found, -errno when a file cannot be
+ * parsed.
+ */
+export function btfHasFunc(path: string, name: string, basePath: string | null = null): number {
+  const base = basePath === null ? null : f.btf__parse(basePath, null);
+  if (basePath !== null && !base) return -koffi.errno();
+  try {
+    const btf = base ? f.btf__parse_split(path, base) : f.btf__parse(path, null);
+    if (!btf) return -koffi.errno();
+    try {
+      const id = f.btf__find_by_name_kind(btf, name, BTF_KIND_FUNC) as number;
+      if (id < 0) return 0;
+      // A split BTF's search also finds the base's types (ids below its first own one).
+      return base && id <= (f.btf__type_cnt(base) as number) - 1 ? 0 : 1;
+    } finally {
+      f.btf__free(btf);
+    }
+  } finally {
+    if (base) f.btf__free(base);
   }
 }
 

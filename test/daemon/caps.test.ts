@@ -10,6 +10,7 @@ import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, GW_WAN, ROOT, Topology, WAN_SERVER, type Proc } from '../e2e/topology.js';
+import { probeCtKfunc } from '../../src/bpf/conntrack.js';
 
 const root = process.getuid?.() === 0;
 const NOBODY = 65534;
@@ -74,6 +75,11 @@ test('as root with only the unit\'s capabilities: starts, forwards, and says whi
   assert.match(status, /^CapEff:\s*000000c000001000$/m, 'the daemon holds exactly CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF');
   await forwards(topo);
   assert.equal((await topo.cli('status')).status, 0);
+  // The conntrack check's kfunc: resolvable without CAP_SYS_ADMIN only from vmlinux.
+  const { conntrack } = JSON.parse((await topo.cli('status', '--json')).stdout) as { conntrack: { check: boolean; reason: string } };
+  const home = probeCtKfunc().home;
+  assert.equal(conntrack.check, home === 'vmlinux', conntrack.reason);
+  if (home === 'nf_conntrack') assert.match(conntrack.reason, /only with CAP_SYS_ADMIN, which this process lacks/);
 
   // A restart under the same unit (systemctl restart, an upgrade) replaces
   // the programs it finds attached, without CAP_SYS_ADMIN.
@@ -122,6 +128,7 @@ for (const lacking of ['bpf', 'perfmon']) {
 test('the unit file: systemd-analyze verify has nothing to say; reload is SIGHUP, restart on failure', (t) => {
   const unit = readFileSync(join(ROOT, 'packaging/porttrig.service'), 'utf8');
   for (const line of ['ExecStart=/usr/local/bin/porttrig daemon --config /etc/porttrig/porttrig.yaml', 'ExecReload=/bin/kill -HUP $MAINPID',
+    'After=network-online.target nftables.service',
     'Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ReadWritePaths=/sys/fs/bpf /run/porttrig', 'ProtectHome=yes', 'PrivateTmp=yes']) {
     assert.ok(unit.split('\n').includes(line), `packaging/porttrig.service lacks "${line}"`);
   }

@@ -5,10 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, ROOT, Topology } from '../e2e/topology.js';
 import type { Check, DoctorReport } from '../../src/doctor/doctor.js';
-import { effectiveCaps, hasCap, missingRequiredCaps } from '../../src/doctor/caps.js';
+import { effectiveCaps, hasCap, missingRequiredCaps, ownCaps } from '../../src/doctor/caps.js';
+import { runDoctor } from '../../src/doctor/doctor.js';
+import { rawBtf } from '../helpers/btf.js';
 
 const root = process.getuid?.() === 0;
 const RULES = `  - name: ident
@@ -36,6 +40,29 @@ test('CapEff parsing: required capabilities, CAP_SYS_ADMIN standing in for CAP_B
   assert.deepEqual(missingRequiredCaps(0n), ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON']);
 });
 
+test('doctor: the conntrack check is a warning, not a failure, where the kfunc is missing or in a module', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'porttrig-btf-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const vmlinux = rawBtf(['some_other_kfunc']);
+  writeFileSync(join(dir, 'vmlinux'), vmlinux.data);
+  const missing = find(runDoctor({ btfDir: dir }), 'conntrack');
+  assert.equal(missing.status, 'warn');
+  assert.equal(missing.required, false);
+  assert.match(missing.detail, /module nf_conntrack is not loaded .*: porttrig loads its data path without the bpf_skb_ct_lookup check, so a UDP reply to another LAN host's masqueraded traffic .* is forwarded to the session's host instead of its owner$/);
+  assert.match(missing.fix!, /^load nf_conntrack before porttrig starts \(modprobe nf_conntrack, or start the firewall first/);
+
+  writeFileSync(join(dir, 'nf_conntrack'), rawBtf(['bpf_skb_ct_lookup', 'bpf_ct_release'], vmlinux).data);
+  const module = find(runDoctor({ btfDir: dir }), 'conntrack');
+  if (hasCap(ownCaps(), 'CAP_SYS_ADMIN')) {
+    assert.equal(module.status, 'warn');
+    assert.match(module.detail, /is in module nf_conntrack .*: usable with CAP_SYS_ADMIN, which this process holds; a daemon without it \(packaging\/porttrig\.service\) runs without the check/);
+    assert.match(module.fix!, /^nothing, if the daemon runs as root; under packaging\/porttrig\.service: give the daemon CAP_SYS_ADMIN/);
+  } else {
+    assert.equal(module.status, 'warn');
+    assert.match(module.detail, /but libbpf reads a module's BTF only with CAP_SYS_ADMIN, which this process lacks/);
+  }
+});
+
 test('doctor: all well in the gateway namespace; forwarding off and a missing interface are reported, exit 1', { skip: !root && 'needs root' }, async (t) => {
   const topo = new Topology();
   t.after(() => topo.destroy());
@@ -45,13 +72,17 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   const good = await doctor(topo, '--config', cfg);
   assert.equal(good.status, 0, good.stdout);
   assert.equal(good.report.ok, true);
-  for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
+  for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'conntrack', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
     assert.equal(find(good.report, id).status, 'ok', `${id}: ${find(good.report, id).detail}`);
   }
   assert.equal(find(good.report, 'interface:wan0').detail.replace(/^ifindex \d+/, 'ifindex N'), 'ifindex N, 203.0.113.1/24');
   assert.match(find(good.report, 'bpffs').detail, new RegExp(`${topo.pinPath} is on a bpffs`));
   assert.equal(find(good.report, 'attached:lan0').detail, 'nothing else attached');
   assert.match(find(good.report, 'tcx').detail, /libbpf: /);
+  // This kernel has nf_conntrack built in: the kfunc is in vmlinux.
+  assert.equal(find(good.report, 'conntrack').detail,
+    'bpf_skb_ct_lookup is in the kernel (/sys/kernel/btf/vmlinux): the data path asks conntrack before it opens a UDP flow');
+  assert.equal(find(good.report, 'conntrack').required, false);
 
   topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
   const off = await doctor(topo, '--config', cfg);

@@ -225,9 +225,9 @@ ${rulesYaml}`);
     return file;
   }
 
-  /** Start the daemon in the gateway namespace; resolves once it serves. */
-  async startDaemon(config: string): Promise<Proc> {
-    const d = this.spawn(this.ns.gw, process.execPath, [CLI, 'daemon', '--config', config]);
+  /** Start the daemon in the gateway namespace (`args`: more options); resolves once it serves. */
+  async startDaemon(config: string, ...args: string[]): Promise<Proc> {
+    const d = this.spawn(this.ns.gw, process.execPath, [CLI, 'daemon', '--config', config, ...args]);
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`daemon did not start: ${d.stderr}`)), 15000);
       const check = setInterval(() => {
