@@ -25,8 +25,8 @@ export const CT_LOST = 'a UDP reply to another LAN host\'s masqueraded traffic t
 export const CT_FIX = `load ${CT_MODULE} before porttrig starts (modprobe ${CT_MODULE}, or start the firewall first: `
   + 'its ct state and masquerade rules load it; packaging/porttrig.service orders After=nftables.service), then restart porttrig';
 /** What to do when the kfunc is in the module but the process lacks CAP_SYS_ADMIN. */
-export const CT_FIX_CAPS = 'give the daemon CAP_SYS_ADMIN (for packaging/porttrig.service: a drop-in adding it to '
-  + 'CapabilityBoundingSet= and AmbientCapabilities=), or use a kernel with nf_conntrack built in; then restart porttrig';
+export const CT_FIX_CAPS = 'give the daemon CAP_SYS_ADMIN (packaging/porttrig.service grants it; a drop-in that removes it '
+  + 'from CapabilityBoundingSet= and AmbientCapabilities= turns the check off), or use a kernel with nf_conntrack built in; then restart porttrig';
 
 /** Where the kernel defines CT_KFUNC: in vmlinux, in the nf_conntrack module's BTF, or nowhere. */
 export type CtKfuncHome = 'vmlinux' | typeof CT_MODULE | null;

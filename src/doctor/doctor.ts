@@ -162,11 +162,9 @@ function conntrackCheck(caps: bigint, btfDir?: string): Check {
   const choice = chooseCtObject(probe, { forceOff: false, sysAdmin: hasCap(caps, 'CAP_SYS_ADMIN') });
   const base = { id: 'conntrack', title: 'conntrack check (kfunc bpf_skb_ct_lookup)', required: false };
   if (choice.check && probe.home === CT_MODULE) {
-    // Fine for this process; the shipped unit lacks CAP_SYS_ADMIN.
     return {
-      ...base, status: 'warn',
-      detail: `${choice.reason}: usable with CAP_SYS_ADMIN, which this process holds; a daemon without it (packaging/porttrig.service) runs without the check, so ${CT_LOST}`,
-      fix: `nothing, if the daemon runs as root; under packaging/porttrig.service: ${CT_FIX_CAPS}`,
+      ...base, status: 'ok',
+      detail: `${choice.reason}: usable with CAP_SYS_ADMIN, which this process holds (as packaging/porttrig.service grants it); a daemon without it runs without the check (${CT_FIX_CAPS})`,
     };
   }
   if (choice.check) {

@@ -62,9 +62,15 @@ function setpriv(caps: string[], user: boolean): string[] {
   ];
 }
 
-test('as root with only the unit\'s capabilities: starts, forwards, and says which capabilities it has', { skip: !root && 'needs root' }, async (t) => {
-  const caps = unitCaps();
-  assert.deepEqual(caps.sort(), ['bpf', 'net_admin', 'perfmon']);
+/** What the daemon needs to run at all; the unit adds CAP_SYS_ADMIN for the conntrack check. */
+const REQUIRED = ['bpf', 'net_admin', 'perfmon'];
+
+test('the unit grants the required capabilities and CAP_SYS_ADMIN (the conntrack check where nf_conntrack is a module)', () => {
+  assert.deepEqual(unitCaps().sort(), [...REQUIRED, 'sys_admin']);
+});
+
+test('as root with the required capabilities only (no CAP_SYS_ADMIN): starts, forwards, and says which capabilities it has', { skip: !root && 'needs root' }, async (t) => {
+  const caps = REQUIRED;
   const topo = new Topology();
   t.after(() => topo.destroy());
   topo.create();
@@ -107,15 +113,18 @@ test('as nobody with the unit\'s capabilities as ambient ones: starts and forwar
   await forwards(topo);
   // Root may use the daemon's socket (and so may its own user).
   assert.equal((await topo.cli('sessions', '--json')).status, 0);
+  // With the unit's CAP_SYS_ADMIN the conntrack check is on wherever the kfunc is.
+  const { conntrack } = JSON.parse((await topo.cli('status', '--json')).stdout) as { conntrack: { check: boolean; reason: string } };
+  assert.equal(conntrack.check, probeCtKfunc().home !== null, conntrack.reason);
 });
 
 for (const lacking of ['bpf', 'perfmon']) {
-  test(`without CAP_${lacking.toUpperCase()} the daemon refuses to start, in one line, and attaches nothing`, { skip: !root && 'needs root' }, async (t) => {
+  test(`without CAP_${lacking.toUpperCase()} (and CAP_SYS_ADMIN, which stands in for it) the daemon refuses to start, in one line, and attaches nothing`, { skip: !root && 'needs root' }, async (t) => {
     const topo = new Topology();
     t.after(() => topo.destroy());
     topo.create();
     const cfg = topo.writeConfig(RULES);
-    const caps = unitCaps().filter((c) => c !== lacking);
+    const caps = REQUIRED.filter((c) => c !== lacking);
     const d = topo.spawn(topo.ns.gw, 'setpriv', [...setpriv(caps, false), process.execPath, CLI, 'daemon', '--config', cfg]);
     assert.equal(await d.exited(), 1);
     assert.equal(d.stderr, `porttrig: porttrig daemon lacks CAP_${lacking.toUpperCase()}: run it as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see packaging/porttrig.service)\n`);
