@@ -706,6 +706,7 @@ struct bpf_map;  /* the kernel's; callbacks get a pointer they do not use */
 struct pt_reclaim_ctx {
 	__u64 now;
 	__u64 next_ns;      /* earliest deadline of a live session seen; 0 = none */
+	struct pt_reclaim *st;  /* the scan's budget (st->freed); NULL: no budget */
 	__be32 host;        /* only this host's sessions; 0 = every host */
 	__u32 live;         /* live sessions seen (of `host`) */
 	__u32 freed;        /* 1: an entry was removed */
@@ -714,7 +715,21 @@ struct pt_reclaim_ctx {
 /* The verifier explores a bpf_for_each_map_elem() callback until the state it
  * leaves in the context converges (kernel 6.8+): the context holds nothing
  * that the programs branch on and that could take unboundedly many values
- * (`freed` is a flag, `live` is only stored). */
+ * (`freed` is a flag, `live` is only stored; the budget is counted in the
+ * map value, which the verifier does not track). */
+
+/* Count one removal against the scan's budget: 1 (stop) once it is spent. */
+static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
+{
+	c->freed = 1;
+	struct pt_reclaim *st = c->st;
+	if (!st)
+		return 0;
+	if (++st->freed < PT_RECLAIM_BATCH)
+		return 0;
+	st->more = 1;
+	return 1;
+}
 
 /* bpf_for_each_map_elem() callback over pt_sessions: remove a session that
  * is expired or whose rule is gone or disabled, as the sweeper would
@@ -743,30 +758,36 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 	pt_host_release(host);
 	if (rflags & PT_RULE_ENABLED)
 		pt_count(rid, PT_RC_SESSIONS_EXPIRED);
-	c->freed = 1;
-	return 0;
+	return pt_reclaim_spent(c);
 }
 
-/* bpf_for_each_map_elem() callback over pt_flows: end a flow that is over. */
+/* bpf_for_each_map_elem() callback over pt_flows: end a flow that is over.
+ * Under pressure only flows idle past the shortest flow timer are judged
+ * (the rest cost one compare, not a partner lookup): orphans and flows ended
+ * by kill_flows_on_expiry younger than that wait for the sweep or their next
+ * packet. */
 static long pt_reclaim_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
 			       struct pt_flow *f, struct pt_reclaim_ctx *c)
 {
+	if ((__s64)(c->now - f->last_seen_ns) <= (__s64)PT_FLOW_TIMEOUT_TCP_TRANS_NS)
+		return 0;
 	struct pt_flow_key key = *k;
 	struct pt_flow fv = *f;
 	struct pt_session *s;
 	if (pt_flow_judge(&key, &fv, c->now, false, &s) == PT_FATE_LIVE)
 		return 0;
 	pt_flow_end(&key, &fv);
-	c->freed = 1;
-	return 0;
+	return pt_reclaim_spent(c);
 }
 
 /*
  * pt_sessions or pt_flows (`which`) is full: remove what is over in it,
- * unless a scan ran less than PT_RECLAIM_INTERVAL_NS ago and no session it
- * saw live has reached its deadline since (flows: the interval only). True if
- * anything was removed. Walks the whole map (bpf_for_each_map_elem, kernel
- * 5.13): the price of a full table, paid at most once a second.
+ * unless a scan ran less than PT_RECLAIM_INTERVAL_NS ago, did not stop at its
+ * budget, and no session it saw live has reached its deadline since (flows:
+ * the interval only). True if anything was removed. Walks the map
+ * (bpf_for_each_map_elem, kernel 5.13) until PT_RECLAIM_BATCH entries are
+ * removed: a whole walk of a full table of live state is paid at most once a
+ * second (bench/reclaim.ts measures it).
  */
 static __noinline bool pt_reclaim(__u32 which, __u64 now)
 {
@@ -775,12 +796,14 @@ static __noinline bool pt_reclaim(__u32 which, __u64 now)
 		return false;
 	__u64 last = st->last_ns;
 	__u64 next = st->next_ns;
-	bool due = !last || (__s64)(now - last) >= (__s64)PT_RECLAIM_INTERVAL_NS ||
+	bool due = !last || st->more || (__s64)(now - last) >= (__s64)PT_RECLAIM_INTERVAL_NS ||
 		   (next && (__s64)(now - next) > 0);
 	if (!due)
 		return false;
 	st->last_ns = now;
-	struct pt_reclaim_ctx c = { .now = now };
+	st->freed = 0;
+	st->more = 0;
+	struct pt_reclaim_ctx c = { .now = now, .st = st };
 	if (which == PT_RECLAIM_SESSIONS) {
 		bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
 		st->next_ns = c.next_ns;
@@ -793,8 +816,7 @@ static __noinline bool pt_reclaim(__u32 which, __u64 now)
 /*
  * A host at sessions_per_host whose earliest session deadline has passed:
  * remove its sessions that are over, and set its count to the live ones
- * (repairing any drift) and recheck_ns to the earliest deadline among them
- * (0 when none is live).
+ * (repairing any drift) and recheck_ns to the earliest deadline among them.
  */
 static __noinline void pt_reclaim_host(__be32 host, __u64 now)
 {
@@ -803,9 +825,12 @@ static __noinline void pt_reclaim_host(__be32 host, __u64 now)
 	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
 	if (!h)
 		return;
-	/* A count of 0 may stay: the caller takes a slot right after. */
+	/* A count of 0 may stay: the caller takes a slot right after. The next
+	 * scan for this host waits PT_RECLAIM_HOST_GAP_NS at least, so that a host
+	 * with many short sessions cannot make every trigger walk the table. */
+	__u64 floor = now + PT_RECLAIM_HOST_GAP_NS;
 	h->sessions = c.live;
-	h->recheck_ns = c.next_ns;
+	h->recheck_ns = c.next_ns && (__s64)(c.next_ns - floor) > 0 ? c.next_ns : floor;
 }
 
 /* Remember where the rest of a fragmented datagram goes (see pt_frags). */

@@ -156,9 +156,16 @@ enum pt_reclaim_map {
 
 struct pt_reclaim {
 	__u64 last_ns;          /* when the last scan ran; 0 = never */
-	__u64 next_ns;          /* no entry live at that scan ends before this (~0 = unknown) */
+	__u64 next_ns;          /* no session live at that scan ends before this (0 = unknown) */
+	__u32 freed;            /* entries the last scan removed */
+	__u32 more;             /* 1: it stopped at PT_RECLAIM_BATCH; the next may run at once */
 };
 #define PT_RECLAIM_INTERVAL_NS (1ULL * PT_NSEC_PER_SEC)
+/* A scan stops once it has removed this many entries (a packet waits for it):
+ * room enough for a while, and the next one may follow at once. */
+#define PT_RECLAIM_BATCH 1024
+/* A host at its limit looks for its expired sessions at most this often. */
+#define PT_RECLAIM_HOST_GAP_NS (100ULL * 1000 * 1000)
 
 /* --- load-time options: .rodata.opts, written between open and load ------- */
 #define PT_OPT_TEST_CLOCK (1U << 0)  /* tests: pt_now() reads pt_test_now_ns, not the kernel clock */

@@ -35,6 +35,10 @@ export const PT_FRAG_SLOTS = 4096;
 
 /** A full map is scanned for expired entries at most this often (PT_RECLAIM_INTERVAL_NS). */
 export const RECLAIM_INTERVAL_NS = NSEC_PER_SEC;
+/** A full-map scan stops after removing this many entries (PT_RECLAIM_BATCH). */
+export const RECLAIM_BATCH = 1024;
+/** A host at its limit scans for its expired sessions at most this often (PT_RECLAIM_HOST_GAP_NS). */
+export const RECLAIM_HOST_GAP_NS = 100_000_000n;
 /** enum pt_reclaim_map: entries of pt_reclaim_state. */
 export const RECLAIM = { sessions: 0, flows: 1 } as const;
 /** Load-time option (struct pt_load_opts.flags): pt_now() reads pt_test_now_ns. */
@@ -152,10 +156,12 @@ export const HostCodec = new StructCodec<PtHost>('pt_host', 16, [
   { name: 'recheck_ns', offset: 8, kind: u64 },
 ]);
 
-export interface PtReclaim { last_ns: bigint; next_ns: bigint }
-export const ReclaimCodec = new StructCodec<PtReclaim>('pt_reclaim', 16, [
+export interface PtReclaim { last_ns: bigint; next_ns: bigint; freed: number; more: number }
+export const ReclaimCodec = new StructCodec<PtReclaim>('pt_reclaim', 24, [
   { name: 'last_ns', offset: 0, kind: u64 },
   { name: 'next_ns', offset: 8, kind: u64 },
+  { name: 'freed', offset: 16, kind: u32 },
+  { name: 'more', offset: 20, kind: u32 },
 ]);
 
 export interface PtLoadOpts { flags: number }
