@@ -65,15 +65,23 @@ function counters(f: TestDatapath, ids: Map<string, number>): Record<string, Rec
   return out;
 }
 
-test('an hour under a SYN and UDP scan with no daemon: a scanner keeps nothing open, dead state never blocks live hosts', SKIP ? { skip: SKIP } : {}, (t) => {
-  // Small tables, so that the scan fills them over and over.
-  const f = useDatapath(t, { testClock: true, limits: { sessions: 4, flows: 24 } });
+/** The data path on the test clock at t0 (an hour into the map clock), with RULES and a /24 LAN. */
+function setup(t: { after: (fn: () => void) => void }, limits: { sessions: number; flows: number }, sessionsPerHost: number) {
+  const f = useDatapath(t, { testClock: true, limits });
   const compiled = compileRules(RULES);
   f.state.applyRules(compiled);
-  f.state.setRuntime(WAN, 7, 2);
+  f.state.setRuntime(WAN, 7, sessionsPerHost);
   f.state.setLocalAddrs([GW_LAN, WAN]);
   f.state.setLanNets(['10.0.0.0/24']);
   const t0 = CLOCK_BIAS_NS + 3600n * NSEC_PER_SEC;
+  f.dp.setTestClock(t0);
+  return { f, ids: compiled.ids, t0 };
+}
+
+test('an hour under a SYN and UDP scan with no daemon: a scanner keeps nothing open, dead state never blocks live hosts', SKIP ? { skip: SKIP } : {}, (t) => {
+  // Small tables, so that the scan fills them over and over.
+  const { f, ids, t0 } = setup(t, { sessions: 4, flows: 24 }, 2);
+  const compiled = { ids };
   let now = t0;
   const at = (s: number): void => { now = t0 + BigInt(Math.round(s * 1000)) * 1_000_000n; f.dp.setTestClock(now); };
   at(0);
@@ -138,13 +146,8 @@ test('an hour under a SYN and UDP scan with no daemon: a scanner keeps nothing o
 });
 
 test('sessions_per_host 1 with no daemon: the host\'s expired session frees its slot at once, a live one does not', SKIP ? { skip: SKIP } : {}, (t) => {
-  const f = useDatapath(t, { testClock: true, limits: { sessions: 8, flows: 8 } });
-  const compiled = compileRules(RULES);
-  f.state.applyRules(compiled);
-  f.state.setRuntime(WAN, 7, 1);
-  f.state.setLocalAddrs([GW_LAN, WAN]);
-  f.state.setLanNets(['10.0.0.0/24']);
-  const t0 = CLOCK_BIAS_NS + 3600n * NSEC_PER_SEC;
+  const { f, ids, t0 } = setup(t, { sessions: 8, flows: 8 }, 1);
+  const compiled = { ids };
   const at = (s: number): void => f.dp.setTestClock(t0 + BigInt(s) * NSEC_PER_SEC);
   const [A] = HOSTS;
   at(0);
