@@ -2302,6 +2302,32 @@ const ROWS: Row[] = [
     sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(IRC_FLOW, SEEN.SYN)],
   },
+
+  // ---- review: the ICMP and fragment paths act on packets ip_rcv() drops ----
+  {
+    name: 'ICMP error about a flow with a bad outer IPv4 header checksum: untouched (malformed), like any packet the kernel drops',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW); },
+    packet: icmpErr(REMOTE, WAN, tcp(WAN, 113, REMOTE, 55555, TCP.ACK), { outer: { checksum: 0x1234 } }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'ICMP error from the LAN host about a flow with a bad outer IPv4 header checksum: untouched (malformed)',
+    prog: 'lan',
+    seed: (c) => { c.session('game', HOST_A); c.flow(GAME_FLOW); },
+    packet: icmpErr(HOST_A, REMOTE, udp(REMOTE, 40001, HOST_A, 27005, { ttl: 63 }), { outer: { checksum: 0x1234 } }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+  },
+  {
+    name: 'non-first fragment of a remembered datagram with a bad IPv4 header checksum: untouched (malformed)',
+    prog: 'wan',
+    seed: (c) => { c.session('game', HOST_A); c.flow(GAME_FLOW); bigInFrag(c); },
+    packet: withIpChecksum(fragment(buildPacket(BIG_IN), 32, 32), 0x1234),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
 ];
 
 // --- sockets of the gateway's own ----------------------------------------------------------
@@ -2380,6 +2406,13 @@ function zeroAfter(spec: PacketSpec, to: { dst?: string; dport?: number }): Pack
   const after = parsePacket(buildPacket(xlate(out, to))).udp!.checksum;
   if (after !== 0xffff) throw new Error(`zeroAfter: translated checksum is 0x${after.toString(16)}, wanted 0xffff`);
   return out;
+}
+
+/** `frame` with its IPv4 header checksum forced to `check` (bogus on purpose). */
+function withIpChecksum(frame: Buffer, check: number): Buffer {
+  const b = Buffer.from(frame);
+  b.writeUInt16BE(check, ETH_HLEN + 10);
+  return b;
 }
 
 /** The frame of `spec` with its TCP data offset field forced to `words` (bogus on purpose). */
