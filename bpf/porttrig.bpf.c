@@ -881,14 +881,20 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	 * need a queue the data path does not have (or reassembly by the stack). */
 	if (!fr)
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
-	if ((__s64)(pt_now() - fr->first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
+	__u64 first_ns = fr->first_ns;
+	__be32 nat_addr = fr->nat_addr;
+	__u32 ifindex = fr->ifindex;
+	if ((__s64)(pt_now() - first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	/* What ip_rcv() would drop is not translated (and the incremental
+	 * update would only carry the bad sum over). */
+	if (!pt_ip_csum_ok(skb, p))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
 
 	bool inbound = fdir == PT_DIR_IN;
-	__u32 ifindex = fr->ifindex;
-	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, fr->nat_addr))
+	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, nat_addr))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
@@ -984,6 +990,9 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 		if (!port || !port->lan_port_refs)
 			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
 	}
+	/* What ip_rcv() would drop creates, ends and translates nothing. */
+	if (!pt_ip_csum_ok(skb, p))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	struct pt_flow_key k = {
 		.saddr = q.daddr,
 		.daddr = q.saddr,
