@@ -2328,6 +2328,20 @@ const ROWS: Row[] = [
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: { 'wan/malformed': 1 },
   },
+
+  // ---- review: a LAN subnet's broadcast address is not a LAN host ----
+  {
+    // ip_rcv drops it (fib_validate_source: the source is a broadcast route
+    // of the local table, a martian), and `porttrig open` refuses the same
+    // address (checkLanHost); the data path armed a session for it, which a
+    // hostile LAN host can use to hold any rule under conflict: first.
+    name: 'trigger from the LAN subnet\'s broadcast address (10.0.0.255, spoofed) does not open',
+    prog: 'lan',
+    packet: tcp('10.0.0.255', 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
 ];
 
 // --- sockets of the gateway's own ----------------------------------------------------------
