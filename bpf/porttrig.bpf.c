@@ -138,7 +138,9 @@ struct pt_lpm_v4 {
 	__be32 addr;
 };
 
-/* LAN subnets: packets arriving on the WAN from these are never translated. */
+/* LAN subnets: packets arriving on the WAN from these are never translated.
+ * The value is the prefix length (1: unknown, as older daemons wrote it), so
+ * that a subnet's broadcast address is not taken for a LAN host. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 256);
@@ -1065,6 +1067,22 @@ static __always_inline bool pt_lan_addr(__be32 addr)
 	return bpf_map_lookup_elem(&pt_lan_nets, &k) != NULL;
 }
 
+/* A LAN host's address: inside a LAN subnet and not its directed broadcast
+ * address (ip_rcv drops a packet from it as a martian, fib_validate_source;
+ * `porttrig open` refuses it too). /31 and /32 have none (RFC 3021). */
+static __always_inline bool pt_lan_host(__be32 addr)
+{
+	struct pt_lpm_v4 k = { .prefixlen = 32, .addr = addr };
+	__u8 *plen = bpf_map_lookup_elem(&pt_lan_nets, &k);
+	if (!plen)
+		return false;
+	__u32 len = *plen;
+	if (len < 2 || len > 30)
+		return true;
+	__u32 hostmask = 0xffffffffU >> len;
+	return (bpf_ntohl(addr) & hostmask) != hostmask;
+}
+
 /* SPEC 8: may a packet from `saddr` arriving on the WAN be translated? Not
  * from a martian source, one of the gateway's addresses or a LAN subnet: TC
  * ingress runs before the kernel's martian and rp_filter checks
@@ -1084,7 +1102,7 @@ static __always_inline bool pt_trigger_addrs_ok(const struct pt_config *cfg, con
 		return false;
 	if (pt_local_addr(cfg, p->daddr) || pt_local_addr(cfg, p->saddr))
 		return false;
-	return pt_lan_addr(p->saddr) && !pt_lan_addr(p->daddr);
+	return pt_lan_host(p->saddr) && !pt_lan_addr(p->daddr);
 }
 
 /* A bare TCP SYN: the first packet of a connection. */

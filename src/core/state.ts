@@ -227,7 +227,9 @@ export class PorttrigState {
     for (const [k] of [...this.maps.lanNets.entries()]) {
       if (!want.has(`${k.addr}/${k.prefixlen}`)) this.maps.lanNets.delete(k);
     }
-    for (const k of want.values()) this.maps.lanNets.set(k, 1);
+    // The value is the prefix length: the data path tells a subnet's
+    // broadcast address from its hosts with it.
+    for (const k of want.values()) this.maps.lanNets.set(k, k.prefixlen);
   }
 
   /** Open sessions, live ones only, with their flow counts. */
