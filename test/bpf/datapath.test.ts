@@ -112,6 +112,14 @@ const RULES: Rule[] = [
   rule('killer', 'tcp/9100', 'tcp/9101-9102 -> 9201', { killFlowsOnExpiry: true, conflict: 'last' }),
 ];
 
+/** RULES after a reload that gave irc's open port 113 to a new rule (irc now opens 114). */
+const RELOAD_MOVED_113: Rule[] = [
+  ...RULES.map((r) => (r.name === 'irc' ? { ...r, open: [openSpec('tcp/114')] } : r)),
+  rule('ident', 'tcp/6668', 'tcp/113'),
+];
+/** RULES after a reload that changed the translation of rule `translated` (-> 7000 became -> 8000). */
+const RELOAD_RETRANSLATED: Rule[] = RULES.map((r) => (r.name === 'translated' ? { ...r, open: [openSpec('tcp/6000-6009 -> 8000')] } : r));
+
 // --- packets ------------------------------------------------------------------------
 const MSS_1460 = Uint8Array.of(2, 4, 0x05, 0xb4);
 const ROUTER_ALERT = Uint8Array.of(0x94, 0x04, 0x00, 0x00);                 // IHL 6
@@ -2341,6 +2349,43 @@ const ROWS: Row[] = [
     retval: TC_ACT_UNSPEC, out: 'same',
     stats: { 'lan/pass': 1 },
     sessions: [], hosts: {},
+  },
+
+  // ---- review: a reload that moves an open port or changes its translation ----
+  // README: "a reload that ... takes a port out of its open specs therefore
+  // ends that port's accepted flows in both directions at once (rules that
+  // keep their ports keep their flows)". The port table is only checked for
+  // "some rule opens this port" (WAN) / "some spec maps to this LAN port"
+  // (LAN), not for the flow's own rule and translation.
+  {
+    name: 'reload moved WAN port 113 from rule irc to a new rule: irc\'s old flow on it is no longer translated to its host',
+    prog: 'wan',
+    rules: RELOAD_MOVED_113,
+    seed: (c) => { c.session('ident', HOST_B); c.flow(IRC_FLOW); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan, flows: [],
+  },
+  {
+    name: 'reload moved WAN port 113 from rule irc to a new rule: the old flow\'s reply is not translated either',
+    prog: 'lan',
+    rules: RELOAD_MOVED_113,
+    seed: (c) => { c.session('ident', HOST_B); c.flow(IRC_FLOW); },
+    packet: tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 }, flows: [],
+  },
+  {
+    // 6003 -> 7003 became 6003 -> 8003: 7003 is in no open spec any more, so
+    // the replies from 7003 leave untranslated (masquerade's), while the
+    // inbound half kept going to 7003: a half-translated connection.
+    name: 'reload changed the translation of tcp/6000-6009 (-> 7000 became -> 8000): the old flow is not translated to the old LAN port',
+    prog: 'wan',
+    rules: RELOAD_RETRANSLATED,
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); },
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan, flows: [],
   },
 ];
 
