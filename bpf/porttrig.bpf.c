@@ -612,6 +612,16 @@ static __always_inline enum pt_fate pt_flow_judge(const struct pt_flow_key *k, c
 	__u64 idle = rule ? rule->idle_timeout_ns : 0;
 	bool owned = false;
 
+	/* Flows live on open ports only: the flow's WAN port must still be held
+	 * by the flow's rule and still reach the flow's LAN port. A reload that
+	 * gave the port to another rule, or changed its translation, ends the
+	 * flow like one that disabled its rule (applyRules() removes such flows
+	 * from the map at once). */
+	bool in = k->dir == PT_DIR_IN;
+	struct pt_port *pp = pt_port_slot(k->proto, in ? k->dport : fv->nat_port);
+	if (!pp || pp->open_rule != rid || pp->open_lan_port != bpf_ntohs(in ? fv->nat_port : k->sport))
+		rflags = 0;
+
 	*sp = NULL;
 	if ((rflags & PT_RULE_ENABLED) && ((rflags & PT_RULE_KILL_FLOWS) || want_session)) {
 		struct pt_session_key skey = { .rule = rid, .peer = fv->sess_peer };

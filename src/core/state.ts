@@ -7,7 +7,7 @@ import { isIPv4 } from 'node:net';
 import {
   CONFIG_LOCAL_ADDRS,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
-  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec,
+  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, portIndex,
   type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
@@ -174,6 +174,18 @@ export class PorttrigState {
     const ports: [number, PtPort][] = [];
     for (let i = 0; i < PT_PORT_SLOTS; i++) ports.push([i, c.ports.get(i) ?? empty]);
     this.maps.ports.setMany(ports);
+    // Flows live on open ports only: a flow whose WAN port went to another
+    // rule, or whose translation changed, ends now (the data path already
+    // stops forwarding it, pt_flow_judge()).
+    const doomed: PtFlowKey[] = [];
+    for (const [k, v] of this.maps.flows.entries()) {
+      const inbound = k.dir === DIR_IN;
+      const wanPort = inbound ? k.dport : v.nat_port;
+      const lanPort = inbound ? v.nat_port : k.sport;
+      const slot = c.ports.get(portIndex(k.proto === IPPROTO_TCP ? 'tcp' : 'udp', wanPort));
+      if (!slot || slot.open_rule !== v.rule || slot.open_lan_port !== lanPort) doomed.push(k);
+    }
+    if (doomed.length > 0) this.maps.flows.deleteMany(doomed);
   }
 
   /** Point the data path at the WAN address (0.0.0.0: none) and set limits. */

@@ -2810,6 +2810,23 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
     assert.deepEqual([...f.dp.maps.localAddrs.entries()].map(([a]) => a), [WAN]);
   });
 
+  test('a reload that moves an open port or changes its translation removes the flows on it; others stay', SKIP ? { skip: SKIP } : {}, (t) => {
+    const f = useDatapath(t);
+    const c = new Ctx(f, t);
+    const compiled = compileRules(RULES);
+    c.ids = compiled.ids;
+    f.state.applyRules(compiled);
+    c.flow(IRC_FLOW);
+    c.flow(XL_FLOW);
+    c.flow(GAME_FLOW);
+    const flowsOf = (): string[] => [...f.dp.maps.flows.entries()].map(([k]) => flowKey(k)).sort();
+    const keysOf = (...pairs: FlowPair[]): string[] => pairs.flatMap((p) => flowEntries(c, p, 0, 0).map((e) => flowKey(e.key))).sort();
+    f.state.applyRules(compileRules(RELOAD_MOVED_113, compiled.ids));
+    assert.deepEqual(flowsOf(), keysOf(XL_FLOW, GAME_FLOW), 'irc gave port 113 away: its flow there ends');
+    f.state.applyRules(compileRules(RELOAD_RETRANSLATED, compiled.ids));
+    assert.deepEqual(flowsOf(), keysOf(GAME_FLOW), 'the translation of 6003 changed: its flow ends');
+  });
+
   test('an inbound connection arriving right after the trigger is forwarded (SPEC 4.1)', SKIP ? { skip: SKIP } : {}, (t) => {
     const f = useDatapath(t);
     const c = new Ctx(f, t);
