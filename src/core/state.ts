@@ -303,7 +303,8 @@ export class PorttrigState {
   sweep(): SweepResult {
     const now = this.clock();
     const rules = this.ruleSettings();
-    const plan = planSweep(this.maps.sessions.entries(), this.maps.flows.entries(), rules, now);
+    const flowEntries = [...this.maps.flows.entries()];
+    const plan = planSweep(this.maps.sessions.entries(), flowEntries, rules, now);
     const res: SweepResult = { sessionsExpired: 0, sessionsClosed: 0, flowsRemoved: 0, hostCountsFixed: 0 };
     for (const { key, value, reason } of plan.sessions) {
       const taken = this.maps.sessions.take(key);
@@ -319,7 +320,21 @@ export class PorttrigState {
         res.sessionsClosed++;
       }
     }
-    if (plan.flows.length > 0) res.flowsRemoved = this.maps.flows.deleteMany(plan.flows);
+    if (plan.flows.length > 0) {
+      // Only the entries judged: the data path may have ended a flow since
+      // the snapshot and opened a new one on the same 5-tuple (pt_flow_end()
+      // tells them apart by the creation stamp, and so does this).
+      const judged = new Map(flowEntries.map(([k, v]) => [flowKeyId(k), v.created_ns]));
+      for (const k of plan.flows) {
+        const taken = this.maps.flows.take(k);
+        if (!taken) continue;
+        if (taken.created_ns !== judged.get(flowKeyId(k))) {
+          try { this.maps.flows.set(k, taken, BPF_NOEXIST); } catch { /* the data path's newer entry wins */ }
+          continue;
+        }
+        res.flowsRemoved++;
+      }
+    }
 
     const counts = new Map(plan.hostCounts);
     // recheck_ns 0: the data path may look for the host's expired sessions
