@@ -138,7 +138,9 @@ struct pt_lpm_v4 {
 	__be32 addr;
 };
 
-/* LAN subnets: packets arriving on the WAN from these are never translated. */
+/* LAN subnets: packets arriving on the WAN from these are never translated.
+ * The value is the prefix length (1: unknown, as older daemons wrote it), so
+ * that a subnet's broadcast address is not taken for a LAN host. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 256);
@@ -610,6 +612,16 @@ static __always_inline enum pt_fate pt_flow_judge(const struct pt_flow_key *k, c
 	__u64 idle = rule ? rule->idle_timeout_ns : 0;
 	bool owned = false;
 
+	/* Flows live on open ports only: the flow's WAN port must still be held
+	 * by the flow's rule and still reach the flow's LAN port. A reload that
+	 * gave the port to another rule, or changed its translation, ends the
+	 * flow like one that disabled its rule (applyRules() removes such flows
+	 * from the map at once). */
+	bool in = k->dir == PT_DIR_IN;
+	struct pt_port *pp = pt_port_slot(k->proto, in ? k->dport : fv->nat_port);
+	if (!pp || pp->open_rule != rid || pp->open_lan_port != bpf_ntohs(in ? fv->nat_port : k->sport))
+		rflags = 0;
+
 	*sp = NULL;
 	if ((rflags & PT_RULE_ENABLED) && ((rflags & PT_RULE_KILL_FLOWS) || want_session)) {
 		struct pt_session_key skey = { .rule = rid, .peer = fv->sess_peer };
@@ -906,14 +918,20 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	 * need a queue the data path does not have (or reassembly by the stack). */
 	if (!fr)
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
-	if ((__s64)(pt_now() - fr->first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
+	__u64 first_ns = fr->first_ns;
+	__be32 nat_addr = fr->nat_addr;
+	__u32 ifindex = fr->ifindex;
+	if ((__s64)(pt_now() - first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+	/* What ip_rcv() would drop is not translated (and the incremental
+	 * update would only carry the bad sum over). */
+	if (!pt_ip_csum_ok(skb, p))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
 
 	bool inbound = fdir == PT_DIR_IN;
-	__u32 ifindex = fr->ifindex;
-	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, fr->nat_addr))
+	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, nat_addr))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
@@ -1009,6 +1027,9 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 		if (!port || !port->lan_port_refs)
 			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
 	}
+	/* What ip_rcv() would drop creates, ends and translates nothing. */
+	if (!pt_ip_csum_ok(skb, p))
+		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	struct pt_flow_key k = {
 		.saddr = q.daddr,
 		.daddr = q.saddr,
@@ -1081,6 +1102,22 @@ static __always_inline bool pt_lan_addr(__be32 addr)
 	return bpf_map_lookup_elem(&pt_lan_nets, &k) != NULL;
 }
 
+/* A LAN host's address: inside a LAN subnet and not its directed broadcast
+ * address (ip_rcv drops a packet from it as a martian, fib_validate_source;
+ * `porttrig open` refuses it too). /31 and /32 have none (RFC 3021). */
+static __always_inline bool pt_lan_host(__be32 addr)
+{
+	struct pt_lpm_v4 k = { .prefixlen = 32, .addr = addr };
+	__u8 *plen = bpf_map_lookup_elem(&pt_lan_nets, &k);
+	if (!plen)
+		return false;
+	__u32 len = *plen;
+	if (len < 2 || len > 30)
+		return true;
+	__u32 hostmask = 0xffffffffU >> len;
+	return (bpf_ntohl(addr) & hostmask) != hostmask;
+}
+
 /* SPEC 8: may a packet from `saddr` arriving on the WAN be translated? Not
  * from a martian source, one of the gateway's addresses or a LAN subnet: TC
  * ingress runs before the kernel's martian and rp_filter checks
@@ -1100,7 +1137,7 @@ static __always_inline bool pt_trigger_addrs_ok(const struct pt_config *cfg, con
 		return false;
 	if (pt_local_addr(cfg, p->daddr) || pt_local_addr(cfg, p->saddr))
 		return false;
-	return pt_lan_addr(p->saddr) && !pt_lan_addr(p->daddr);
+	return pt_lan_host(p->saddr) && !pt_lan_addr(p->daddr);
 }
 
 /* A bare TCP SYN: the first packet of a connection. */

@@ -7,7 +7,7 @@ import { isIPv4 } from 'node:net';
 import {
   CONFIG_LOCAL_ADDRS,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
-  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec,
+  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, portIndex,
   type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
@@ -174,6 +174,18 @@ export class PorttrigState {
     const ports: [number, PtPort][] = [];
     for (let i = 0; i < PT_PORT_SLOTS; i++) ports.push([i, c.ports.get(i) ?? empty]);
     this.maps.ports.setMany(ports);
+    // Flows live on open ports only: a flow whose WAN port went to another
+    // rule, or whose translation changed, ends now (the data path already
+    // stops forwarding it, pt_flow_judge()).
+    const doomed: PtFlowKey[] = [];
+    for (const [k, v] of this.maps.flows.entries()) {
+      const inbound = k.dir === DIR_IN;
+      const wanPort = inbound ? k.dport : v.nat_port;
+      const lanPort = inbound ? v.nat_port : k.sport;
+      const slot = c.ports.get(portIndex(k.proto === IPPROTO_TCP ? 'tcp' : 'udp', wanPort));
+      if (!slot || slot.open_rule !== v.rule || slot.open_lan_port !== lanPort) doomed.push(k);
+    }
+    if (doomed.length > 0) this.maps.flows.deleteMany(doomed);
   }
 
   /** Point the data path at the WAN address (0.0.0.0: none) and set limits. */
@@ -227,7 +239,9 @@ export class PorttrigState {
     for (const [k] of [...this.maps.lanNets.entries()]) {
       if (!want.has(`${k.addr}/${k.prefixlen}`)) this.maps.lanNets.delete(k);
     }
-    for (const k of want.values()) this.maps.lanNets.set(k, 1);
+    // The value is the prefix length: the data path tells a subnet's
+    // broadcast address from its hosts with it.
+    for (const k of want.values()) this.maps.lanNets.set(k, k.prefixlen);
   }
 
   /** Open sessions, live ones only, with their flow counts. */
@@ -289,7 +303,8 @@ export class PorttrigState {
   sweep(): SweepResult {
     const now = this.clock();
     const rules = this.ruleSettings();
-    const plan = planSweep(this.maps.sessions.entries(), this.maps.flows.entries(), rules, now);
+    const flowEntries = [...this.maps.flows.entries()];
+    const plan = planSweep(this.maps.sessions.entries(), flowEntries, rules, now);
     const res: SweepResult = { sessionsExpired: 0, sessionsClosed: 0, flowsRemoved: 0, hostCountsFixed: 0 };
     for (const { key, value, reason } of plan.sessions) {
       const taken = this.maps.sessions.take(key);
@@ -305,7 +320,21 @@ export class PorttrigState {
         res.sessionsClosed++;
       }
     }
-    if (plan.flows.length > 0) res.flowsRemoved = this.maps.flows.deleteMany(plan.flows);
+    if (plan.flows.length > 0) {
+      // Only the entries judged: the data path may have ended a flow since
+      // the snapshot and opened a new one on the same 5-tuple (pt_flow_end()
+      // tells them apart by the creation stamp, and so does this).
+      const judged = new Map(flowEntries.map(([k, v]) => [flowKeyId(k), v.created_ns]));
+      for (const k of plan.flows) {
+        const taken = this.maps.flows.take(k);
+        if (!taken) continue;
+        if (taken.created_ns !== judged.get(flowKeyId(k))) {
+          try { this.maps.flows.set(k, taken, BPF_NOEXIST); } catch { /* the data path's newer entry wins */ }
+          continue;
+        }
+        res.flowsRemoved++;
+      }
+    }
 
     const counts = new Map(plan.hostCounts);
     // recheck_ns 0: the data path may look for the host's expired sessions

@@ -112,6 +112,14 @@ const RULES: Rule[] = [
   rule('killer', 'tcp/9100', 'tcp/9101-9102 -> 9201', { killFlowsOnExpiry: true, conflict: 'last' }),
 ];
 
+/** RULES after a reload that gave irc's open port 113 to a new rule (irc now opens 114). */
+const RELOAD_MOVED_113: Rule[] = [
+  ...RULES.map((r) => (r.name === 'irc' ? { ...r, open: [openSpec('tcp/114')] } : r)),
+  rule('ident', 'tcp/6668', 'tcp/113'),
+];
+/** RULES after a reload that changed the translation of rule `translated` (-> 7000 became -> 8000). */
+const RELOAD_RETRANSLATED: Rule[] = RULES.map((r) => (r.name === 'translated' ? { ...r, open: [openSpec('tcp/6000-6009 -> 8000')] } : r));
+
 // --- packets ------------------------------------------------------------------------
 const MSS_1460 = Uint8Array.of(2, 4, 0x05, 0xb4);
 const ROUTER_ALERT = Uint8Array.of(0x94, 0x04, 0x00, 0x00);                 // IHL 6
@@ -2302,6 +2310,83 @@ const ROWS: Row[] = [
     sessions: [{ rule: 'irc', host: HOST_A, touch: 'unchanged' }],
     flows: [newFlow(IRC_FLOW, SEEN.SYN)],
   },
+
+  // ---- review: the ICMP and fragment paths act on packets ip_rcv() drops ----
+  {
+    name: 'ICMP error about a flow with a bad outer IPv4 header checksum: untouched (malformed), like any packet the kernel drops',
+    prog: 'wan',
+    seed: (c) => { c.session('irc', HOST_A); c.flow(IRC_FLOW); },
+    packet: icmpErr(REMOTE, WAN, tcp(WAN, 113, REMOTE, 55555, TCP.ACK), { outer: { checksum: 0x1234 } }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'ICMP error from the LAN host about a flow with a bad outer IPv4 header checksum: untouched (malformed)',
+    prog: 'lan',
+    seed: (c) => { c.session('game', HOST_A); c.flow(GAME_FLOW); },
+    packet: icmpErr(HOST_A, REMOTE, udp(REMOTE, 40001, HOST_A, 27005, { ttl: 63 }), { outer: { checksum: 0x1234 } }),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/malformed': 1 },
+  },
+  {
+    name: 'non-first fragment of a remembered datagram with a bad IPv4 header checksum: untouched (malformed)',
+    prog: 'wan',
+    seed: (c) => { c.session('game', HOST_A); c.flow(GAME_FLOW); bigInFrag(c); },
+    packet: withIpChecksum(fragment(buildPacket(BIG_IN), 32, 32), 0x1234),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+
+  // ---- review: a LAN subnet's broadcast address is not a LAN host ----
+  {
+    // ip_rcv drops it (fib_validate_source: the source is a broadcast route
+    // of the local table, a martian), and `porttrig open` refuses the same
+    // address (checkLanHost); the data path armed a session for it, which a
+    // hostile LAN host can use to hold any rule under conflict: first.
+    name: 'trigger from the LAN subnet\'s broadcast address (10.0.0.255, spoofed) does not open',
+    prog: 'lan',
+    packet: tcp('10.0.0.255', 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+
+  // ---- review: a reload that moves an open port or changes its translation ----
+  // README: "a reload that ... takes a port out of its open specs therefore
+  // ends that port's accepted flows in both directions at once (rules that
+  // keep their ports keep their flows)". The port table is only checked for
+  // "some rule opens this port" (WAN) / "some spec maps to this LAN port"
+  // (LAN), not for the flow's own rule and translation.
+  {
+    name: 'reload moved WAN port 113 from rule irc to a new rule: irc\'s old flow on it is no longer translated to its host',
+    prog: 'wan',
+    rules: RELOAD_MOVED_113,
+    seed: (c) => { c.session('ident', HOST_B); c.flow(IRC_FLOW); },
+    packet: tcp(REMOTE, 55555, WAN, 113, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan, flows: [],
+  },
+  {
+    name: 'reload moved WAN port 113 from rule irc to a new rule: the old flow\'s reply is not translated either',
+    prog: 'lan',
+    rules: RELOAD_MOVED_113,
+    seed: (c) => { c.session('ident', HOST_B); c.flow(IRC_FLOW); },
+    packet: tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 }, flows: [],
+  },
+  {
+    // 6003 -> 7003 became 6003 -> 8003: 7003 is in no open spec any more, so
+    // the replies from 7003 leave untranslated (masquerade's), while the
+    // inbound half kept going to 7003: a half-translated connection.
+    name: 'reload changed the translation of tcp/6000-6009 (-> 7000 became -> 8000): the old flow is not translated to the old LAN port',
+    prog: 'wan',
+    rules: RELOAD_RETRANSLATED,
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); },
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan, flows: [],
+  },
 ];
 
 // --- sockets of the gateway's own ----------------------------------------------------------
@@ -2380,6 +2465,13 @@ function zeroAfter(spec: PacketSpec, to: { dst?: string; dport?: number }): Pack
   const after = parsePacket(buildPacket(xlate(out, to))).udp!.checksum;
   if (after !== 0xffff) throw new Error(`zeroAfter: translated checksum is 0x${after.toString(16)}, wanted 0xffff`);
   return out;
+}
+
+/** `frame` with its IPv4 header checksum forced to `check` (bogus on purpose). */
+function withIpChecksum(frame: Buffer, check: number): Buffer {
+  const b = Buffer.from(frame);
+  b.writeUInt16BE(check, ETH_HLEN + 10);
+  return b;
 }
 
 /** The frame of `spec` with its TCP data offset field forced to `words` (bogus on purpose). */
@@ -2716,6 +2808,23 @@ suite('data path (BPF_PROG_TEST_RUN)', () => {
     assert.deepEqual(config().local_addrs, [WAN, ...free(CONFIG_LOCAL_ADDRS - 1)]);
     assert.equal(config().local_addrs_all, 1);
     assert.deepEqual([...f.dp.maps.localAddrs.entries()].map(([a]) => a), [WAN]);
+  });
+
+  test('a reload that moves an open port or changes its translation removes the flows on it; others stay', SKIP ? { skip: SKIP } : {}, (t) => {
+    const f = useDatapath(t);
+    const c = new Ctx(f, t);
+    const compiled = compileRules(RULES);
+    c.ids = compiled.ids;
+    f.state.applyRules(compiled);
+    c.flow(IRC_FLOW);
+    c.flow(XL_FLOW);
+    c.flow(GAME_FLOW);
+    const flowsOf = (): string[] => [...f.dp.maps.flows.entries()].map(([k]) => flowKey(k)).sort();
+    const keysOf = (...pairs: FlowPair[]): string[] => pairs.flatMap((p) => flowEntries(c, p, 0, 0).map((e) => flowKey(e.key))).sort();
+    f.state.applyRules(compileRules(RELOAD_MOVED_113, compiled.ids));
+    assert.deepEqual(flowsOf(), keysOf(XL_FLOW, GAME_FLOW), 'irc gave port 113 away: its flow there ends');
+    f.state.applyRules(compileRules(RELOAD_RETRANSLATED, compiled.ids));
+    assert.deepEqual(flowsOf(), keysOf(GAME_FLOW), 'the translation of 6003 changed: its flow ends');
   });
 
   test('an inbound connection arriving right after the trigger is forwarded (SPEC 4.1)', SKIP ? { skip: SKIP } : {}, (t) => {
