@@ -718,9 +718,10 @@ struct bpf_map;  /* the kernel's; callbacks get a pointer they do not use */
 struct pt_reclaim_ctx {
 	__u64 now;
 	__u64 next_ns;      /* earliest deadline of a live session seen; 0 = none */
+	__u64 host_next_ns; /* the same among `host`'s sessions */
 	struct pt_reclaim *st;  /* the scan's budget (st->freed); NULL: no budget */
-	__be32 host;        /* only this host's sessions; 0 = every host */
-	__u32 live;         /* live sessions seen (of `host`) */
+	__be32 host;        /* the host whose live sessions are counted; 0 = none */
+	__u32 live;         /* live sessions of `host` seen */
 	__u32 freed;        /* 1: an entry was removed */
 	__u32 _pad;
 };
@@ -752,8 +753,6 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 	struct pt_session_key key = *k;
 	__be32 host = s->host;
 	__u64 last = s->last_seen_ns;
-	if (c->host && host != c->host)
-		return 0;
 	__u32 rid = key.rule;
 	struct pt_rule *r = bpf_map_lookup_elem(&pt_rules, &rid);
 	__u32 rflags = r ? r->flags : 0;
@@ -762,7 +761,11 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 		__u64 until = last + idle;
 		if (!c->next_ns || (__s64)(until - c->next_ns) < 0)
 			c->next_ns = until;
-		c->live++;
+		if (c->host && host == c->host) {
+			if (!c->host_next_ns || (__s64)(until - c->host_next_ns) < 0)
+				c->host_next_ns = until;
+			c->live++;
+		}
 		return 0;
 	}
 	if (bpf_map_delete_elem(&pt_sessions, &key))
@@ -812,6 +815,8 @@ static __noinline bool pt_reclaim(__u32 which, __u64 now)
 		   (next && (__s64)(now - next) > 0);
 	if (!due)
 		return false;
+	if (which == PT_RECLAIM_SESSIONS && last && (__s64)(now - last) < (__s64)PT_RECLAIM_GAP_NS)
+		return false;
 	st->last_ns = now;
 	st->freed = 0;
 	st->more = 0;
@@ -827,22 +832,34 @@ static __noinline bool pt_reclaim(__u32 which, __u64 now)
 
 /*
  * A host at sessions_per_host whose earliest session deadline has passed:
- * remove its sessions that are over, and set its count to the live ones
- * (repairing any drift) and recheck_ns to the earliest deadline among them.
+ * walk pt_sessions (unless another walk ran less than PT_RECLAIM_GAP_NS ago),
+ * removing every session that is over (any host's: the walk costs the same),
+ * then set the host's count to its live sessions (repairing any drift) and
+ * recheck_ns to the earliest deadline among them. The walk counts as the
+ * table's scan too (pt_reclaim()).
  */
 static __noinline void pt_reclaim_host(__be32 host, __u64 now)
 {
+	__u32 which = PT_RECLAIM_SESSIONS;
+	struct pt_reclaim *st = bpf_map_lookup_elem(&pt_reclaim_state, &which);
+	if (!st)
+		return;
+	__u64 last = st->last_ns;
+	if (last && (__s64)(now - last) < (__s64)PT_RECLAIM_GAP_NS)
+		return;
+	st->last_ns = now;
+	st->freed = 0;
+	st->more = 0;
+	/* No budget: the host's count must be complete. */
 	struct pt_reclaim_ctx c = { .now = now, .host = host };
 	bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
+	st->next_ns = c.next_ns;
 	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
 	if (!h)
 		return;
-	/* A count of 0 may stay: the caller takes a slot right after. The next
-	 * scan for this host waits PT_RECLAIM_HOST_GAP_NS at least, so that a host
-	 * with many short sessions cannot make every trigger walk the table. */
-	__u64 floor = now + PT_RECLAIM_HOST_GAP_NS;
+	/* A count of 0 may stay: the caller takes a slot right after. */
 	h->sessions = c.live;
-	h->recheck_ns = c.next_ns && (__s64)(c.next_ns - floor) > 0 ? c.next_ns : floor;
+	h->recheck_ns = c.host_next_ns;
 }
 
 /* Remember where the rest of a fragmented datagram goes (see pt_frags). */

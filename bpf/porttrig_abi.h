@@ -164,8 +164,10 @@ struct pt_reclaim {
 /* A scan stops once it has removed this many entries (a packet waits for it):
  * room enough for a while, and the next one may follow at once. */
 #define PT_RECLAIM_BATCH 1024
-/* A host at its limit looks for its expired sessions at most this often. */
-#define PT_RECLAIM_HOST_GAP_NS (100ULL * 1000 * 1000)
+/* No walk of pt_sessions (a full table's, or a host's at its limit) follows
+ * another by less than this: LAN hosts with many addresses and short sessions
+ * cannot make every trigger walk the table. */
+#define PT_RECLAIM_GAP_NS (100ULL * 1000 * 1000)
 
 /* --- load-time options: .rodata.opts, written between open and load ------- */
 #define PT_OPT_TEST_CLOCK (1U << 0)  /* tests: pt_now() reads pt_test_now_ns, not the kernel clock */

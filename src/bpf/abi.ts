@@ -37,8 +37,8 @@ export const PT_FRAG_SLOTS = 4096;
 export const RECLAIM_INTERVAL_NS = NSEC_PER_SEC;
 /** A full-map scan stops after removing this many entries (PT_RECLAIM_BATCH). */
 export const RECLAIM_BATCH = 1024;
-/** A host at its limit scans for its expired sessions at most this often (PT_RECLAIM_HOST_GAP_NS). */
-export const RECLAIM_HOST_GAP_NS = 100_000_000n;
+/** No walk of pt_sessions follows another by less than this (PT_RECLAIM_GAP_NS). */
+export const RECLAIM_GAP_NS = 100_000_000n;
 /** enum pt_reclaim_map: entries of pt_reclaim_state. */
 export const RECLAIM = { sessions: 0, flows: 1 } as const;
 /** Load-time option (struct pt_load_opts.flags): pt_now() reads pt_test_now_ns. */

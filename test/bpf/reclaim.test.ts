@@ -166,3 +166,27 @@ test('sessions_per_host 1 with no daemon: the host\'s expired session frees its 
   assert.deepEqual(h, { sessions: 1, recheck_ns: t0 + 121n * NSEC_PER_SEC + 300n * NSEC_PER_SEC },
     'one session, and no scan before the irc session can end (121 s + 5 min)');
 });
+
+test('walks of pt_sessions are at least 100 ms apart (PT_RECLAIM_GAP_NS): a host at its limit waits for the next one', SKIP ? { skip: SKIP } : {}, (t) => {
+  const { f, ids, t0 } = setup(t, { sessions: 8, flows: 8 }, 1);
+  const at = (ms: number): void => f.dp.setTestClock(t0 + BigInt(ms) * 1_000_000n);
+  const [A, B] = HOSTS;
+  const c = (rule: string, counter: string): number => (counters(f, ids)[rule] as Record<string, number> | undefined)?.[counter] ?? 0;
+  at(0);
+  run(f, 'lan', udp(A, 50000, SERVER, 5060));          // A: voice (2 min idle), ends at 120.000 s
+  // B holds a game session (10 min idle) that ends at 120.050 s, counted, its deadline known.
+  const gameEnds = t0 + 120_050_000_000n;
+  f.dp.maps.sessions.set({ rule: ids.get('game')!, peer: '0.0.0.0' },
+    { opened_ns: gameEnds - 600n * NSEC_PER_SEC, last_seen_ns: gameEnds - 600n * NSEC_PER_SEC, host: B, ifindex: 1 });
+  f.dp.maps.hostSessions.set(B, { sessions: 1, recheck_ns: gameEnds });
+  at(120_020);
+  run(f, 'lan', tcp(A, 40000, SERVER, 6667, TCP.SYN)); // A at its limit: a walk; A's voice session goes, irc opens
+  assert.deepEqual([c('irc', 'sessions_opened'), c('voice', 'sessions_expired')], [1, 1]);
+  at(120_060);
+  // B's game session ended 10 ms ago, but the last walk was 40 ms ago: refused for now.
+  run(f, 'lan', udp(B, 50001, SERVER, 5060));
+  assert.deepEqual([c('voice', 'sessions_opened'), c('voice', 'refused_host_limit')], [1, 1], 'within PT_RECLAIM_GAP_NS of the last walk, no new walk');
+  at(120_130);
+  run(f, 'lan', udp(B, 50001, SERVER, 5060));          // 110 ms after the walk: a new one; B's game session goes
+  assert.deepEqual([c('voice', 'sessions_opened'), c('game', 'sessions_expired')], [2, 1], JSON.stringify(counters(f, ids)));
+});
