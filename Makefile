@@ -41,7 +41,7 @@ $(BENCH_OBJ): bench/empty.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) dist/.stamp
+build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) dist/.stamp
 
 ## All the tests: everything on this machine, then the VM tests (what CI runs).
 check: test vagrant-test

@@ -121,8 +121,10 @@ test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, port
   assert.match(find(own.report, 'attached:lan0').detail, /^porttrig's own bpf filter pref 1 handle 0x7074 \(prog pt_lan_ingress/);
   assert.equal(find(own.report, 'attached:lan0').status, 'ok');
 
+  // Another tool's filter: the empty TC program (no maps, so tc pins nothing
+  // on whatever bpffs it finds mounted).
   topo.exec(topo.ns.gw, 'tc', 'filter', 'add', 'dev', 'lan0', 'ingress', 'prio', '5', 'handle', '3', 'bpf', 'da',
-    'obj', join(ROOT, 'build/porttrig.bpf.o'), 'sec', 'tc');
+    'obj', join(ROOT, 'build/bench-empty.bpf.o'), 'sec', 'tc');
   topo.exec(topo.ns.gw, 'tc', 'qdisc', 'del', 'dev', 'wan0', 'clsact');
   topo.exec(topo.ns.gw, 'tc', 'qdisc', 'add', 'dev', 'wan0', 'ingress');
   const r = await doctor(topo, '--config', cfg);

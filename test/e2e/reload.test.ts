@@ -67,6 +67,10 @@ test('reload keeps sessions and flows by rule name, closes removed rules, applie
   const goneId = (await cliJson<Rule[]>(topo, 'rules')).find((r) => r.name === 'gone')!.id;
 
   // A valid change: keep stays (shorter timeout), gone goes, fresh arrives.
+  // The LAN host's echo refreshes keep's session just before (only its own
+  // traffic does), so that the new timeout has not run out at the reload even
+  // when the CLI calls above took seconds on a loaded machine.
+  assert.ok(await echoes(talkKeep, 'k1b'));
   topo.writeConfig(AFTER);
   const r = await topo.cli('reload');
   assert.equal(r.status, 0, r.stderr);
