@@ -680,7 +680,11 @@ static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_f
 	ref->fv = *f;
 	__u64 now = pt_now();
 	bool out = k->dir == PT_DIR_OUT;
-	want_session |= out && pt_stale(ref->fv.last_seen_ns, now);
+	/* An outbound entry not touched since its flow opened (the LAN host's
+	 * first packets, within PT_REFRESH_GRANULARITY_NS of the inbound one)
+	 * refreshes the session too: its stamp does not move yet, so staleness
+	 * alone would skip the host's first answer. */
+	want_session |= out && (pt_stale(ref->fv.last_seen_ns, now) || ref->fv.last_seen_ns == ref->fv.created_ns);
 	if (pt_flow_judge(k, &ref->fv, now, want_session, &ref->s) != PT_FATE_LIVE) {
 		pt_flow_end(k, &ref->fv);
 		return false;
@@ -688,6 +692,20 @@ static __always_inline bool pt_flow_get(const struct pt_flow_key *k, struct pt_f
 	ref->f = f;
 	ref->looked_up = want_session;
 	ref->now = now;
+	return true;
+}
+
+/* End the flow whose entry is `k` if it is over; true if there is none now. */
+static __noinline bool pt_flow_clear(const struct pt_flow_key *k, __u64 now)
+{
+	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, k);
+	if (!f)
+		return true;
+	struct pt_flow fv = *f;
+	struct pt_session *s;
+	if (pt_flow_judge(k, &fv, now, false, &s) == PT_FATE_LIVE)
+		return false;
+	pt_flow_end(k, &fv);
 	return true;
 }
 
@@ -1169,15 +1187,28 @@ static __always_inline bool pt_bare_syn(const struct pt_pkt *p)
  * session is live, insert both directions of the flow (reply entry first, and
  * removed again if the inbound one cannot go in), then forward. Opening a
  * flow does not refresh the session (SPEC 4.2): a stranger's SYN must not
- * keep a LAN host's ports open. When the flow table is full and `may_reclaim`,
+ * keep a LAN host's ports open. When the flow table is full and `may_retry`,
  * returns PT_ACT_RECLAIM: the caller clears the table of flows that are over
  * (pt_reclaim(), called from the program itself, where the stack has room for
- * its callback) and tries once more.
+ * its callback) and tries once more; likewise PT_ACT_CLEAR_OUT.
  */
 #define PT_ACT_RECLAIM 0x7f00   /* not a TC_ACT_* value */
+/* The reply key (keys->out) is held by another entry: the caller ends it if
+ * that flow is over (pt_flow_clear(), with the stack room for it) and tries
+ * once more. */
+#define PT_ACT_CLEAR_OUT 0x7f01
+
+/* The two keys of a flow being opened: the caller's, so that it can act on
+ * them between attempts. */
+struct pt_open_keys {
+	struct pt_flow_key in;   /* the inbound packet's, as it arrived */
+	struct pt_flow_key out;  /* its replies', written by pt_open_flow() */
+};
+
 static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p,
-				   const struct pt_config *cfg, struct pt_flow_key *in_key, bool may_reclaim)
+				   const struct pt_config *cfg, struct pt_open_keys *keys, bool may_retry)
 {
+	struct pt_flow_key *in_key = &keys->in;
 	__u64 now = pt_now();
 	struct pt_port *port = pt_port_slot(p->proto, p->dport);
 	if (!port)
@@ -1217,7 +1248,8 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
 		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
 
-	struct pt_flow_key out_key = {
+	struct pt_flow_key *out_key = &keys->out;
+	*out_key = (struct pt_flow_key){
 		.saddr = host,
 		.daddr = p->saddr,
 		.sport = lan_port,
@@ -1246,15 +1278,23 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 		},
 		.now = now,
 	};
-	long err = bpf_map_update_elem(&pt_flows, &out_key, &out, BPF_NOEXIST);
-	if (err == -E2BIG && may_reclaim)
+	long err = bpf_map_update_elem(&pt_flows, out_key, &out, BPF_NOEXIST);
+	/* The reply key may be held by a flow that is over (an orphan, or a
+	 * dead flow of the same LAN port and remote through another WAN port):
+	 * it must not block the new one. */
+	if (err == -EEXIST && may_retry)
+		return PT_ACT_CLEAR_OUT;
+	if (err == -E2BIG && may_retry)
 		return PT_ACT_RECLAIM;
 	if (err) {
 		pt_count(rid, PT_RC_FLOWS_REFUSED);
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
-	if (bpf_map_update_elem(&pt_flows, in_key, &ref.fv, BPF_NOEXIST)) {
-		pt_flow_end(&out_key, &out);
+	err = bpf_map_update_elem(&pt_flows, in_key, &ref.fv, BPF_NOEXIST);
+	if (err) {
+		pt_flow_end(out_key, &out);
+		if (err == -E2BIG && may_retry)
+			return PT_ACT_RECLAIM;
 		pt_count(rid, PT_RC_FLOWS_REFUSED);
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
@@ -1305,23 +1345,26 @@ int pt_wan_ingress(struct __sk_buff *skb)
 		return pt_done(PT_D_WAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
 
 	bool syn = pt_bare_syn(&p);
-	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
+	struct pt_open_keys keys = { .in = pt_flow_key_of(&p, PT_DIR_IN) };
 	struct pt_flow_ref ref;
-	if (pt_flow_get(&in_key, &ref, syn)) {
-		if (!syn || !pt_syn_reopens(&in_key, &ref))
+	if (pt_flow_get(&keys.in, &ref, syn)) {
+		if (!syn || !pt_syn_reopens(&keys.in, &ref))
 			return pt_forward(skb, &p, &ref, PT_D_WAN);
-		pt_flow_end(&in_key, &ref.fv);
+		pt_flow_end(&keys.in, &ref.fv);
 	}
 
 	/* Only a connection's first packet opens a flow: a bare SYN for TCP,
 	 * any datagram for UDP (pt_open_flow() leaves conntrack's replies alone). */
 	if (p.proto == IPPROTO_TCP && !syn)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	int act = pt_open_flow(skb, &p, cfg, &in_key, true);
-	if (act != PT_ACT_RECLAIM)
+	int act = pt_open_flow(skb, &p, cfg, &keys, true);
+	if (act == PT_ACT_RECLAIM)
+		pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
+	else if (act == PT_ACT_CLEAR_OUT)
+		pt_flow_clear(&keys.out, pt_now());
+	else
 		return act;
-	pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
-	return pt_open_flow(skb, &p, cfg, &in_key, false);
+	return pt_open_flow(skb, &p, cfg, &keys, false);
 }
 
 SEC("tc")
