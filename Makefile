@@ -15,7 +15,7 @@ BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 BENCH_OBJ := build/bench-empty.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build check test test-unit bench demo clean vagrant-test
+.PHONY: all setup build check test test-unit bench bench-scale demo clean vagrant-test
 
 all: build
 
@@ -57,6 +57,11 @@ test-unit: build
 ## ns/packet of each data path path, next to an empty TC program (root).
 bench: build $(BENCH_OBJ)
 	node dist/bench/datapath.js
+
+## The control plane at full tables (1 048 576 sessions and flows): sweep CPU,
+## control and scrape latency while sweeping, mass expiry, RSS (root; ~4 min).
+bench-scale: build
+	node dist/bench/scale.js
 
 demo: build
 	bash scripts/demo.sh

@@ -94,7 +94,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_host_sessions SEC(".maps");
 
-/* When the data path last reclaimed expired sessions and flows (pt_reclaim()). */
+/* When the data path last reclaimed expired sessions and flows (pt_reclaim_sessions(), pt_reclaim_flows()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PT_RECLAIM__COUNT);
@@ -274,7 +274,7 @@ enum pt_take {
 	PT_TAKE_FULL,       /* pt_host_sessions itself is full */
 };
 
-static __noinline bool pt_reclaim(__u32 which, __u64 now);
+static __noinline bool pt_reclaim_sessions(__u64 now);
 static __noinline void pt_reclaim_host(__be32 host, __u64 now);
 
 /* Lower h->recheck_ns to `until` (racy min: a lost update only makes a later
@@ -325,7 +325,7 @@ static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit, __u64
 			return t;
 		pt_reclaim_host(host, now);
 	} else if (t == PT_TAKE_FULL) {
-		if (!pt_reclaim(PT_RECLAIM_SESSIONS, now))
+		if (!pt_reclaim_sessions(now))
 			return t;
 	} else {
 		return t;
@@ -415,7 +415,7 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 			old_host = 0;
 	}
 	long err = bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY);
-	if (err == -E2BIG && pt_reclaim(PT_RECLAIM_SESSIONS, now))
+	if (err == -E2BIG && pt_reclaim_sessions(now))
 		err = bpf_map_update_elem(&pt_sessions, &key, &fresh, BPF_ANY);
 	if (err) {
 		if (!keep_slot)
@@ -645,15 +645,18 @@ static __always_inline enum pt_fate pt_flow_judge(const struct pt_flow_key *k, c
  * losing a flow opened in it costs that connection its first packet (a
  * retransmission opens it again), never a mis-translation.
  */
-static __noinline void pt_flow_end(const struct pt_flow_key *k, const struct pt_flow *fv)
+static __noinline int pt_flow_end(const struct pt_flow_key *k, const struct pt_flow *fv)
 {
+	int removed = 0;
 	struct pt_flow_key pk = pt_partner_key(k, fv);
 	struct pt_flow *f = bpf_map_lookup_elem(&pt_flows, &pk);
-	if (f && f->created_ns == fv->created_ns)
-		bpf_map_delete_elem(&pt_flows, &pk);
+	if (f && f->created_ns == fv->created_ns && !bpf_map_delete_elem(&pt_flows, &pk))
+		removed++;
 	f = bpf_map_lookup_elem(&pt_flows, k);
-	if (f && f->created_ns == fv->created_ns && f->nat_addr == fv->nat_addr && f->nat_port == fv->nat_port)
-		bpf_map_delete_elem(&pt_flows, k);
+	if (f && f->created_ns == fv->created_ns && f->nat_addr == fv->nat_addr && f->nat_port == fv->nat_port &&
+	    !bpf_map_delete_elem(&pt_flows, k))
+		removed++;
+	return removed;  /* entries removed: the daemon's sweep tallies them */
 }
 
 /*
@@ -735,13 +738,20 @@ struct bpf_map;  /* the kernel's; callbacks get a pointer they do not use */
 
 struct pt_reclaim_ctx {
 	__u64 now;
-	__u64 next_ns;      /* earliest deadline of a live session seen; 0 = none */
+	__u64 next_ns;      /* earliest deadline of a live session (or flow) seen; 0 = none */
 	__u64 host_next_ns; /* the same among `host`'s sessions */
 	struct pt_reclaim *st;  /* the scan's budget (st->freed); NULL: no budget */
-	__be32 host;        /* the host whose live sessions are counted; 0 = none */
-	__u32 live;         /* live sessions of `host` seen */
+	__be32 host;        /* the host whose live sessions are counted; 0 = every host's */
+	__u32 live;         /* live sessions (or flows) seen (of `host`) */
 	__u32 freed;        /* 1: an entry was removed */
-	__u32 _pad;
+	__u32 sweep;        /* the daemon's sweep (pt_sweep): PT_SWEEP_* it asked for; 0 = data path */
+	/* Tallies of the daemon's sweep (struct pt_sweep), only ever incremented. */
+	__u32 seen;
+	__u32 expired;
+	__u32 closed;
+	__u32 removed;
+	__u32 fixed;
+	__u32 hosts;
 };
 /* The verifier explores a bpf_for_each_map_elem() callback until the state it
  * leaves in the context converges (kernel 6.8+): the context holds nothing
@@ -762,6 +772,28 @@ static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
 	return 1;
 }
 
+/* Live sessions per rule id, counted by the daemon's sweep (pt_sweep) over
+ * pt_sessions: what porttrig_sessions_active reads, instead of the map. */
+__u32 pt_sweep_live[PT_MAX_RULES] SEC(".data.sweep") = {};
+
+/* The daemon's sweep saw a live session of rule `rid` held by `host`: count
+ * it for the rule and, in a recount, for the host (pt_host.recount). */
+static __always_inline void pt_sweep_count_live(__u32 rid, __be32 host, bool recount)
+{
+	if (rid < PT_MAX_RULES)
+		pt_sweep_live[rid]++;
+	if (!recount)
+		return;
+	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	if (h) {
+		__sync_fetch_and_add(&h->recount, 1);
+	} else {
+		/* A count the data path lost: the recount's end sets it. */
+		struct pt_host one = { .sessions = 0, .recount = 1 };
+		bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST);
+	}
+}
+
 /* bpf_for_each_map_elem() callback over pt_sessions: remove a session that
  * is expired or whose rule is gone or disabled, as the sweeper would
  * (planSweep()), giving its host's slot back. */
@@ -775,11 +807,16 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 	struct pt_rule *r = bpf_map_lookup_elem(&pt_rules, &rid);
 	__u32 rflags = r ? r->flags : 0;
 	__u64 idle = r ? r->idle_timeout_ns : 0;
+	c->seen++;
 	if ((rflags & PT_RULE_ENABLED) && pt_live_until(last, idle, c->now)) {
 		__u64 until = last + idle;
 		if (!c->next_ns || (__s64)(until - c->next_ns) < 0)
 			c->next_ns = until;
-		if (c->host && host == c->host) {
+		if (!c->host) {
+			c->live++;
+			if (c->sweep)
+				pt_sweep_count_live(rid, host, c->sweep & PT_SWEEP_RECOUNT);
+		} else if (host == c->host) {
 			if (!c->host_next_ns || (__s64)(until - c->host_next_ns) < 0)
 				c->host_next_ns = until;
 			c->live++;
@@ -788,9 +825,22 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 	}
 	if (bpf_map_delete_elem(&pt_sessions, &key))
 		return 0;  /* someone else removed it, and released its slot */
-	pt_host_release(host);
-	if (rflags & PT_RULE_ENABLED)
+	if (c->sweep & PT_SWEEP_RECOUNT) {
+		/* The entry stays even at 0: it holds this recount's tally (a
+		 * drifted count may reach 0 before the host's last session);
+		 * the recount's end removes hosts left with no live session. */
+		struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+		if (h && h->sessions > 0)
+			__sync_fetch_and_sub(&h->sessions, 1);
+	} else {
+		pt_host_release(host);
+	}
+	if (rflags & PT_RULE_ENABLED) {
 		pt_count(rid, PT_RC_SESSIONS_EXPIRED);
+		c->expired++;
+	} else {
+		c->closed++;
+	}
 	return pt_reclaim_spent(c);
 }
 
@@ -814,6 +864,70 @@ static long pt_reclaim_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
 }
 
 /*
+ * bpf_for_each_map_elem() callback of the daemon's sweep over pt_flows: end
+ * a flow that is over (the same judgement as pt_reclaim_flow_cb and the
+ * packets' own, pt_flow_judge()), count the live ones by their inbound
+ * entry, and note the earliest time a live flow can run out of its timer: no
+ * earlier than this entry's stamp plus the shortest timer its protocol has
+ * (UDP 300 s, TCP 240 s), since a pair's last packet is at least as recent.
+ * That bound needs no lookup of the other entry. Orphans, kill_flows_on_expiry
+ * and reloads end flows at other times: the daemon also sweeps flows after
+ * sessions expire, after reloads, and periodically.
+ */
+static long pt_sweep_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
+			     struct pt_flow *f, struct pt_reclaim_ctx *c)
+{
+	struct pt_flow_key key = *k;
+	struct pt_flow fv = *f;
+	struct pt_session *s;
+	if (pt_flow_judge(&key, &fv, c->now, false, &s) != PT_FATE_LIVE) {
+		c->removed += pt_flow_end(&key, &fv);
+		return 0;
+	}
+	c->seen++;  /* entries left: an entry removed with its partner is never visited */
+	if (key.dir == PT_DIR_IN)
+		c->live++;
+	__u64 until = fv.last_seen_ns +
+		      (key.proto == IPPROTO_TCP ? PT_FLOW_TIMEOUT_TCP_TRANS_NS : PT_FLOW_TIMEOUT_UDP_NS);
+	if (!c->next_ns || (__s64)(until - c->next_ns) < 0)
+		c->next_ns = until;
+	return 0;
+}
+
+_Static_assert(PT_FLOW_TIMEOUT_TCP_TRANS_NS <= PT_FLOW_TIMEOUT_TCP_EST_NS,
+	       "pt_sweep_flow_cb: the transitory timer is TCP's shortest");
+
+/* Recount, first pass: forget the last recount of every host. */
+static long pt_recount_reset_cb(struct bpf_map *map, const __be32 *k, struct pt_host *h, void *c)
+{
+	h->recount = 0;
+	return 0;
+}
+
+/* Recount, last pass: a host's count is the live sessions the walk found;
+ * a host with none goes. A session the data path opened meanwhile, after the
+ * walk passed its bucket, is not in the recount: its host's count is then one
+ * short until the next recount (the drift the recount exists to bound). */
+static long pt_recount_apply_cb(struct bpf_map *map, const __be32 *k, struct pt_host *h, struct pt_reclaim_ctx *c)
+{
+	__be32 host = *k;
+	__u32 n = h->recount;
+	if (h->sessions == n) {
+		c->hosts++;
+		return 0;
+	}
+	c->fixed++;
+	if (!n) {
+		bpf_map_delete_elem(&pt_host_sessions, &host);
+		return 0;
+	}
+	c->hosts++;
+	h->sessions = n;
+	h->recheck_ns = 0;  /* the data path computes the next deadline itself */
+	return 0;
+}
+
+/*
  * pt_sessions or pt_flows (`which`) is full: remove what is over in it,
  * unless a scan ran less than PT_RECLAIM_INTERVAL_NS ago, did not stop at its
  * budget, and no session it saw live has reached its deadline since (flows:
@@ -822,29 +936,46 @@ static long pt_reclaim_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
  * removed: a whole walk of a full table of live state is paid at most once a
  * second (bench/reclaim.ts measures it).
  */
-static __noinline bool pt_reclaim(__u32 which, __u64 now)
+static __always_inline struct pt_reclaim *pt_reclaim_due(__u32 which, __u64 now)
 {
 	struct pt_reclaim *st = bpf_map_lookup_elem(&pt_reclaim_state, &which);
 	if (!st)
-		return false;
+		return NULL;
 	__u64 last = st->last_ns;
 	__u64 next = st->next_ns;
 	bool due = !last || st->more || (__s64)(now - last) >= (__s64)PT_RECLAIM_INTERVAL_NS ||
 		   (next && (__s64)(now - next) > 0);
 	if (!due)
-		return false;
+		return NULL;
 	if (which == PT_RECLAIM_SESSIONS && last && (__s64)(now - last) < (__s64)PT_RECLAIM_GAP_NS)
-		return false;
+		return NULL;
 	st->last_ns = now;
 	st->freed = 0;
 	st->more = 0;
+	return st;
+}
+
+/* One function per map: the verifier (kernel 6.1) counts a callback's frame
+ * in the call chain of every caller of the function that names it, and the
+ * flow callback's own calls do not fit under the trigger path's frames. */
+static __noinline bool pt_reclaim_sessions(__u64 now)
+{
+	struct pt_reclaim *st = pt_reclaim_due(PT_RECLAIM_SESSIONS, now);
+	if (!st)
+		return false;
 	struct pt_reclaim_ctx c = { .now = now, .st = st };
-	if (which == PT_RECLAIM_SESSIONS) {
-		bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
-		st->next_ns = c.next_ns;
-	} else {
-		bpf_for_each_map_elem(&pt_flows, pt_reclaim_flow_cb, &c, 0);
-	}
+	bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
+	st->next_ns = c.next_ns;
+	return c.freed;
+}
+
+static __noinline bool pt_reclaim_flows(__u64 now)
+{
+	struct pt_reclaim *st = pt_reclaim_due(PT_RECLAIM_FLOWS, now);
+	if (!st)
+		return false;
+	struct pt_reclaim_ctx c = { .now = now, .st = st };
+	bpf_for_each_map_elem(&pt_flows, pt_reclaim_flow_cb, &c, 0);
 	return c.freed;
 }
 
@@ -854,7 +985,7 @@ static __noinline bool pt_reclaim(__u32 which, __u64 now)
  * removing every session that is over (any host's: the walk costs the same),
  * then set the host's count to its live sessions (repairing any drift) and
  * recheck_ns to the earliest deadline among them. The walk counts as the
- * table's scan too (pt_reclaim()).
+ * table's scan too (pt_reclaim_sessions(), pt_reclaim_flows()).
  */
 static __noinline void pt_reclaim_host(__be32 host, __u64 now)
 {
@@ -1189,7 +1320,7 @@ static __always_inline bool pt_bare_syn(const struct pt_pkt *p)
  * flow does not refresh the session (SPEC 4.2): a stranger's SYN must not
  * keep a LAN host's ports open. When the flow table is full and `may_retry`,
  * returns PT_ACT_RECLAIM: the caller clears the table of flows that are over
- * (pt_reclaim(), called from the program itself, where the stack has room for
+ * (pt_reclaim_flows(), called from the program itself, where the stack has room for
  * its callback) and tries once more; likewise PT_ACT_CLEAR_OUT.
  */
 #define PT_ACT_RECLAIM 0x7f00   /* not a TC_ACT_* value */
@@ -1359,7 +1490,7 @@ int pt_wan_ingress(struct __sk_buff *skb)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	int act = pt_open_flow(skb, &p, cfg, &keys, true);
 	if (act == PT_ACT_RECLAIM)
-		pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
+		pt_reclaim_flows(pt_now());
 	else if (act == PT_ACT_CLEAR_OUT)
 		pt_flow_clear(&keys.out, pt_now());
 	else
@@ -1423,4 +1554,65 @@ int pt_lan_ingress(struct __sk_buff *skb)
 		pt_arm(id, &p, ifindex, cfg, now);
 	}
 	return pt_done(PT_D_LAN, PT_V_TRIGGER, TC_ACT_UNSPEC);
+}
+
+/*
+ * The daemon's sweep (SEC("syscall"): run with BPF_PROG_TEST_RUN, never
+ * attached). Removes expired sessions and flows that are over with the
+ * callbacks and decisions the data path uses when a map is full, counts live
+ * sessions per rule (pt_sweep_live) and live flows, and with
+ * PT_SWEEP_RECOUNT sets every host's session count to its live sessions. The
+ * tables never travel to user space. A syscall program runs in the daemon's
+ * thread (a libuv worker: the event loop goes on), under RCU per hash bucket
+ * only, so a walk of a million entries is preemptible. Needs only the maps
+ * that sleepable programs may use (hash and array maps).
+ */
+SEC("syscall")
+int pt_sweep(struct pt_sweep *a)
+{
+	__u32 what = a->what;
+	struct pt_reclaim_ctx c = { .now = a->now, .host = a->host, .sweep = what };
+
+	if (what & PT_SWEEP_SESSIONS) {
+		bool counting = !c.host;
+		if (counting) {
+			/* volatile: clang would make this a memset, which BPF lacks */
+			volatile __u32 *live = pt_sweep_live;
+			for (__u32 i = 0; i < PT_MAX_RULES; i++)
+				live[i] = 0;
+			if (what & PT_SWEEP_RECOUNT)
+				bpf_for_each_map_elem(&pt_host_sessions, pt_recount_reset_cb, NULL, 0);
+		}
+		bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
+		if (counting && (what & PT_SWEEP_RECOUNT))
+			bpf_for_each_map_elem(&pt_host_sessions, pt_recount_apply_cb, &c, 0);
+		if (!counting) {
+			/* One host's sessions (a manual open at its limit): its count
+			 * becomes its live sessions, as in pt_reclaim_host(). */
+			__be32 host = c.host;
+			struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+			if (h && h->sessions != c.live) {
+				h->sessions = c.live;
+				c.fixed++;
+			}
+			if (h)
+				h->recheck_ns = c.host_next_ns;
+		}
+		a->sessions_next_ns = c.next_ns;
+		a->sessions = c.seen;
+		a->sessions_live = c.live;
+		a->sessions_expired = c.expired;
+		a->sessions_closed = c.closed;
+		a->hosts_fixed = c.fixed;
+		a->hosts = c.hosts;
+	}
+	if (what & PT_SWEEP_FLOWS) {
+		struct pt_reclaim_ctx fc = { .now = a->now, .sweep = what };
+		bpf_for_each_map_elem(&pt_flows, pt_sweep_flow_cb, &fc, 0);
+		a->flows_next_ns = fc.next_ns;
+		a->flow_entries = fc.seen;
+		a->flows_live = fc.live;
+		a->flow_entries_removed = fc.removed;
+	}
+	return 0;
 }

@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 5
+#define PT_LAYOUT_VERSION 6
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -136,7 +136,8 @@ struct pt_session {
 /* --- host_sessions: hash map, LAN host (__be32) -> struct pt_host --------- */
 struct pt_host {
 	__u32 sessions;         /* sessions the host holds (live, or expired and not yet removed) */
-	__u32 _pad;
+	__u32 recount;          /* scratch of the daemon's sweep (pt_sweep, PT_SWEEP_RECOUNT):
+				 * live sessions counted for this host by the current recount */
 	__u64 recheck_ns;       /* none of them ends before this time (pt_now() clock); 0 = unknown.
 				 * A host at sessions_per_host looks for its expired sessions
 				 * only after it (SPEC 4.6: expired sessions do not count). */
@@ -168,6 +169,33 @@ struct pt_reclaim {
  * another by less than this: LAN hosts with many addresses and short sessions
  * cannot make every trigger walk the table. */
 #define PT_RECLAIM_GAP_NS (100ULL * 1000 * 1000)
+
+/* --- the daemon's sweep: ctx of the program pt_sweep, run with BPF_PROG_TEST_RUN -- */
+/* The daemon removes expired state and recounts in the kernel, with the data
+ * path's own decisions, instead of copying the tables to user space: it runs
+ * pt_sweep (SEC("syscall"), in the daemon's thread, preemptible between hash
+ * buckets) with this struct as its context, in and out. */
+#define PT_SWEEP_SESSIONS (1U << 0)  /* walk pt_sessions: remove what is over, count the live */
+#define PT_SWEEP_FLOWS (1U << 1)     /* walk pt_flows: end flows that are over, count the live */
+#define PT_SWEEP_RECOUNT (1U << 2)   /* with SESSIONS: set pt_host_sessions to the live counts */
+
+struct pt_sweep {
+	__u64 now;                /* in: map clock (CLOCK_MONOTONIC + PT_CLOCK_BIAS_NS) */
+	__u32 what;               /* in: PT_SWEEP_* */
+	__be32 host;              /* in: only this LAN host's sessions (0 = all; no counts then) */
+	__u64 sessions_next_ns;   /* out: earliest deadline of a live session seen; 0 = none */
+	__u64 flows_next_ns;      /* out: earliest time a live flow seen can be over; 0 = none */
+	__u32 sessions;           /* out: session entries seen */
+	__u32 sessions_live;      /* out: live sessions (of `host`) */
+	__u32 sessions_expired;   /* out: removed, idle past their rule's timeout */
+	__u32 sessions_closed;    /* out: removed, their rule gone or disabled */
+	__u32 flow_entries;       /* out: flow entries left, live */
+	__u32 flows_live;         /* out: live flows (their inbound entries) */
+	__u32 flow_entries_removed; /* out: flow entries removed */
+	__u32 hosts_fixed;        /* out: per-host counts the recount corrected */
+	__u32 hosts;              /* out: pt_host_sessions entries after a recount */
+	__u32 _pad;
+};
 
 /* --- load-time options: .rodata.opts, written between open and load ------- */
 #define PT_OPT_TEST_CLOCK (1U << 0)  /* tests: pt_now() reads pt_test_now_ns, not the kernel clock */

@@ -5,7 +5,7 @@
  */
 import { StructCodec, u16, u32, u64, be16, ipv4, ipv4s, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 5;
+export const PT_LAYOUT_VERSION = 6;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -88,6 +88,14 @@ export const MAPS = {
   reclaim: 'pt_reclaim_state',
 } as const;
 export const PROGRAMS = { lan: 'pt_lan_ingress', wan: 'pt_wan_ingress' } as const;
+/** The daemon's sweep: a SEC("syscall") program run with BPF_PROG_TEST_RUN, never attached. */
+export const SWEEP_PROGRAM = 'pt_sweep';
+/** Global-data section where pt_sweep counts live sessions per rule (pt_sweep_live). */
+export const SWEEP_SECTION = '.data.sweep';
+/** PT_SWEEP_*: what a run of pt_sweep does. */
+export const SWEEP_SESSIONS = 1 << 0;
+export const SWEEP_FLOWS = 1 << 1;
+export const SWEEP_RECOUNT = 1 << 2;
 
 /** The gateway's addresses that pt_config carries inline (PT_CONFIG_LOCAL_ADDRS). */
 export const CONFIG_LOCAL_ADDRS = 8;
@@ -152,7 +160,8 @@ export interface PtHost {
 }
 export const HostCodec = new StructCodec<PtHost>('pt_host', 16, [
   { name: 'sessions', offset: 0, kind: u32 },
-  { name: '_pad', offset: 4, kind: pad(4) },
+  // Scratch of the kernel sweep's recount (pt_sweep); never read or written here.
+  { name: 'recount', offset: 4, kind: pad(4) },
   { name: 'recheck_ns', offset: 8, kind: u64 },
 ]);
 
@@ -162,6 +171,31 @@ export const ReclaimCodec = new StructCodec<PtReclaim>('pt_reclaim', 24, [
   { name: 'next_ns', offset: 8, kind: u64 },
   { name: 'freed', offset: 16, kind: u32 },
   { name: 'more', offset: 20, kind: u32 },
+]);
+
+/** struct pt_sweep: the context of pt_sweep, in (now, what, host) and out. */
+export interface PtSweep {
+  now: bigint; what: number; host: string;
+  sessions_next_ns: bigint; flows_next_ns: bigint;
+  sessions: number; sessions_live: number; sessions_expired: number; sessions_closed: number;
+  flow_entries: number; flows_live: number; flow_entries_removed: number; hosts_fixed: number; hosts: number;
+}
+export const SweepCodec = new StructCodec<PtSweep>('pt_sweep', 72, [
+  { name: 'now', offset: 0, kind: u64 },
+  { name: 'what', offset: 8, kind: u32 },
+  { name: 'host', offset: 12, kind: ipv4 },
+  { name: 'sessions_next_ns', offset: 16, kind: u64 },
+  { name: 'flows_next_ns', offset: 24, kind: u64 },
+  { name: 'sessions', offset: 32, kind: u32 },
+  { name: 'sessions_live', offset: 36, kind: u32 },
+  { name: 'sessions_expired', offset: 40, kind: u32 },
+  { name: 'sessions_closed', offset: 44, kind: u32 },
+  { name: 'flow_entries', offset: 48, kind: u32 },
+  { name: 'flows_live', offset: 52, kind: u32 },
+  { name: 'flow_entries_removed', offset: 56, kind: u32 },
+  { name: 'hosts_fixed', offset: 60, kind: u32 },
+  { name: 'hosts', offset: 64, kind: u32 },
+  { name: '_pad', offset: 68, kind: pad(4) },
 ]);
 
 export interface PtLoadOpts { flags: number }
@@ -222,7 +256,7 @@ export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [
   ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec,
-  FragKeyCodec, FragCodec, LpmV4Codec, HostCodec, ReclaimCodec, LoadOptsCodec,
+  FragKeyCodec, FragCodec, LpmV4Codec, HostCodec, ReclaimCodec, LoadOptsCodec, SweepCodec,
 ] as const;
 
 /** Index into pt_ports for (protocol, port). */

@@ -9,10 +9,10 @@ import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
   ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
-  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
+  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec,
   type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
-  type PtHost, type PtReclaim, type PtRuleName, type PtSession, type PtSessionKey,
+  type PtHost, type PtReclaim, type PtRuleName, type PtSession, type PtSessionKey, type PtSweep,
 } from './abi.js';
 import { IPV4, U32, U64, U8 } from './struct.js';
 import { PerCpuCounters, RawMap, TypedMap } from './map.js';
@@ -69,6 +69,22 @@ export interface DatapathMaps {
 }
 
 export type ProgramRole = keyof typeof PROGRAMS;
+
+/** What one run of the kernel sweep (pt_sweep) is asked to do: struct pt_sweep's inputs. */
+export interface SweepRequest {
+  /** Map clock (CLOCK_MONOTONIC + CLOCK_BIAS_NS) the expiry decisions are made at. */
+  now: bigint;
+  /** SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT. */
+  what: number;
+  /** Only this LAN host's sessions (no per-rule counts then); default all. */
+  host?: string;
+}
+
+/** One run of the kernel sweep: struct pt_sweep as the program left it, and per-rule live sessions. */
+export interface SweepRun extends PtSweep {
+  /** Live sessions by rule id (ids with none left out); only after a SWEEP_SESSIONS run of every host. */
+  liveByRule: Map<number, number> | null;
+}
 
 /**
  * Make sure `dir` is on a bpffs: create it, and mount a bpffs on it unless it
@@ -162,10 +178,65 @@ export class Datapath {
   private obj: ffi.Ptr | null;
 
   private constructor(obj: ffi.Ptr, maps: DatapathMaps, adopted: boolean, readonly pinPath: string,
-    private readonly clock: RawMap | null) {
+    private readonly clock: RawMap | null, private readonly sweepCounts: RawMap) {
     this.obj = obj;
     this.maps = maps;
     this.adopted = adopted;
+  }
+
+  private sweepInput(req: SweepRequest): Buffer {
+    return SweepCodec.format({
+      now: req.now, what: req.what, host: req.host ?? '0.0.0.0', sessions_next_ns: 0n, flows_next_ns: 0n,
+      sessions: 0, sessions_live: 0, sessions_expired: 0, sessions_closed: 0,
+      flow_entries: 0, flows_live: 0, flow_entries_removed: 0, hosts_fixed: 0, hosts: 0,
+    });
+  }
+
+  private sweepOutput(req: SweepRequest, ctx: Buffer): SweepRun {
+    const out = SweepCodec.parse(ctx);
+    let liveByRule: Map<number, number> | null = null;
+    if (req.what & SWEEP_SESSIONS && !req.host) {
+      const v = this.sweepCounts.lookup(U32.format(0));
+      if (!v) throw new BpfError(`read ${SWEEP_SECTION}`, ENOENT);
+      liveByRule = new Map();
+      for (let id = 1; id < PT_MAX_RULES; id++) {
+        const n = v.readUInt32LE(4 * id);
+        if (n) liveByRule.set(id, n);
+      }
+    }
+    return { ...out, liveByRule };
+  }
+
+  /**
+   * Run the kernel sweep (pt_sweep, BPF_PROG_TEST_RUN) in this thread:
+   * removes expired sessions and flows that are over with the data path's
+   * own decisions and counts what lives, without copying the maps to user
+   * space. Blocks for the walk (a few ms per 100 000 entries): for the rare
+   * synchronous needs (a manual open at the host limit); the daemon's
+   * periodic sweep uses sweepAsync(). Needs CAP_BPF.
+   */
+  sweep(req: SweepRequest): SweepRun {
+    const ctx = this.sweepInput(req);
+    const r = ffi.progRunSyscall(this.programFdByName(SWEEP_PROGRAM), ctx);
+    if (r < 0) throw new BpfError(`run ${SWEEP_PROGRAM}`, -r);
+    return this.sweepOutput(req, ctx);
+  }
+
+  /**
+   * sweep() on a libuv worker thread: the event loop (control socket,
+   * /metrics) goes on while the kernel walks the maps. Runs must not overlap
+   * (the per-rule counts are one buffer): the caller serialises them.
+   */
+  sweepAsync(req: SweepRequest): Promise<SweepRun> {
+    const ctx = this.sweepInput(req);
+    const fd = this.programFdByName(SWEEP_PROGRAM);
+    return new Promise((resolve, reject) => {
+      ffi.progRunSyscallAsync(fd, ctx, (err, r) => {
+        if (err) { reject(err); return; }
+        if (r < 0) { reject(new BpfError(`run ${SWEEP_PROGRAM}`, -r)); return; }
+        try { resolve(this.sweepOutput(req, ctx)); } catch (e) { reject(e); }
+      });
+    });
   }
 
   /**
@@ -231,7 +302,7 @@ export class Datapath {
         ruleStats: new PerCpuCounters(raw(MAPS.ruleStats)),
         pktStats: new PerCpuCounters(raw(MAPS.pktStats)),
       };
-      const dp = new Datapath(obj, maps, adopted, opts.pinPath, opts.testClock ? raw(CLOCK_SECTION) : null);
+      const dp = new Datapath(obj, maps, adopted, opts.pinPath, opts.testClock ? raw(CLOCK_SECTION) : null, raw(SWEEP_SECTION));
       if (!adopted) {
         maps.config.set(0, {
           wan_addr: '0.0.0.0', wan_ifindex: 0, layout_version: PT_LAYOUT_VERSION, sessions_per_host: 0,
@@ -299,8 +370,12 @@ export class Datapath {
 
   /** File descriptor of one of the two programs. */
   programFd(role: ProgramRole): number {
-    const p = ffi.objectFindProgram(this.object(), PROGRAMS[role]);
-    if (!p) throw new BpfError(`find program ${PROGRAMS[role]}`, ENOENT);
+    return this.programFdByName(PROGRAMS[role]);
+  }
+
+  private programFdByName(name: string): number {
+    const p = ffi.objectFindProgram(this.object(), name);
+    if (!p) throw new BpfError(`find program ${name}`, ENOENT);
     return ffi.programFd(p);
   }
 

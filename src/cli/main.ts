@@ -10,12 +10,12 @@ import { createLogger, type LogLevel } from '../daemon/log.js';
 import { loadConfigFile } from '../config/load.js';
 import { detachAll } from '../bpf/detach.js';
 import { ConfigError, PorttrigError } from '../errors.js';
-import type { CloseResult, FlowView, OpenResult, SessionView } from '../core/state.js';
+import type { CloseResult, OpenResult } from '../core/state.js';
 import { version } from '../paths.js';
 import { runDoctor, type DoctorReport } from '../doctor/doctor.js';
 import { existsSync } from 'node:fs';
-import { callDaemon } from './client.js';
-import { table } from './table.js';
+import { callDaemon, streamDaemon } from './client.js';
+import { table, tableLines } from './table.js';
 
 const DEFAULT_CONFIG = '/etc/porttrig/porttrig.yaml';
 const DEFAULT_SOCKET = '/run/porttrig/porttrig.sock';
@@ -38,6 +38,50 @@ function print(o: GlobalOpts, data: unknown, human: () => string): void {
 function exitCodeOf(e: unknown): number {
   if (e instanceof PorttrigError) return e.code === 'E_CONFIG' || e.code === 'E_USAGE' ? 2 : 1;
   return 1;
+}
+
+interface ListOpts { rule?: string; host?: string; peer?: string; limit?: string }
+
+/** The query string of a listing's options (the daemon checks them). */
+function listQuery(o: ListOpts): string {
+  const q = new URLSearchParams();
+  for (const k of ['rule', 'host', 'peer', 'limit'] as const) if (o[k] !== undefined) q.set(k, o[k]!);
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+/** Rows printed as a table this many at a time; the first batch sets the column widths. */
+const TABLE_BATCH = 1000;
+
+/**
+ * Print a streamed listing: with --json the daemon's array goes to stdout as
+ * it arrives; else a table, printed in batches as rows arrive.
+ */
+async function listing(opts: GlobalOpts, path: string, columns: string[], none: string): Promise<void> {
+  const socket = socketOf(opts);
+  if (opts.json) {
+    await streamDaemon(socket, path, { raw: (c) => { process.stdout.write(c); } });
+    return;
+  }
+  let batch: Record<string, unknown>[] = [];
+  let widths: number[] = [];
+  let rows = 0;
+  const flush = (): void => {
+    if (batch.length === 0) return;
+    const t = tableLines(batch, columns, widths);
+    process.stdout.write(`${(rows === batch.length ? t.lines : t.lines.slice(1)).join('\n')}\n`);
+    widths = t.widths;
+    batch = [];
+  };
+  await streamDaemon(socket, path, {
+    onRow: (r) => {
+      batch.push(r as Record<string, unknown>);
+      rows++;
+      if (batch.length >= TABLE_BATCH) flush();
+    },
+  });
+  if (rows === 0) out(none);
+  else flush();
 }
 
 function fail(e: unknown, json: boolean): never {
@@ -120,17 +164,23 @@ export function buildProgram(): Command {
     });
 
   cmd('sessions')
-    .description('open sessions')
-    .action(async () => {
-      const rows = await callDaemon<SessionView[]>(socketOf(g()), 'GET', '/v1/sessions');
-      print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows']) : 'no open sessions'));
+    .description('open sessions (streamed; filter with --rule, --host, --peer, --limit)')
+    .option('--rule <name>', 'only sessions of this rule')
+    .option('--host <addr>', 'only sessions of this LAN host')
+    .option('--peer <addr>', 'only sessions for this remote peer (peer: contacted)')
+    .option('--limit <n>', 'at most this many')
+    .action(async (o: ListOpts) => {
+      await listing(g(), `/v1/sessions${listQuery(o)}`, ['rule', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows'], 'no open sessions');
     });
 
   cmd('flows')
-    .description('accepted inbound flows')
-    .action(async () => {
-      const rows = await callDaemon<FlowView[]>(socketOf(g()), 'GET', '/v1/flows');
-      print(g(), rows, () => (rows.length ? table(rows as unknown as Record<string, unknown>[], ['rule', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s']) : 'no flows'));
+    .description('accepted inbound flows (streamed; filter with --rule, --host, --peer, --limit)')
+    .option('--rule <name>', 'only flows of this rule')
+    .option('--host <addr>', 'only flows to this LAN host')
+    .option('--peer <addr>', 'only flows from this remote address')
+    .option('--limit <n>', 'at most this many')
+    .action(async (o: ListOpts) => {
+      await listing(g(), `/v1/flows${listQuery(o)}`, ['rule', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s'], 'no flows');
     });
 
   cmd('rules')

@@ -7,10 +7,10 @@ import { isIPv4 } from 'node:net';
 import {
   CONFIG_LOCAL_ADDRS,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
-  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, portIndex,
-  type PtFlowKey, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
+  RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, SWEEP_FLOWS, SWEEP_RECOUNT, SWEEP_SESSIONS, portIndex,
+  type PtFlowKey, type PtSweep, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
-import type { DatapathMaps } from '../bpf/datapath.js';
+import type { Datapath, DatapathMaps } from '../bpf/datapath.js';
 import { BpfError, PorttrigError } from '../errors.js';
 import { BPF_EXIST, BPF_NOEXIST } from '../ffi/libbpf.js';
 import type { CompiledRules } from '../rules/compile.js';
@@ -104,6 +104,11 @@ function inCidr(addr: string, cidr: string): boolean {
 
 export interface SweepResult { sessionsExpired: number; sessionsClosed: number; flowsRemoved: number; hostCountsFixed: number }
 
+/** The tallies of one kernel sweep run, as the daemon logs them. */
+export function sweepResult(r: PtSweep): SweepResult {
+  return { sessionsExpired: r.sessions_expired, sessionsClosed: r.sessions_closed, flowsRemoved: r.flow_entries_removed, hostCountsFixed: r.hosts_fixed };
+}
+
 /**
  * Rule names by id, for ids in use, from pt_rule_names in batches. Free ids
  * (an empty name) are skipped on their first byte instead of being copied and
@@ -123,7 +128,13 @@ export function readRuleNames(maps: Pick<DatapathMaps, 'ruleNames'>): Map<number
 }
 
 export class PorttrigState {
-  constructor(readonly maps: DatapathMaps, private readonly clock: () => bigint = monotonicNs) {}
+  /**
+   * `kernel`: the data path whose sweep program removes expired state
+   * (Datapath.sweep); without it, sweep() and a manual open at a host's
+   * limit fail with E_STATE.
+   */
+  constructor(readonly maps: DatapathMaps, private readonly clock: () => bigint = monotonicNs,
+    private readonly kernel: Pick<Datapath, 'sweep'> | null = null) {}
 
   /** Rule ids recorded in the pinned state, by name. */
   ruleIds(): Map<string, number> {
@@ -295,58 +306,17 @@ export class PorttrigState {
   }
 
   /**
-   * Remove what has expired. Sessions go one by one with an atomic
-   * lookup-and-delete: one that the data path refreshed since it was judged
-   * is put back. Flows go in one batch. Per-host counts are then set to the
-   * recount, repairing any drift from races at expiry.
+   * Remove what has expired, in the kernel (Datapath.sweep(): the program
+   * pt_sweep walks the maps with the data path's own decisions; nothing is
+   * copied here). By default sessions, flows and the per-host recount, which
+   * repairs any drift from races at expiry; `host` limits it to that host's
+   * sessions (and sets its count). Blocks for the walk: the daemon's
+   * periodic sweep runs it on a worker thread instead (SweepScheduler).
    */
-  sweep(): SweepResult {
-    const now = this.clock();
-    const rules = this.ruleSettings();
-    const flowEntries = [...this.maps.flows.entries()];
-    const plan = planSweep(this.maps.sessions.entries(), flowEntries, rules, now);
-    const res: SweepResult = { sessionsExpired: 0, sessionsClosed: 0, flowsRemoved: 0, hostCountsFixed: 0 };
-    for (const { key, value, reason } of plan.sessions) {
-      const taken = this.maps.sessions.take(key);
-      if (!taken) continue;
-      if (taken.last_seen_ns !== value.last_seen_ns || taken.host !== value.host) {
-        this.putBack(key, taken);
-        continue;
-      }
-      if (reason === 'expired') {
-        res.sessionsExpired++;
-        this.addCounter(key.rule, 'sessions_expired', 1n);
-      } else {
-        res.sessionsClosed++;
-      }
-    }
-    if (plan.flows.length > 0) {
-      // Only the entries judged: the data path may have ended a flow since
-      // the snapshot and opened a new one on the same 5-tuple (pt_flow_end()
-      // tells them apart by the creation stamp, and so does this).
-      const judged = new Map(flowEntries.map(([k, v]) => [flowKeyId(k), v.created_ns]));
-      for (const k of plan.flows) {
-        const taken = this.maps.flows.take(k);
-        if (!taken) continue;
-        if (taken.created_ns !== judged.get(flowKeyId(k))) {
-          try { this.maps.flows.set(k, taken, BPF_NOEXIST); } catch { /* the data path's newer entry wins */ }
-          continue;
-        }
-        res.flowsRemoved++;
-      }
-    }
-
-    const counts = new Map(plan.hostCounts);
-    // recheck_ns 0: the data path may look for the host's expired sessions
-    // at once when it is at its limit (it computes the next deadline itself).
-    for (const [host, { sessions: n }] of [...this.maps.hostSessions.entries()]) {
-      const want = counts.get(host) ?? 0;
-      counts.delete(host);
-      if (want === 0) { this.maps.hostSessions.delete(host); res.hostCountsFixed += n !== 0 ? 1 : 0; }
-      else if (want !== n) { this.maps.hostSessions.set(host, { sessions: want, recheck_ns: 0n }); res.hostCountsFixed++; }
-    }
-    for (const [host, n] of counts) { this.maps.hostSessions.set(host, { sessions: n, recheck_ns: 0n }); res.hostCountsFixed++; }
-    return res;
+  sweep(what = SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT, host?: string): SweepResult {
+    if (!this.kernel) throw new PorttrigError('E_STATE', 'no kernel sweep: this state was made without its data path');
+    const r = this.kernel.sweep({ now: this.clock(), what, ...(host ? { host } : {}) });
+    return sweepResult(r);
   }
 
   /**
@@ -523,7 +493,7 @@ export class PorttrigState {
     for (let attempt = 0; attempt < MANUAL_OPEN_ATTEMPTS; attempt++) {
       const n = this.maps.hostSessions.get(host)?.sessions ?? 0;
       if (n >= limit && !swept) {
-        this.sweep();
+        this.sweep(SWEEP_SESSIONS, host);
         swept = true;
         continue;
       }

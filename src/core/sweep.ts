@@ -143,3 +143,56 @@ export function planSweep(
   }
   return plan;
 }
+
+/**
+ * The shortest time a flow opened after a sweep of the flow table can take to
+ * run out of its timer (RFC 5382's transitory timer; UDP's is longer): the
+ * flow table need not be walked for expiry sooner than this after a walk,
+ * unless a flow seen by the walk is due earlier.
+ */
+export const MIN_FLOW_TIMER_NS = FLOW_TIMEOUT_TCP_TRANS_NS;
+
+/** What the sweep scheduler knows of one table's last walk. */
+export interface WalkRecord {
+  /** Map clock when the walk started. */
+  at: bigint;
+  /** Earliest time something the walk saw live can be over (0n: nothing live). */
+  next: bigint;
+  /** How long the walk took, in ns of wall time. */
+  costNs: bigint;
+}
+
+/** Knobs of the sweep schedule. */
+export interface SweepPolicy {
+  /** Walks at most this often for the counts (ns). */
+  minIntervalNs: bigint;
+  /** Walks for the counts take at most 1/dutyDivisor of the time: interval >= cost x dutyDivisor. */
+  dutyDivisor: bigint;
+  /** Walks at least this often (orphans, kill_flows_on_expiry, takeovers; ns). */
+  maxIntervalNs: bigint;
+}
+
+/** 1 s at small tables; at most 1/40 of a core per table (2.5 %) at large ones; at least every 5 min. */
+export const DEFAULT_SWEEP_POLICY: SweepPolicy = { minIntervalNs: 1_000_000_000n, dutyDivisor: 40n, maxIntervalNs: 300_000_000_000n };
+
+/**
+ * When is a table due a walk? Expiry is driven by deadlines: the earliest
+ * deadline the last walk saw (`last.next`), and the earliest an entry made
+ * after that walk can expire (`newEntryLifeNs` after it: the shortest idle
+ * timeout for sessions, MIN_FLOW_TIMER_NS for flows). Counts (the metrics,
+ * `porttrig status`) are refreshed by walks at an interval that grows with
+ * the walk's cost so that they take at most 1/dutyDivisor of a core, between
+ * minIntervalNs and maxIntervalNs. Returns the map-clock time of the next walk
+ * (now or earlier: due).
+ */
+export function nextWalkAt(last: WalkRecord | null, newEntryLifeNs: bigint, policy: SweepPolicy = DEFAULT_SWEEP_POLICY): bigint {
+  if (!last) return 0n;
+  let interval = last.costNs * policy.dutyDivisor;
+  if (interval < policy.minIntervalNs) interval = policy.minIntervalNs;
+  if (interval > policy.maxIntervalNs) interval = policy.maxIntervalNs;
+  let at = last.at + interval;
+  const fresh = last.at + newEntryLifeNs;
+  if (fresh < at) at = fresh;
+  if (last.next !== 0n && last.next < at) at = last.next;
+  return at;
+}

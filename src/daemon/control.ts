@@ -2,6 +2,8 @@
  * The control API: HTTP + JSON on a Unix socket (mode 0600, root only).
  *
  *   GET  /v1/status     GET /v1/sessions     GET /v1/flows     GET /v1/rules
+ *        /v1/sessions and /v1/flows take ?rule=NAME&host=ADDR&peer=ADDR&limit=N
+ *        and stream a JSON array, one element per line
  *   POST /v1/reload
  *   POST /v1/sessions/open   {"rule", "host", "peer"?, "force"?}
  *   POST /v1/sessions/close  {"rule", "host", "peer"?}
@@ -24,13 +26,15 @@ import { z } from 'zod';
 import { PorttrigError, type ErrorCode } from '../errors.js';
 import { peerCredentials } from '../ffi/libbpf.js';
 import type { CloseRequest, OpenRequest } from '../core/state.js';
+import type { ListFilter } from '../core/listing.js';
 import type { Logger } from './log.js';
 
 /** What the control server asks of the daemon. */
 export interface ControlTarget {
   status(): unknown;
-  sessions(): unknown;
-  flows(): unknown;
+  /** Rows to stream (or an array). */
+  sessions(filter: ListFilter): AsyncIterable<unknown> | unknown[];
+  flows(filter: ListFilter): AsyncIterable<unknown> | unknown[];
   rules(): unknown;
   reload(): unknown;
   openSession(req: OpenRequest): unknown;
@@ -62,7 +66,27 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   throw new PorttrigError('E_USAGE', `bad request body: ${issues.join('; ')}`, { issues });
 }
 
-type Handler = (body: unknown) => unknown;
+type Handler = (body: unknown, query: URLSearchParams) => unknown;
+
+const LIST_PARAMS = new Set(['rule', 'host', 'peer', 'limit']);
+
+/** The listing filter of a query string; E_USAGE for unknown parameters or a bad limit. */
+export function listFilter(q: URLSearchParams): ListFilter {
+  const f: ListFilter = {};
+  for (const [k, v] of q) {
+    if (!LIST_PARAMS.has(k)) throw new PorttrigError('E_USAGE', `unknown query parameter "${k}" (known: ${[...LIST_PARAMS].join(', ')})`, { parameter: k });
+    if (k === 'limit') {
+      if (!/^[1-9]\d*$/.test(v)) throw new PorttrigError('E_USAGE', `limit must be a positive integer, not "${v}"`, { limit: v });
+      f.limit = Number(v);
+    } else {
+      f[k as 'rule' | 'host' | 'peer'] = v;
+    }
+  }
+  return f;
+}
+
+const isAsyncIterable = (x: unknown): x is AsyncIterable<unknown> =>
+  typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
 
 /** Does something answer on `path` already? */
 export function socketAlive(path: string): Promise<boolean> {
@@ -101,8 +125,8 @@ export class ControlServer {
     }
     const routes: Record<string, Record<string, Handler>> = {
       '/v1/status': { GET: () => target.status() },
-      '/v1/sessions': { GET: () => target.sessions() },
-      '/v1/flows': { GET: () => target.flows() },
+      '/v1/sessions': { GET: (_b, q) => target.sessions(listFilter(q)) },
+      '/v1/flows': { GET: (_b, q) => target.flows(listFilter(q)) },
       '/v1/rules': { GET: () => target.rules() },
       '/v1/reload': { POST: () => target.reload() },
       '/v1/sessions/open': { POST: (b) => target.openSession(parseBody(OpenBody, b)) },
@@ -123,6 +147,40 @@ export class ControlServer {
         } else {
           log.error('control request failed', { url: req.url, error: e });
           send(HTTP.internal, errorBody('E_CONTROL', String((e as Error)?.message ?? e)));
+        }
+      };
+
+      /**
+       * Stream rows as a JSON array, one element per line, waiting for the
+       * socket to drain. An error before the first row is an ordinary error
+       * answer; after it, the connection is cut (the client sees a truncated array).
+       */
+      const stream = async (rows: AsyncIterable<unknown>): Promise<void> => {
+        const it = rows[Symbol.asyncIterator]();
+        let first: IteratorResult<unknown>;
+        try {
+          first = await it.next();
+        } catch (e) {
+          fail(e);
+          return;
+        }
+        res.writeHead(HTTP.ok, { 'content-type': 'application/json' });
+        const write = async (text: string): Promise<void> => {
+          if (!res.write(text)) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r); });
+        };
+        try {
+          let cur = first;
+          let sep = '[\n';
+          while (!cur.done) {
+            if (res.destroyed) { await it.return?.(); return; }
+            await write(`${sep}${JSON.stringify(cur.value)}`);
+            sep = ',\n';
+            cur = await it.next();
+          }
+          res.end(sep === '[\n' ? '[]\n' : '\n]\n');
+        } catch (e) {
+          log.error('control listing failed', { url: req.url, error: e });
+          res.destroy();
         }
       };
 
@@ -176,7 +234,10 @@ export class ControlServer {
           }
         }
         try {
-          send(HTTP.ok, handler(body));
+          const query = new URL(req.url ?? '/', 'http://control').searchParams;
+          const result = handler(body, query);
+          if (isAsyncIterable(result)) void stream(result);
+          else send(HTTP.ok, result);
         } catch (e) {
           fail(e);
         }

@@ -22,18 +22,29 @@ import type { Logger } from './log.js';
 import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
+import { SweepScheduler, type Table } from './sweeper.js';
+import { monotonicNs, sweepResult } from '../core/state.js';
+import { DEFAULT_SWEEP_POLICY } from '../core/sweep.js';
+import { listFlows, listSessions, type ListFilter } from '../core/listing.js';
 
 /** libbpf's level for warnings (LIBBPF_WARN); info and debug are 1 and 2. */
 const LIBBPF_WARN = 0;
 /** A failed load can log thousands of verifier lines; its end says why. */
 const MAX_LIBBPF_LINES_SHOWN = 40;
+/** How often the sweep scheduler looks whether a table is due (its deadlines are met within this). */
+const SWEEP_POLL_MS = 200;
+/** Idle timeouts are at most 7 d (config schema): the walk interval without enabled rules. */
+const MAX_IDLE_MS = 7 * 86400 * 1000;
 /** pt_config.wan_addr when the WAN interface has no IPv4 address. */
 const NO_ADDR = '0.0.0.0';
 
 export interface DaemonOptions {
   configPath: string;
   logger: Logger;
-  /** How often expired sessions and flows are swept, and addresses re-read. */
+  /**
+   * How often addresses are re-read, and the shortest interval between two
+   * walks of a table for its counts (expired state is removed at its deadline).
+   */
   sweepIntervalMs?: number;
   /** Load this object as it is (else PORTTRIG_BPF_OBJECT, else the build chosen by `conntrack`). */
   objectPath?: string;
@@ -64,8 +75,10 @@ export interface StatusView {
   attached: { interface: string; program_id: number }[];
   conntrack: ConntrackView;
   rules: number;
+  /** Live sessions and flows as the last sweep counted them (at `counted_at`). */
   sessions: number;
   flows: number;
+  counted_at: string | null;
 }
 
 export interface RuleView {
@@ -88,6 +101,8 @@ export class Daemon {
   private readonly dp: Datapath;
   private readonly state: PorttrigState;
   private timer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly sweeper: SweepScheduler;
   private addrWatch: AddressWatch | null = null;
   private control: ControlServer | null = null;
   private metrics: DaemonMetrics | null = null;
@@ -101,7 +116,16 @@ export class Daemon {
   private constructor(private readonly opts: DaemonOptions, config: Config, dp: Datapath, private readonly conntrack: ConntrackView) {
     this.config = config;
     this.dp = dp;
-    this.state = new PorttrigState(dp.maps);
+    this.state = new PorttrigState(dp.maps, monotonicNs, dp);
+    const intervalNs = BigInt(opts.sweepIntervalMs ?? 1000) * 1_000_000n;
+    this.sweeper = new SweepScheduler({
+      run: (req) => dp.sweepAsync(req),
+      clock: monotonicNs,
+      minIdleNs: () => this.minIdleNs(),
+      policy: { ...DEFAULT_SWEEP_POLICY, minIntervalNs: intervalNs },
+      onWalk: (table, run, seconds) => this.onWalk(table, sweepResult(run), seconds),
+      onError: (table, error) => opts.logger.error('sweep failed', { table, error }),
+    });
     const pinned = dp.maps.config.get(0)?.wan_addr;
     this.lastWanAddr = pinned && pinned !== NO_ADDR ? pinned : null;
   }
@@ -155,7 +179,12 @@ export class Daemon {
       d.attachAll();
       d.program(config);
       d.followAddresses();
-      d.metrics = await DaemonMetrics.start({ listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log });
+      // The first walk of both tables, so that counts exist before anyone asks.
+      await d.sweeper.sweepNow();
+      d.metrics = await DaemonMetrics.start({
+        listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log,
+        counts: () => d.sweeper.entryCounts(),
+      });
       d.control = await ControlServer.listen(config.control.socket, d, log);
     } catch (e) {
       await d.metrics?.close();
@@ -171,6 +200,7 @@ export class Daemon {
       conntrack_check: conntrack.check === null ? 'unknown' : conntrack.check ? 'on' : 'off', object: objectPath,
     });
     d.timer = setInterval(() => d.tick(), opts.sweepIntervalMs ?? 1000);
+    d.sweepTimer = setInterval(() => d.sweeper.poll(), Math.min(SWEEP_POLL_MS, opts.sweepIntervalMs ?? 1000));
     return d;
   }
 
@@ -252,13 +282,24 @@ export class Daemon {
   private tick(): void {
     try {
       this.followAddresses();
-      const r = this.metrics ? this.metrics.timeSweep(() => this.state.sweep()) : this.state.sweep();
-      if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
-        this.opts.logger.info('sweep', { sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved });
-      }
     } catch (e) {
-      this.opts.logger.error('sweep failed', { error: e });
+      this.opts.logger.error('address update failed', { error: e });
     }
+  }
+
+  /** A walk of the kernel sweep finished: record its time, log what it removed. */
+  private onWalk(table: Table, r: ReturnType<typeof sweepResult>, seconds: number): void {
+    this.metrics?.observeSweep(seconds);
+    this.opts.logger.debug('sweep walk', { table, seconds });
+    if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
+      this.opts.logger.info('sweep', { table, sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved, seconds });
+    }
+  }
+
+  /** The shortest idle timeout of an enabled rule: no session opened after a walk expires sooner. */
+  private minIdleNs(): bigint {
+    const ms = this.config.rules.filter((r) => r.enabled).map((r) => r.idleTimeoutMs);
+    return BigInt(ms.length ? Math.min(...ms) : MAX_IDLE_MS) * 1_000_000n;
   }
 
   /**
@@ -280,6 +321,7 @@ export class Daemon {
     }
     this.program(next);
     this.config = next;
+    this.sweeper.invalidate();  // removed or disabled rules: their sessions and flows go at once
     this.wanAddr = null;  // re-write runtime settings (sessions_per_host may have changed)
     this.followAddresses();
     this.opts.logger.info('config reloaded', { rules: next.rules.length });
@@ -316,12 +358,15 @@ export class Daemon {
   /** `porttrig close`: see PorttrigState.closeSession. */
   closeSession(req: CloseRequest): CloseResult {
     const r = this.state.closeSession(req);
+    this.sweeper.invalidate();  // counts
     this.opts.logger.info('session closed by hand', { rule: r.rule, host: r.host, sessions: r.closed.length, flows_removed: r.flows_removed, flows_kept: r.flows_kept });
     return r;
   }
 
-  sessions(): SessionView[] { return this.state.sessions(); }
-  flows(): FlowView[] { return this.state.flows(); }
+  /** Live sessions matching `filter`, streamed (core/listing.ts). */
+  sessions(filter: ListFilter = {}): AsyncGenerator<SessionView> { return listSessions(this.state, filter, monotonicNs()); }
+  /** Accepted flows matching `filter`, streamed (core/listing.ts). */
+  flows(filter: ListFilter = {}): AsyncGenerator<FlowView> { return listFlows(this.state, filter, monotonicNs()); }
 
   rules(): RuleView[] {
     const ids = this.state.ruleIds();
@@ -339,7 +384,12 @@ export class Daemon {
     });
   }
 
+  /**
+   * The daemon's view; the session and flow numbers are those of the last
+   * walks of the kernel sweep (`counted_at`), never a walk of the maps here.
+   */
   status(): StatusView {
+    const counts = this.sweeper.entryCounts();
     const { wan, lan } = this.config.interfaces;
     const ifaces = [...lan, wan];
     return {
@@ -350,8 +400,9 @@ export class Daemon {
       attached: ifaces.map((n) => ({ interface: n, program_id: attachedProgramId(ifindexOf(n)) })),
       conntrack: this.conntrack,
       rules: this.config.rules.length,
-      sessions: this.state.sessions().length,
-      flows: this.state.flows().length,
+      sessions: [...(counts?.sessionsByRule.values() ?? [])].reduce((a, b) => a + b, 0),
+      flows: counts?.flowsLive ?? 0,
+      counted_at: this.sweeper.countedAt()?.toISOString() ?? null,
     };
   }
 
@@ -364,6 +415,8 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.sweeper.idle();  // the object stays open until the kernel sweep under way is back
     this.addrWatch?.close();
     await this.control?.close();
     await this.metrics?.close();

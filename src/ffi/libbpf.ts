@@ -320,6 +320,33 @@ export function progTestRun(progFd: number, o: TestRunOpts): TestRunResult & { r
   return { ret, retval: opts.retval, duration: opts.duration, data_size_out: opts.data_size_out };
 }
 
+function syscallRunOpts(ctx: Buffer): Record<string, unknown> {
+  return {
+    sz: koffi.sizeof(BpfTestRunOpts), data_in: null, data_out: null, data_size_in: 0, data_size_out: 0,
+    // A syscall program's context is copied back into ctx_in; ctx_out must be NULL.
+    ctx_in: ctx, ctx_out: null, ctx_size_in: ctx.length, ctx_size_out: 0,
+    retval: 0, repeat: 0, duration: 0, flags: 0, cpu: 0, batch_size: 0,
+  };
+}
+
+/**
+ * BPF_PROG_TEST_RUN of a SEC("syscall") program with `ctx` as its context,
+ * in and out (the kernel copies it in, runs the program once in this thread,
+ * and copies it back into `ctx`). Returns 0 or -errno. Blocks the caller for
+ * the program's run.
+ */
+export const progRunSyscall = (progFd: number, ctx: Buffer): number => f.bpf_prog_test_run_opts(progFd, syscallRunOpts(ctx));
+
+/**
+ * progRunSyscall() on a libuv worker thread (koffi async): the event loop
+ * goes on while the program runs. `done` gets 0 or -errno; `ctx` holds the
+ * program's context as it left it. The caller keeps `ctx` alive meanwhile
+ * (it is captured by the callback here).
+ */
+export function progRunSyscallAsync(progFd: number, ctx: Buffer, done: (err: unknown, ret: number) => void): void {
+  f.bpf_prog_test_run_opts.async(progFd, syscallRunOpts(ctx), (err: unknown, ret: number) => { void ctx; done(err, ret); });
+}
+
 /** A struct's size and members from a BTF file (for the ABI layout test). */
 export interface BtfStruct { size: number; members: { name: string; offsetBits: number }[] }
 /** Read struct `name` from the BTF of an ELF object; null if it is absent. */

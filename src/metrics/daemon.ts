@@ -9,10 +9,11 @@ import type { Logger } from '../daemon/log.js';
 import { ifindexOf } from '../daemon/netinfo.js';
 import { PROGRAMS } from '../bpf/abi.js';
 import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
-import { NS_PER_S, registerMetrics } from './metrics.js';
+import { registerMetrics } from './metrics.js';
 import { MetricsServer } from './server.js';
 import { enableRunTimeStats, statsSysctlOn } from './progstats.js';
 import type { SnapshotSource } from './snapshot.js';
+import type { EntryCounts } from '../daemon/sweeper.js';
 
 export interface DaemonMetricsOptions {
   listen: { host: string; port: number };
@@ -20,13 +21,16 @@ export interface DaemonMetricsOptions {
   /** Interfaces the data path is attached to (fixed until restart). */
   interfaces: { wan: string; lan: readonly string[] };
   logger: Logger;
+  /** Entry counts kept by the daemon's kernel sweep (read instead of walking the maps). */
+  counts?: () => EntryCounts | null;
 }
 
 /** What a scrape of the daemon reads: its maps, its loaded programs, its interfaces. */
-export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces']): SnapshotSource {
+export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces'], counts?: () => EntryCounts | null): SnapshotSource {
   const roles = Object.keys(PROGRAMS) as ProgramRole[];
   return {
     maps: dp.maps,
+    ...(counts ? { counts } : {}),
     programs: () => roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
     interfaces: () => [...ifs.lan.map((name) => ({ name, program: PROGRAMS.lan })), { name: ifs.wan, program: PROGRAMS.wan }],
     isAttached: (name) => attachedProgramId(ifindexOf(name)) !== 0,
@@ -38,7 +42,7 @@ export class DaemonMetrics {
     readonly registry: Registry,
     private readonly server: MetricsServer,
     private readonly stats: { fd: number },
-    private readonly observeSweep: (seconds: number) => void,
+    private readonly observe: (seconds: number) => void,
   ) {}
 
   /**
@@ -60,7 +64,7 @@ export class DaemonMetrics {
       }
     }
     const registry = new Registry();
-    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces), { statsEnabled: () => stats.fd >= 0 || statsSysctlOn() });
+    const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces, opts.counts), { statsEnabled: () => stats.fd >= 0 || statsSysctlOn() });
     try {
       const server = await MetricsServer.listen(opts.listen, registry, opts.logger);
       opts.logger.info('metrics listening', { listen: `${server.address.host}:${server.address.port}` });
@@ -71,14 +75,9 @@ export class DaemonMetrics {
     }
   }
 
-  /** Run `fn` (a sweep) and record how long it took, also when it throws. */
-  timeSweep<T>(fn: () => T): T {
-    const t0 = process.hrtime.bigint();
-    try {
-      return fn();
-    } finally {
-      this.observeSweep(Number(process.hrtime.bigint() - t0) / NS_PER_S);
-    }
+  /** Record one walk of the kernel sweep (porttrig_sweep_duration_seconds). */
+  observeSweep(seconds: number): void {
+    this.observe(seconds);
   }
 
   /** Stop serving and release the statistics. Idempotent. */

@@ -14,6 +14,7 @@ import type { DatapathMaps } from '../bpf/datapath.js';
 import { monotonicNs, readRuleNames } from '../core/state.js';
 import { sessionExpired } from '../core/sweep.js';
 import { progRunStats } from './progstats.js';
+import type { EntryCounts } from '../daemon/sweeper.js';
 
 /** Offset of a field, from the codecs that test/bpf/abi.test.ts proves against the BTF. */
 const offsetOf = (c: StructCodec<object>, field: string): number => {
@@ -47,6 +48,12 @@ export interface SnapshotSource {
   isAttached(ifname: string): boolean;
   /** The data path's clock (defaults to pt_now()). */
   clock?: () => bigint;
+  /**
+   * Entry counts kept by a sweeper (the daemon's kernel sweep): read instead
+   * of walking pt_sessions, pt_flows and pt_host_sessions. Without it (tools
+   * reading pinned maps with no daemon), the scrape walks them.
+   */
+  counts?: () => EntryCounts | null;
 }
 
 export interface MapFill { map: string; entries: number; capacity: number }
@@ -156,11 +163,14 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
     const r = maps.rules.get(id);
     if (r) settings.set(id, r);
   }
-  const sessions = readSessions(maps.sessions.raw, settings, now);
+  const kept = src.counts?.() ?? null;
+  const sessions = kept
+    ? { entries: kept.sessionEntries, active: kept.sessionsByRule }
+    : readSessions(maps.sessions.raw, settings, now);
   const sessionsActive = new Map<number, number>([...rules.keys()].map((id) => [id, sessions.active.get(id) ?? 0]));
 
-  let flowEntries = 0;
-  const flowsActive = countEntries(maps.flows.raw, (keys, i) => {
+  let flowEntries = kept?.flowEntries ?? 0;
+  const flowsActive = kept ? kept.flowsLive : countEntries(maps.flows.raw, (keys, i) => {
     flowEntries++;
     return keys[i * maps.flows.raw.info.keySize + FLOW_KEY_DIR] === DIR_IN;
   });
@@ -174,7 +184,7 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   const mapFill = [
     fill('sessions', maps.sessions.raw, sessions.entries),
     fill('flows', maps.flows.raw, flowEntries),
-    fill('host_sessions', maps.hostSessions.raw, countEntries(maps.hostSessions.raw)),
+    fill('host_sessions', maps.hostSessions.raw, kept ? kept.hostEntries : countEntries(maps.hostSessions.raw)),
     fill('local_addrs', maps.localAddrs.raw, countEntries(maps.localAddrs.raw)),
     fill('lan_nets', maps.lanNets.raw, countEntries(maps.lanNets.raw)),
     // Id 0 means "no rule": PT_MAX_RULES - 1 usable ids.

@@ -31,7 +31,7 @@ rules:
 function setup(t: { after: (fn: () => void) => void }, sessionsPerHost = 8): { st: PorttrigState; clock: { now: bigint }; ids: Map<string, number> } {
   const f = useDatapath(t);
   const clock = { now: CLOCK_BIAS_NS + 1000n * NSEC_PER_SEC };
-  const st = new PorttrigState(f.dp.maps, () => clock.now);
+  const st = new PorttrigState(f.dp.maps, () => clock.now, f.dp);
   const compiled = compileRules(parseConfig(CONFIG, 'test.yaml').rules);
   st.applyRules(compiled);
   st.setRuntime('203.0.113.1', 3, sessionsPerHost);

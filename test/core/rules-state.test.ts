@@ -15,7 +15,7 @@ const rulesOf = (yaml: string) => parseConfig(`interfaces: {wan: wan0, lan: [lan
 
 test('a rule that takes over a removed rule\'s id starts with zero counters; a kept rule keeps its counts', { skip }, (t) => {
   const f = useDatapath(t);
-  const st = new PorttrigState(f.dp.maps);
+  const st = new PorttrigState(f.dp.maps, undefined, f.dp);
   const bump = (id: number, c: RuleCounter, n: bigint): void => f.dp.maps.ruleStats.add(id * RULE_COUNTERS.length + RULE_COUNTERS.indexOf(c), n);
   const first = compileRules(rulesOf('  - {name: irc, trigger: tcp/6667, open: tcp/113}\n  - {name: game, trigger: udp/27015, open: udp/27000}\n'));
   st.applyRules(first);

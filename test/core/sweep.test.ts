@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planSweep, flowFate, flowState, partnerKey } from '../../src/core/sweep.js';
+import { planSweep, flowFate, flowState, nextWalkAt, partnerKey } from '../../src/core/sweep.js';
 import {
   DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_SYN,
   type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
@@ -87,4 +87,19 @@ test('flowFate: the newer direction keeps a flow alive; a lone entry is an orpha
   assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.2', 1n)[1], NOW), 'live', 'kill rule, session held by the flow host');
   assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.3', 1n)[1], NOW), 'killed', 'kill rule, session taken over');
   assert.equal(flowFate(kk!, kv!, kov, rules.get(2), sess(2, '10.0.0.2', 61n)[1], NOW), 'killed', 'kill rule, session expired');
+});
+
+test('nextWalkAt: deadlines first, counts at an interval bounded by the walk cost', () => {
+  const S = 1_000_000_000n;
+  const policy = { minIntervalNs: 1n * S, dutyDivisor: 40n, maxIntervalNs: 300n * S };
+  assert.equal(nextWalkAt(null, 600n * S, policy), 0n, 'never walked: due now');
+  // A cheap walk: every second, for the counts.
+  assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 1_000_000n }, 600n * S, policy), 101n * S);
+  // An expensive walk (2 s): not again for the counts before 80 s ...
+  assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 2n * S }, 600n * S, policy), 180n * S);
+  // ... unless something it saw is due earlier, or something made after it can be.
+  assert.equal(nextWalkAt({ at: 100n * S, next: 130n * S, costNs: 2n * S }, 600n * S, policy), 130n * S);
+  assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 2n * S }, 5n * S, policy), 105n * S);
+  // Never more than maxIntervalNs apart.
+  assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 60n * S }, 7n * 86400n * S, policy), 400n * S);
 });

@@ -124,7 +124,7 @@ export function makeTestDatapath(opts: TestDatapathOptions = {}): TestDatapath {
       throw new Error(`Datapath.load failed: ${String(e)}\n${libbpfLog.join('')}`, { cause: e });
     }
     fixture.dp = dp;
-    fixture.state = new PorttrigState(dp.maps);
+    fixture.state = new PorttrigState(dp.maps, undefined, dp);
   } catch (e) {
     fixture.cleanup();
     throw e;
