@@ -39,6 +39,7 @@
 #include "parsing.h"
 #include "csum.h"
 #include "conntrack.h"
+#include "mtu.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -901,6 +902,12 @@ static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pk
 	return bpf_redirect_neigh(eg.ifindex, NULL, 0, 0);
 }
 
+/* Returned by pt_forward() (and pt_open_flow()) for an inbound packet that
+ * needs an ICMP "fragmentation needed", with the MTU in the low 16 bits: the
+ * program calls pt_frag_needed() itself, where the stack has room for it
+ * (BPF's 512 bytes are for the whole call chain). Not a TC_ACT_* value. */
+#define PT_ACT_FRAG_NEEDED 0x10000
+
 /*
  * A packet of a live flow: refresh the flow and, for an outbound packet
  * whose flow's session is live and held by the flow's host, the session
@@ -917,6 +924,25 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	struct pt_egress eg = pt_egress_of(inbound, ref->fv.ifindex);
 	if (!eg.ifindex)   /* the WAN interface is gone (pppd redialling) */
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	/* Too big for the egress (mtu.h): checked before anything changes, so
+	 * that the packet is still as its sender sent it. Outbound: the stack
+	 * gets it untranslated, and ip_forward() answers (DF) or fragments
+	 * (masquerade then translates the fragments). Inbound with DF: the
+	 * ICMP error goes back from the WAN address. Inbound without DF: the
+	 * LAN side is the narrower one, which only happens with a LAN MTU below
+	 * the WAN's.
+	 * XXX: such packets are dropped: the stack could fragment them only if
+	 * they reached it translated, through a forward chain that (with
+	 * "policy drop") refuses a connection that conntrack never saw. */
+	__u32 mtu = pt_too_big(skb, p, eg.ifindex);
+	if (mtu) {
+		if (!inbound)
+			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		if (!pt_df(skb, p))
+			return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		pt_done(dir, PT_V_DROPPED, 0);
+		return PT_ACT_FRAG_NEEDED | (mtu & 0xffff);
+	}
 
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_flags(p);
@@ -959,6 +985,14 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	bool inbound = fdir == PT_DIR_IN;
 	struct pt_egress eg = pt_egress_of(inbound, fr->ifindex);
 	if (!eg.ifindex)
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	/* A fragment never has DF (RFC 791), so there is no one to tell; and
+	 * neither side can fragment it again: the stack would hold an
+	 * untranslated non-first fragment for reassembly with a first fragment
+	 * that went out translated.
+	 * XXX: dropped; only a sender that fragments for a larger MTU than the
+	 * egress's sends such fragments. */
+	if (pt_too_big(skb, p, eg.ifindex))
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
 	if (pt_rewrite_l3(skb, p, inbound, inbound ? p->daddr : p->saddr, fr->nat_addr))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
@@ -1305,8 +1339,12 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	struct pt_flow_key in_key = pt_flow_key_of(&p, PT_DIR_IN);
 	struct pt_flow_ref ref;
 	if (pt_flow_get(&in_key, &ref, syn)) {
-		if (!syn || !pt_syn_reopens(&in_key, &ref))
-			return pt_forward(skb, &p, &ref, PT_D_WAN);
+		if (!syn || !pt_syn_reopens(&in_key, &ref)) {
+			int act = pt_forward(skb, &p, &ref, PT_D_WAN);
+			if (act >= PT_ACT_FRAG_NEEDED)  /* not TC_ACT_UNSPEC (-1) */
+				return pt_frag_needed(skb, &p, act & 0xffff);
+			return act;
+		}
 		pt_flow_end(&in_key, &ref.fv);
 	}
 
@@ -1315,10 +1353,13 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	if (p.proto == IPPROTO_TCP && !syn)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	int act = pt_open_flow(skb, &p, cfg, &in_key, true);
-	if (act != PT_ACT_RECLAIM)
-		return act;
-	pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
-	return pt_open_flow(skb, &p, cfg, &in_key, false);
+	if (act == PT_ACT_RECLAIM) {
+		pt_reclaim(PT_RECLAIM_FLOWS, pt_now());
+		act = pt_open_flow(skb, &p, cfg, &in_key, false);
+	}
+	if (act >= PT_ACT_FRAG_NEEDED)  /* not TC_ACT_UNSPEC (-1) */
+		return pt_frag_needed(skb, &p, act & 0xffff);
+	return act;
 }
 
 SEC("tc")

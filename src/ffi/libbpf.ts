@@ -147,6 +147,7 @@ const f = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
   umount2: libc.func('int umount2(const char *target, int flags)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
@@ -256,6 +257,12 @@ export const closeFd = (fd: number): number => f.close(fd);
 export const mount = (source: string, target: string, fstype: string): number => f.mount(source, target, fstype, 0, null);
 /** umount2(2) with MNT_DETACH (2); 0 or -1 with errno. */
 export const umountLazy = (target: string): number => f.umount2(target, 2);
+/**
+ * setns(2) into the network namespace open at `fd` (CLONE_NEWNET), for the
+ * calling thread only: node's main thread, which makes every other call
+ * here (BPF_PROG_TEST_RUN runs in its namespace). 0 or -1 with errno.
+ */
+export const setNetns = (fd: number): number => f.setns(fd, 0x40000000);
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
