@@ -20,7 +20,9 @@
 #define PT_IP_MF 0x2000
 #define PT_IP_OFFSET 0x1fff
 /* Ethernet + the largest IPv4 header + a TCP header without options: all that
- * the data path reads. Pulled into the linear area when it is not there yet. */
+ * the data path reads. Pulled into the linear area when it is not there yet
+ * (on a layer-3 device, 14 bytes more than needed: harmless, the pull is
+ * bounded by skb->len). */
 #define PT_IPV4_MAX_HLEN 60
 #define PT_PULL_LEN (ETH_HLEN + PT_IPV4_MAX_HLEN + sizeof(struct tcphdr))
 
@@ -58,15 +60,17 @@ struct pt_pkt {
 	__be32 daddr;
 	__be16 sport;        /* 0 for non-first fragments */
 	__be16 dport;
-	__u16 l4_off;        /* from skb->data; ETH_HLEN + IHL * 4 */
-	__u16 ip_end;        /* from skb->data; ETH_HLEN + tot_len */
+	__u16 l4_off;        /* from skb->data; l3_off + IHL * 4 */
+	__u16 ip_end;        /* from skb->data; l3_off + tot_len */
 	__be16 ip_id;        /* IP identification, to match fragments */
 	__u8 proto;
 	__u8 ttl;
 	__u8 tcp_flags;      /* byte 13 of the TCP header; 0 for UDP */
 	__u8 nonfirst_frag;  /* fragment offset != 0: no L4 header */
 	__u8 first_frag;     /* offset 0 and MF set: more fragments follow */
-	__u8 _pad;
+	__u8 l3_off;         /* from skb->data: the IPv4 header. ETH_HLEN on an Ethernet
+			      * device; 0 on a layer-3 device (PPP, TUN, WireGuard),
+			      * whose skb has no link-layer header at TC ingress */
 };
 
 /* The packet quoted by an ICMP error (RFC 792): its addresses and ports as
@@ -88,14 +92,27 @@ struct pt_icmp_quote {
 #define PT_TCP_RST 0x04
 #define PT_TCP_ACK 0x10
 
+/* Bounds an offset read back from struct pt_pkt for the verifier: l3_off is
+ * 0 or ETH_HLEN. */
+#define PT_L3_OFF(p) ((__u32)(p)->l3_off & 0xf)
+
 /*
- * Parse Ethernet, IPv4 (any header length, RFC 791 options skipped by byte
- * arithmetic) and the TCP/UDP ports. A bogus total length (shorter than the
- * header, or longer than what arrived), IHL < 5, or an L4 header cut short
- * count as PT_PARSE_BAD.
+ * Parse Ethernet (or nothing, `l3`), IPv4 (any header length, RFC 791 options
+ * skipped by byte arithmetic) and the TCP/UDP ports. A bogus total length
+ * (shorter than the header, or longer than what arrived), IHL < 5, or an L4
+ * header cut short count as PT_PARSE_BAD.
+ *
+ * `l3` (a constant of each program): the device has no link-layer header.
+ * At TC ingress cls_bpf pushes back skb->mac_len bytes, which is 0 on a
+ * device without header_ops (ppp, tun, wireguard): skb->data is the network
+ * header, and only skb->protocol (set by the driver from the PPP protocol
+ * field, or from the version nibble / tun_pi) says what it is. IPv6, MPLS and
+ * anything else on such a link pass untouched: an MPLS label that happens to
+ * start with nibble 4 must not be read as IPv4.
  */
-static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
+static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p, const bool l3)
 {
+	const __u32 l3_off = l3 ? 0 : ETH_HLEN;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
@@ -108,20 +125,25 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 		data_end = (void *)(long)skb->data_end;
 	}
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return PT_PARSE_SKIP;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return PT_PARSE_SKIP;
+	if (l3) {
+		if (skb->protocol != bpf_htons(ETH_P_IP))
+			return PT_PARSE_SKIP;
+	} else {
+		struct ethhdr *eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return PT_PARSE_SKIP;
+		if (eth->h_proto != bpf_htons(ETH_P_IP))
+			return PT_PARSE_SKIP;
+	}
 
-	struct iphdr *ip = (void *)(eth + 1);
+	struct iphdr *ip = data + l3_off;
 	if ((void *)(ip + 1) > data_end)
 		return PT_PARSE_BAD;
 	if (ip->version != 4 || ip->ihl < 5)
 		return PT_PARSE_BAD;
 	__u32 hlen = ip->ihl * 4;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < hlen || tot_len > skb->len - ETH_HLEN)
+	if (tot_len < hlen || tot_len > skb->len - l3_off)
 		return PT_PARSE_BAD;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_ICMP)
 		return PT_PARSE_SKIP;
@@ -130,8 +152,9 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p)
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	p->ttl = ip->ttl;
-	p->l4_off = ETH_HLEN + hlen;
-	p->ip_end = ETH_HLEN + tot_len;
+	p->l3_off = l3_off;
+	p->l4_off = l3_off + hlen;
+	p->ip_end = l3_off + tot_len;
 	p->ip_id = ip->id;
 	p->tcp_flags = 0;
 	p->sport = 0;
@@ -190,8 +213,9 @@ static __always_inline bool pt_ip_csum_ok(struct __sk_buff *skb, const struct pt
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	__u32 *w = data + ETH_HLEN;
-	__u32 words = ((__u32)p->l4_off - ETH_HLEN) / 4;
+	__u32 l3_off = PT_L3_OFF(p);
+	__u32 *w = data + l3_off;
+	__u32 words = ((__u32)p->l4_off - l3_off) / 4;
 	if ((void *)(w + 5) > data_end)
 		return false;
 	__u64 sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];

@@ -9,8 +9,15 @@
  *                  open ports of open sessions and rewrites them to the LAN host.
  *
  * Translated packets are sent straight to the egress interface with
- * bpf_redirect_neigh(): they never meet netfilter's forward chain or conntrack,
- * so a gateway with a "forward policy drop" firewall needs no extra rule.
+ * bpf_redirect_neigh() (bpf_redirect() to a layer-3 WAN, pt_redirect()): they
+ * never meet netfilter's forward chain or conntrack, so a gateway with a
+ * "forward policy drop" firewall needs no extra rule.
+ *
+ * Each program comes in two builds of one body: for Ethernet devices and,
+ * suffixed _l3, for layer-3 devices (PPP, TUN, WireGuard), which have no
+ * link-layer header at TC ingress. The daemon attaches the one that matches
+ * the interface's link type; the offset of the IPv4 header is a constant in
+ * each, so the Ethernet build pays nothing for the other.
  * Everything else leaves with TC_ACT_UNSPEC, untouched byte for byte, so that
  * other TC filters still see it.
  *
@@ -32,6 +39,7 @@
 #include "parsing.h"
 #include "csum.h"
 #include "conntrack.h"
+#include "mtu.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -434,11 +442,12 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
  * Direct writes: the header checksum compensates them, so a CHECKSUM_COMPLETE
  * skb->csum stays right.
  */
-static __always_inline int pt_rewrite_l3(struct __sk_buff *skb, bool dst, __be32 old_addr, __be32 addr)
+static __always_inline int pt_rewrite_l3(struct __sk_buff *skb, const struct pt_pkt *p, bool dst,
+					 __be32 old_addr, __be32 addr)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + ETH_HLEN;
+	struct iphdr *ip = data + PT_L3_OFF(p);
 	if ((void *)(ip + 1) > data_end)
 		return -1;
 
@@ -481,7 +490,7 @@ static __always_inline int pt_rewrite(struct __sk_buff *skb, const struct pt_pkt
 		    bpf_l4_csum_replace(skb, csum_off, old_port, port, sizeof(port) | mangled0))
 			return -1;
 	}
-	if (pt_rewrite_l3(skb, dst, old_addr, addr))
+	if (pt_rewrite_l3(skb, p, dst, old_addr, addr))
 		return -1;
 	if (!p->nonfirst_frag) {
 		void *data = (void *)(long)skb->data;
@@ -1037,6 +1046,71 @@ static __always_inline void pt_frag_forget(const struct pt_pkt *p, __u8 dir)
 	bpf_map_delete_elem(&pt_frags, &k);
 }
 
+/* Where a translated packet leaves. */
+struct pt_egress {
+	__u32 ifindex;          /* 0: nowhere (the WAN interface is gone) */
+	bool l3;                /* a layer-3 device: bpf_redirect(), not bpf_redirect_neigh() */
+};
+
+/*
+ * The egress of a packet translated in direction `inbound`. Inbound (to the
+ * LAN): `lan_ifindex`, the LAN interface that the flow's (or fragment's)
+ * entry names. Outbound (to the WAN): the WAN interface as pt_config has it
+ * now, not the ifindex stored in the entry when the flow opened: pppd creates
+ * a new ppp0 (a new ifindex) on every reconnect, and flows that outlive the
+ * old one must leave by the new one.
+ */
+static __always_inline struct pt_egress pt_egress_of(bool inbound, __u32 lan_ifindex)
+{
+	struct pt_egress eg = { .ifindex = lan_ifindex, .l3 = false };
+	if (inbound)
+		return eg;
+	__u32 zero = 0;
+	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
+	eg.ifindex = cfg ? cfg->wan_ifindex : 0;
+	eg.l3 = cfg && (cfg->wan_flags & PT_WAN_L3);
+	return eg;
+}
+
+/*
+ * Send a translated packet out of `eg`; the TC action.
+ *  - A layer-3 egress (PPP, TUN): bpf_redirect(). A point-to-point link has
+ *    no next hop to resolve; __bpf_redirect_no_mac() strips the Ethernet
+ *    header the packet may have come with and the driver takes skb->protocol.
+ *  - An Ethernet egress: bpf_redirect_neigh(), the FIB lookup and ARP that
+ *    ip_finish_output2() would do. (On a LAN device without header_ops it
+ *    also works: arp_constructor() gives such a device a NUD_NOARP neighbour
+ *    whose output is neigh_direct_output(), so the LAN side always uses it.)
+ *    __bpf_redirect_neigh() drops a packet that has no MAC header in front of
+ *    its network header, and pulls ETH_HLEN bytes off: a packet from a
+ *    layer-3 device gets one pushed first with bpf_skb_change_head(), as that
+ *    helper is meant for ("an L3 skb that needs to push mac header for
+ *    redirection into L2 device"). Zeroed but for h_proto: only h_dest's
+ *    multicast bit is looked at before the header is pulled again.
+ */
+static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg)
+{
+	if (eg.l3)
+		return bpf_redirect(eg.ifindex, 0);
+	if (p->l3_off == 0) {
+		if (bpf_skb_change_head(skb, ETH_HLEN, 0))
+			return TC_ACT_SHOT;
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		struct ethhdr *eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return TC_ACT_SHOT;
+		eth->h_proto = bpf_htons(ETH_P_IP);
+	}
+	return bpf_redirect_neigh(eg.ifindex, NULL, 0, 0);
+}
+
+/* Returned by pt_forward() (and pt_open_flow()) for an inbound packet that
+ * needs an ICMP "fragmentation needed", with the MTU in the low 16 bits: the
+ * program calls pt_frag_needed() itself, where the stack has room for it
+ * (BPF's 512 bytes are for the whole call chain). Not a TC_ACT_* value. */
+#define PT_ACT_FRAG_NEEDED 0x10000
+
 /*
  * A packet of a live flow: refresh the flow and, for an outbound packet
  * whose flow's session is live and held by the flow's host, the session
@@ -1050,6 +1124,28 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 
 	if (p->ttl <= 1)   /* XXX: no ICMP time exceeded is sent (RFC 1812 5.3.1) */
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	struct pt_egress eg = pt_egress_of(inbound, ref->fv.ifindex);
+	if (!eg.ifindex)   /* the WAN interface is gone (pppd redialling) */
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	/* Too big for the egress (mtu.h): checked before anything changes, so
+	 * that the packet is still as its sender sent it. Outbound: the stack
+	 * gets it untranslated, and ip_forward() answers (DF) or fragments
+	 * (masquerade then translates the fragments). Inbound with DF: the
+	 * ICMP error goes back from the WAN address. Inbound without DF: the
+	 * LAN side is the narrower one, which only happens with a LAN MTU below
+	 * the WAN's.
+	 * XXX: such packets are dropped: the stack could fragment them only if
+	 * they reached it translated, through a forward chain that (with
+	 * "policy drop") refuses a connection that conntrack never saw. */
+	__u32 mtu = pt_too_big(skb, p, eg.ifindex);
+	if (mtu) {
+		if (!inbound)
+			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		if (!pt_df(skb, p))
+			return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		pt_done(dir, PT_V_DROPPED, 0);
+		return PT_ACT_FRAG_NEEDED | (mtu & 0xffff);
+	}
 
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_flags(p);
@@ -1063,7 +1159,7 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	if (pt_rewrite(skb, p, inbound, ref->fv.nat_addr, ref->fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return bpf_redirect_neigh(ref->fv.ifindex, NULL, 0, 0);
+	return pt_redirect(skb, p, eg);
 }
 
 /*
@@ -1097,10 +1193,21 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
 
 	bool inbound = fdir == PT_DIR_IN;
-	if (pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, nat_addr))
+	struct pt_egress eg = pt_egress_of(inbound, ifindex);
+	if (!eg.ifindex)
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	/* A fragment never has DF (RFC 791), so there is no one to tell; and
+	 * neither side can fragment it again: the stack would hold an
+	 * untranslated non-first fragment for reassembly with a first fragment
+	 * that went out translated.
+	 * XXX: dropped; only a sender that fragments for a larger MTU than the
+	 * egress's sends such fragments. */
+	if (pt_too_big(skb, p, eg.ifindex))
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+	if (pt_rewrite_l3(skb, p, inbound, inbound ? p->daddr : p->saddr, nat_addr))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	return pt_redirect(skb, p, eg);
 }
 
 /*
@@ -1166,7 +1273,7 @@ static __always_inline int pt_icmp_rewrite(struct __sk_buff *skb, const struct p
 	*in_port = port;
 	in->check = new_ipck;
 	icmp->checksum = ck;
-	return pt_rewrite_l3(skb, inbound, inbound ? p->daddr : p->saddr, addr);
+	return pt_rewrite_l3(skb, p, inbound, inbound ? p->daddr : p->saddr, addr);
 }
 
 /*
@@ -1209,11 +1316,13 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
 		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
-	__u32 ifindex = ref.fv.ifindex;
+	struct pt_egress eg = pt_egress_of(fdir == PT_DIR_IN, ref.fv.ifindex);
+	if (!eg.ifindex)
+		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
 	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.fv.nat_addr, ref.fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	return pt_redirect(skb, p, eg);
 }
 
 /* Is there a socket of the gateway's own for this packet? Then it is the
@@ -1437,11 +1546,10 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	return pt_forward(skb, p, &ref, PT_D_WAN);
 }
 
-SEC("tc")
-int pt_wan_ingress(struct __sk_buff *skb)
+static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt_pkt p = {};
-	int r = pt_parse(skb, &p);
+	int r = pt_parse(skb, &p, l3);
 	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
 		return pt_done(PT_D_WAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 
@@ -1450,8 +1558,11 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (!cfg || !cfg->wan_addr || p.daddr != cfg->wan_addr)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 8: only frames addressed to the gateway's link-layer address; a
-	 * link-layer broadcast or multicast is never forwarded by the kernel. */
-	if (skb->pkt_type != PACKET_HOST)
+	 * link-layer broadcast or multicast is never forwarded by the kernel. A
+	 * layer-3 link has no such address: ppp and tun hand every packet up as
+	 * PACKET_HOST (they never set pkt_type), and the destination check above
+	 * is all there is to check. */
+	if (!l3 && skb->pkt_type != PACKET_HOST)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP) {
 		if (!pt_wan_source_ok(cfg, p.saddr))
@@ -1479,8 +1590,12 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	struct pt_open_keys keys = { .in = pt_flow_key_of(&p, PT_DIR_IN) };
 	struct pt_flow_ref ref;
 	if (pt_flow_get(&keys.in, &ref, syn)) {
-		if (!syn || !pt_syn_reopens(&keys.in, &ref))
-			return pt_forward(skb, &p, &ref, PT_D_WAN);
+		if (!syn || !pt_syn_reopens(&keys.in, &ref)) {
+			int act = pt_forward(skb, &p, &ref, PT_D_WAN);
+			if (act >= PT_ACT_FRAG_NEEDED)  /* not TC_ACT_UNSPEC (-1) */
+				return pt_frag_needed(skb, &p, act & 0xffff);
+			return act;
+		}
 		pt_flow_end(&keys.in, &ref.fv);
 	}
 
@@ -1489,27 +1604,43 @@ int pt_wan_ingress(struct __sk_buff *skb)
 	if (p.proto == IPPROTO_TCP && !syn)
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	int act = pt_open_flow(skb, &p, cfg, &keys, true);
-	if (act == PT_ACT_RECLAIM)
+	if (act == PT_ACT_RECLAIM) {
 		pt_reclaim_flows(pt_now());
-	else if (act == PT_ACT_CLEAR_OUT)
+		act = pt_open_flow(skb, &p, cfg, &keys, false);
+	} else if (act == PT_ACT_CLEAR_OUT) {
 		pt_flow_clear(&keys.out, pt_now());
-	else
-		return act;
-	return pt_open_flow(skb, &p, cfg, &keys, false);
+		act = pt_open_flow(skb, &p, cfg, &keys, false);
+	}
+	if (act >= PT_ACT_FRAG_NEEDED)  /* not TC_ACT_UNSPEC (-1) */
+		return pt_frag_needed(skb, &p, act & 0xffff);
+	return act;
 }
 
 SEC("tc")
-int pt_lan_ingress(struct __sk_buff *skb)
+int pt_wan_ingress(struct __sk_buff *skb)
+{
+	return pt_wan(skb, false);
+}
+
+SEC("tc")
+int pt_wan_ingress_l3(struct __sk_buff *skb)
+{
+	return pt_wan(skb, true);
+}
+
+static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt_pkt p = {};
-	int r = pt_parse(skb, &p);
+	int r = pt_parse(skb, &p, l3);
 	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
 		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 4.1, 8: only frames addressed to the gateway's link-layer address.
 	 * A promiscuous br-lan (tcpdump) hands bridged LAN-to-LAN frames up as
 	 * PACKET_OTHERHOST; a link-layer broadcast or multicast (a game's
-	 * discovery datagram to 192.168.1.255) is not traffic to a remote host. */
-	if (skb->pkt_type != PACKET_HOST)
+	 * discovery datagram to 192.168.1.255) is not traffic to a remote host.
+	 * A layer-3 LAN link has no link-layer destination (see pt_wan()); the
+	 * trigger's destination checks still apply. */
+	if (!l3 && skb->pkt_type != PACKET_HOST)
 		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP)
 		return pt_icmp(skb, &p, PT_DIR_OUT, PT_D_LAN);
@@ -1554,6 +1685,18 @@ int pt_lan_ingress(struct __sk_buff *skb)
 		pt_arm(id, &p, ifindex, cfg, now);
 	}
 	return pt_done(PT_D_LAN, PT_V_TRIGGER, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int pt_lan_ingress(struct __sk_buff *skb)
+{
+	return pt_lan(skb, false);
+}
+
+SEC("tc")
+int pt_lan_ingress_l3(struct __sk_buff *skb)
+{
+	return pt_lan(skb, true);
 }
 
 /*

@@ -88,8 +88,14 @@ struct pt_config {
 	__be32 local_addrs[PT_CONFIG_LOCAL_ADDRS]; /* addresses of pt_local_addrs; 0 = unused slot */
 	__u32 local_addrs_all;  /* 1: local_addrs holds every address of pt_local_addrs;
 				 * 0: look in pt_local_addrs too (more addresses, or being updated) */
-	__u32 _pad;
+	__u32 wan_flags;        /* PT_WAN_*; was padding (always 0) before, so pinned state
+				 * made by an older version reads as an Ethernet WAN until the
+				 * daemon writes pt_config at start: no layout change */
 };
+/* The WAN interface is a layer-3 device (PPP, TUN, WireGuard: no link-layer
+ * header): translated packets go out there with bpf_redirect(), not
+ * bpf_redirect_neigh(). */
+#define PT_WAN_L3 (1U << 0)
 
 /* --- rules: array map indexed by rule id ---------------------------------- */
 #define PT_RULE_ENABLED (1U << 0)

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'E_BPF'           // a libbpf / bpf(2) operation failed (exit 1)
   | 'E_ATTACH'        // attaching or detaching a TC program failed (exit 1)
   | 'E_INTERFACE'     // an interface is missing or has no IPv4 address (exit 1)
+  | 'E_LINK_TYPE'     // an interface's link type is one the data path cannot handle (exit 1)
   | 'E_PERMISSION'    // not root / missing capabilities (exit 1)
   | 'E_NO_DAEMON'     // no daemon answers on the control socket (exit 1)
   | 'E_STATE'         // pinned state unusable (layout mismatch, ...) (exit 1)

@@ -87,7 +87,15 @@ export const MAPS = {
   attach: 'pt_attach',
   reclaim: 'pt_reclaim_state',
 } as const;
-export const PROGRAMS = { lan: 'pt_lan_ingress', wan: 'pt_wan_ingress' } as const;
+/**
+ * The TC programs, by role. The `_l3` builds are for layer-3 devices (PPP,
+ * TUN, WireGuard: no link-layer header at TC ingress); see linkKind().
+ */
+export const PROGRAMS = {
+  lan: 'pt_lan_ingress', wan: 'pt_wan_ingress', lan_l3: 'pt_lan_ingress_l3', wan_l3: 'pt_wan_ingress_l3',
+} as const;
+/** pt_config.wan_flags: the WAN interface is a layer-3 device (PT_WAN_L3). */
+export const WAN_L3 = 1 << 0;
 /** The daemon's sweep: a SEC("syscall") program run with BPF_PROG_TEST_RUN, never attached. */
 export const SWEEP_PROGRAM = 'pt_sweep';
 /** Global-data section where pt_sweep counts live sessions per rule (pt_sweep_live). */
@@ -106,6 +114,8 @@ export interface PtConfig {
   local_addrs: string[];
   /** 1: local_addrs holds all of pt_local_addrs; 0: the data path looks there too. */
   local_addrs_all: number;
+  /** WAN_L3 when the WAN interface is a layer-3 device. */
+  wan_flags: number;
 }
 export const ConfigCodec = new StructCodec<PtConfig>('pt_config', 56, [
   { name: 'wan_addr', offset: 0, kind: ipv4 },
@@ -114,7 +124,7 @@ export const ConfigCodec = new StructCodec<PtConfig>('pt_config', 56, [
   { name: 'sessions_per_host', offset: 12, kind: u32 },
   { name: 'local_addrs', offset: 16, kind: ipv4s(CONFIG_LOCAL_ADDRS) },
   { name: 'local_addrs_all', offset: 48, kind: u32 },
-  { name: '_pad', offset: 52, kind: pad(4) },
+  { name: 'wan_flags', offset: 52, kind: u32 },
 ]);
 
 export interface PtRule { idle_timeout_ns: bigint; flags: number }

@@ -306,7 +306,7 @@ export class Datapath {
       if (!adopted) {
         maps.config.set(0, {
           wan_addr: '0.0.0.0', wan_ifindex: 0, layout_version: PT_LAYOUT_VERSION, sessions_per_host: 0,
-          local_addrs: [], local_addrs_all: 0,
+          local_addrs: [], local_addrs_all: 0, wan_flags: 0,
         });
       }
       return dp;

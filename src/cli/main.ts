@@ -7,7 +7,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { Daemon, type RuleView, type StatusView } from '../daemon/daemon.js';
 import { createLogger, type LogLevel } from '../daemon/log.js';
-import { loadConfigFile } from '../config/load.js';
+import { checkInterfacesExist, loadConfigFile } from '../config/load.js';
+import { ifindexOf } from '../daemon/netinfo.js';
 import { detachAll } from '../bpf/detach.js';
 import { ConfigError, PorttrigError } from '../errors.js';
 import type { CloseResult, OpenResult } from '../core/state.js';
@@ -228,8 +229,13 @@ of the host (E_NOT_FOUND) or no daemon.`)
 
   cmd('check-config <file>')
     .description('validate a configuration file; exit 2 with every error if it is invalid')
-    .action((file: string) => {
+    .option('--interfaces', 'also require the configured interfaces to exist now (the daemon itself waits for missing ones)')
+    .action((file: string, o: { interfaces?: boolean }) => {
       const c = loadConfigFile(file);
+      if (o.interfaces) {
+        const missing = checkInterfacesExist(c, (n) => ifindexOf(n) !== 0);
+        if (missing.length > 0) throw new ConfigError(file, missing);
+      }
       print(g(), { ok: true, rules: c.rules.length }, () => `${file}: ok (${c.rules.length} rules)`);
     });
 

@@ -5,7 +5,7 @@
  */
 import { isIPv4 } from 'node:net';
 import {
-  CONFIG_LOCAL_ADDRS,
+  CONFIG_LOCAL_ADDRS, WAN_L3,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
   RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, SWEEP_FLOWS, SWEEP_RECOUNT, SWEEP_SESSIONS, portIndex,
   type PtFlowKey, type PtSweep, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
@@ -204,6 +204,41 @@ export class PorttrigState {
     const cur = this.maps.config.get(0);
     if (!cur) throw new Error('pt_config has no entry 0');
     this.maps.config.set(0, { ...cur, wan_addr: wanAddr, wan_ifindex: wanIfindex, sessions_per_host: sessionsPerHost });
+  }
+
+  /**
+   * Where outbound translated packets leave: the WAN interface's ifindex (0
+   * while it does not exist: they are dropped) and whether it is a layer-3
+   * device (bpf_redirect() rather than bpf_redirect_neigh()). One map write:
+   * the data path sees the old or the new pair, never a mix.
+   */
+  setWanLink(wanIfindex: number, l3: boolean): void {
+    const cur = this.maps.config.get(0);
+    if (!cur) throw new Error('pt_config has no entry 0');
+    this.maps.config.set(0, { ...cur, wan_ifindex: wanIfindex, wan_flags: l3 ? WAN_L3 : 0 });
+  }
+
+  /**
+   * A LAN interface came back with a new ifindex: point the sessions and the
+   * inbound flow entries (their redirect target) that named `from` at `to`;
+   * the number of entries changed. Each entry is rewritten whole, so a
+   * refresh the data path makes between the read and the write is lost (the
+   * stamp goes back by at most the time between them, microseconds).
+   */
+  moveLanIfindex(from: number, to: number): number {
+    let n = 0;
+    // BPF_EXIST: an entry the data path removed meanwhile stays removed.
+    const move = <K, V extends { ifindex: number }>(m: { set(k: K, v: V, f: number): void }, k: K, v: V): void => {
+      try {
+        m.set(k, { ...v, ifindex: to }, BPF_EXIST);
+        n++;
+      } catch (e) {
+        if (!(e instanceof BpfError && e.errno === ENOENT)) throw e;
+      }
+    };
+    for (const [k, v] of [...this.maps.sessions.entries()]) if (v.ifindex === from) move(this.maps.sessions, k, v);
+    for (const [k, v] of [...this.maps.flows.entries()]) if (k.dir === DIR_IN && v.ifindex === from) move(this.maps.flows, k, v);
+    return n;
   }
 
   /**

@@ -6,7 +6,7 @@
  */
 import { networkInterfaces } from 'node:os';
 import { Datapath, attachedProgramId } from '../bpf/datapath.js';
-import { loadConfigFile, checkInterfacesExist } from '../config/load.js';
+import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { formatOpenSpec, formatTriggerSpec } from '../config/ports.js';
 import { ConfigError, PorttrigError } from '../errors.js';
@@ -19,7 +19,8 @@ import { hasCap, missingRequiredCaps, ownCaps } from '../doctor/caps.js';
 import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
 import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
-import { allIpv4, ifindexOf, ipv4Of, watchAddresses, type AddressWatch } from './netinfo.js';
+import { allIpv4, ifindexOf, ipv4Of, linkInfo, programRole, watchAddresses, type AddressWatch, type LinkInfo } from './netinfo.js';
+import { PROGRAMS } from '../bpf/abi.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 import { SweepScheduler, type Table } from './sweeper.js';
@@ -70,8 +71,8 @@ export interface StatusView {
   config: string;
   pin_path: string;
   adopted: boolean;
-  wan: { interface: string; ifindex: number; address: string | null };
-  lan: { interface: string; ifindex: number }[];
+  wan: { interface: string; ifindex: number; address: string | null } & LinkView;
+  lan: ({ interface: string; ifindex: number } & LinkView)[];
   attached: { interface: string; program_id: number }[];
   conntrack: ConntrackView;
   rules: number;
@@ -79,6 +80,32 @@ export interface StatusView {
   sessions: number;
   flows: number;
   counted_at: string | null;
+}
+
+/** What the daemon knows of a configured interface's link (status, metrics). */
+export interface LinkView {
+  /** The interface exists now. */
+  present: boolean;
+  /** ARPHRD name (ether, ppp, none, ...); null while it does not exist. */
+  link_type: string | null;
+  /** The program attached there (pt_*_ingress or pt_*_ingress_l3), null when none is. */
+  program: string | null;
+  /** Why it is not attached, when it exists and is not. */
+  error: string | null;
+}
+
+/** A configured interface as the daemon follows it (rtnetlink link events). */
+interface Link {
+  name: string;
+  side: 'lan' | 'wan';
+  /** 0 while the interface does not exist. */
+  ifindex: number;
+  /** The ifindex it had when it last existed (0: never seen), for moving state to a new one. */
+  lastIfindex: number;
+  info: LinkInfo | null;
+  /** The program attached on `ifindex`, or null. */
+  program: string | null;
+  error: string | null;
 }
 
 export interface RuleView {
@@ -110,6 +137,8 @@ export class Daemon {
   /** The last WAN address the data path translated to (from the pins at start), to drop its flows when it is replaced. */
   private lastWanAddr: string | null = null;
   private localKey = '';
+  /** The configured interfaces, by name, as last seen (followLinks()). */
+  private links = new Map<string, Link>();
   private readonly startedAt = new Date();
   private stopped = false;
 
@@ -146,8 +175,14 @@ export class Daemon {
     if (lacking.length > 0) {
       throw new PorttrigError('E_PERMISSION', `porttrig daemon lacks ${lacking.join(', ')}: run it as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see packaging/porttrig.service)`, { missing: lacking });
     }
-    const missing = checkInterfacesExist(config, (n) => ifindexOf(n) !== 0);
-    if (missing.length > 0) throw new ConfigError(opts.configPath, missing);
+    // A configured interface that does not exist yet is waited for (pppd
+    // creates ppp0 once connected); one whose link type the data path cannot
+    // handle is refused before anything changes.
+    for (const name of [config.interfaces.wan, ...config.interfaces.lan]) {
+      const info = linkInfo(name);
+      if (!info) log.warn('configured interface does not exist; the daemon attaches when it appears', { interface: name, side: name === config.interfaces.wan ? 'wan' : 'lan' });
+      else if (!info.kind) throw linkTypeError(info);
+    }
     compileRules(config.rules);  // throws E_CONFIG for tables the schema cannot judge, before anything changes
     // A second daemon would replace the first one's programs before failing on
     // the socket: refuse first.
@@ -226,19 +261,102 @@ export class Daemon {
     this.state.applyRules(compiled);
   }
 
-  /** Attach to the configured interfaces (all or none), then leave the ones no longer configured. */
+  /**
+   * Attach to the configured interfaces that exist (all or none), each with
+   * the program of its link type, then leave the ones no longer configured
+   * (or gone). Interfaces that do not exist yet are attached by followLinks()
+   * when they appear.
+   */
   private attachAll(): void {
     const { wan, lan } = this.config.interfaces;
-    const targets = [...lan.map((n) => ({ ifindex: ifindexOf(n), role: 'lan' as const })), { ifindex: ifindexOf(wan), role: 'wan' as const }];
-    this.dp.attachAll(targets);
-    const gone = this.dp.detachOthers(new Set(targets.map((t) => t.ifindex)));
+    const links: Link[] = [...lan.map((name) => ({ name, side: 'lan' as const })), { name: wan, side: 'wan' as const }].map(({ name, side }) => {
+      const info = linkInfo(name);
+      const program = info?.kind ? PROGRAMS[programRole(side, info.kind)] : null;
+      return { name, side, ifindex: info?.ifindex ?? 0, lastIfindex: info?.ifindex ?? 0, info, program, error: null };
+    });
+    const present = links.filter((l) => l.info?.kind);
+    this.dp.attachAll(present.map((l) => ({ ifindex: l.ifindex, role: programRole(l.side, l.info!.kind!) })));
+    const gone = this.dp.detachOthers(new Set(present.map((l) => l.ifindex)));
     if (gone.length > 0) this.opts.logger.info('detached from interfaces no longer configured', { ifindexes: gone.join(',') });
+    this.links = new Map(links.map((l) => [l.name, l]));
+    const w = this.links.get(wan)!;
+    this.state.setWanLink(w.ifindex, w.info?.kind === 'l3');
+    for (const l of links) {
+      if (l.info) this.opts.logger.info('attached', { interface: l.name, side: l.side, ifindex: l.ifindex, link_type: l.info.typeName, program: l.program });
+    }
   }
 
-  /** An IPv4 address changed somewhere: re-read at once rather than at the next sweep. */
+  /**
+   * Follow the configured interfaces: called on every rtnetlink link or
+   * address event and on every tick. An interface that appears (first time,
+   * or again with a new ifindex: pppd's ppp0 after a redial) gets the
+   * program of its link type at once; the WAN's new ifindex goes to
+   * pt_config (outbound flows leave by it), a LAN's to the sessions and flows
+   * that named the old one. One that goes away is logged and waited for:
+   * sessions and flows stay pinned, and nothing is forwarded through it
+   * meanwhile. An attach that fails is retried on the next call.
+   */
+  private followLinks(): void {
+    const log = this.opts.logger;
+    for (const l of this.links.values()) {
+      const info = linkInfo(l.name);
+      const ifindex = info?.ifindex ?? 0;
+      if (ifindex === l.ifindex && (ifindex === 0 || l.program || l.error)) continue;
+      const old = l.ifindex;
+      if (old !== 0 && old !== ifindex) {
+        // The kernel removed the device's qdiscs with it; the record would
+        // name an ifindex that a later interface may get.
+        this.dp.maps.attach.delete(old);
+        if (ifindex === 0) log.warn('interface gone; waiting for it to come back (sessions and flows are kept)', { interface: l.name, side: l.side, ifindex: old });
+      }
+      const last = l.lastIfindex;
+      l.ifindex = ifindex;
+      if (ifindex !== 0) l.lastIfindex = ifindex;
+      l.info = info;
+      l.program = null;
+      l.error = null;
+      if (l.side === 'wan') this.state.setWanLink(0, false);
+      if (!info) continue;
+      if (!info.kind) {
+        const e = linkTypeError(info);
+        l.error = e.message;
+        log.error('interface not attached', { interface: l.name, code: e.code, error: e.message });
+        continue;
+      }
+      const role = programRole(l.side, info.kind);
+      try {
+        this.dp.attachAll([{ ifindex, role }]);
+      } catch (e) {
+        l.error = e instanceof Error ? e.message : String(e);
+        log.error('attach failed; retrying at the next sweep', { interface: l.name, ifindex, error: e });
+        continue;
+      }
+      l.program = PROGRAMS[role];
+      if (l.side === 'wan') this.state.setWanLink(ifindex, info.kind === 'l3');
+      else if (last !== 0 && last !== ifindex) {
+        const n = this.state.moveLanIfindex(last, ifindex);
+        if (n > 0) log.info('sessions and flows moved to the new LAN interface', { interface: l.name, entries: n });
+      }
+      log.info(last === 0 ? 'interface appeared; attached' : 'interface came back; attached', {
+        interface: l.name, side: l.side, ifindex, previous_ifindex: last || undefined, link_type: info.typeName, program: l.program,
+      });
+    }
+  }
+
+  /** The status of the configured interface `name`. */
+  private linkView(name: string): LinkView {
+    const l = this.links.get(name);
+    return {
+      present: !!l && l.ifindex !== 0, link_type: l?.info?.typeName ?? null,
+      program: l?.program ?? null, error: l?.error ?? null,
+    };
+  }
+
+  /** An interface or an IPv4 address changed somewhere: re-read at once rather than at the next sweep. */
   private onAddressEvent(): void {
     if (this.stopped) return;
     try {
+      this.followLinks();
       this.followAddresses();
     } catch (e) {
       this.opts.logger.error('address update failed', { error: e });
@@ -281,6 +399,7 @@ export class Daemon {
 
   private tick(): void {
     try {
+      this.followLinks();
       this.followAddresses();
     } catch (e) {
       this.opts.logger.error('address update failed', { error: e });
@@ -395,8 +514,8 @@ export class Daemon {
     return {
       version, pid: process.pid, started_at: this.startedAt.toISOString(), config: this.opts.configPath,
       pin_path: this.config.datapath.pinPath, adopted: this.dp.adopted,
-      wan: { interface: wan, ifindex: ifindexOf(wan), address: this.wanAddr },
-      lan: lan.map((n) => ({ interface: n, ifindex: ifindexOf(n) })),
+      wan: { interface: wan, ifindex: ifindexOf(wan), address: this.wanAddr, ...this.linkView(wan) },
+      lan: lan.map((n) => ({ interface: n, ifindex: ifindexOf(n), ...this.linkView(n) })),
       attached: ifaces.map((n) => ({ interface: n, program_id: attachedProgramId(ifindexOf(n)) })),
       conntrack: this.conntrack,
       rules: this.config.rules.length,
@@ -423,4 +542,12 @@ export class Daemon {
     this.dp.close();
     this.opts.logger.info('daemon stopped; data path left attached');
   }
+}
+
+/** E_LINK_TYPE for an interface whose link type the data path cannot handle. */
+function linkTypeError(info: LinkInfo): PorttrigError {
+  return new PorttrigError('E_LINK_TYPE',
+    `interface ${info.name} has link type ${info.typeName} (ARPHRD ${info.type}), which the data path cannot handle; ` +
+    'porttrig handles Ethernet-like links (ether), ppp, TUN/WireGuard (none) and raw-IP modems (rawip)',
+    { interface: info.name, ifindex: info.ifindex, link_type: info.typeName, arphrd: info.type });
 }

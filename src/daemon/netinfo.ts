@@ -4,6 +4,7 @@
  */
 import { networkInterfaces } from 'node:os';
 import * as ffi from '../ffi/libbpf.js';
+import type { PROGRAMS } from '../bpf/abi.js';
 
 export interface Ipv4Addr { address: string; cidr: string }
 
@@ -32,23 +33,75 @@ export function networkCidr(cidr: string): string {
 /** ifindex of `name`, 0 when there is no such interface. */
 export const ifindexOf = (name: string): number => ffi.ifNameToIndex(name);
 
+/**
+ * How the data path reads an interface's packets at TC ingress:
+ *  - `ethernet`: a 14-byte Ethernet header, then IPv4 (pt_*_ingress);
+ *  - `l3`: the IPv4 header at offset 0, skb->protocol says what it is
+ *    (pt_*_ingress_l3): devices without header_ops, whose mac_len is 0.
+ */
+export type LinkKind = 'ethernet' | 'l3';
+
+/** ARPHRD_* values (include/uapi/linux/if_arp.h) porttrig knows by name. */
+const ARPHRD_NAMES: Readonly<Record<number, string>> = {
+  1: 'ether', 512: 'ppp', 519: 'rawip', 768: 'ipip', 772: 'loopback', 776: 'sit', 778: 'gre',
+  823: 'ip6gre', 0xfffe: 'none', 0xffff: 'void',
+};
+/**
+ * The link types the data path handles. ether: Ethernet, veth, bridges,
+ * VLANs, bonds, Wi-Fi (mac80211 presents Ethernet frames). ppp: pppd's ppp0
+ * (PPPoE, PPPoA). none: TUN in IFF_TUN mode, WireGuard. rawip: LTE/5G modems
+ * in raw-IP mode (qmi_wwan). Tunnels with an outer header of their own (ipip,
+ * sit, gre) and loopback are not handled: what TC ingress shows there is not
+ * what the two builds expect.
+ */
+const LINK_KINDS: Readonly<Record<number, LinkKind>> = { 1: 'ethernet', 512: 'l3', 0xfffe: 'l3', 519: 'l3' };
+
+/** An interface's link type as the kernel reports it, and how porttrig handles it. */
+export interface LinkInfo {
+  name: string;
+  ifindex: number;
+  /** ARPHRD_* number (dev->type). */
+  type: number;
+  /** A readable name of `type`: ether, ppp, none, ... or arphrd-N. */
+  typeName: string;
+  /** null: the data path cannot handle this link type. */
+  kind: LinkKind | null;
+}
+
+/** The readable name of an ARPHRD_* number. */
+export const linkTypeName = (type: number): string => ARPHRD_NAMES[type] ?? `arphrd-${type}`;
+
+/** How porttrig handles ARPHRD_* `type`, or null when it cannot. */
+export const linkKindOf = (type: number): LinkKind | null => LINK_KINDS[type] ?? null;
+
+/** Link type of interface `name` in this network namespace; null when it does not exist. */
+export function linkInfo(name: string): LinkInfo | null {
+  const ifindex = ifindexOf(name);
+  if (ifindex === 0) return null;
+  const type = ffi.linkType(name);
+  if (type < 0) return null;  // removed between the two calls
+  return { name, ifindex, type, typeName: linkTypeName(type), kind: linkKindOf(type) };
+}
+
 /** How long one wait for address events blocks its worker thread before it checks for close(). */
 const WATCH_POLL_MS = 500;
 
-/** A running subscription to the kernel's IPv4 address events. */
+/** A running subscription to the kernel's IPv4 address and link events. */
 export interface AddressWatch { close(): void }
 
 /**
  * Call `onChange` soon after any IPv4 address of this network namespace is
  * added or removed (rtnetlink RTM_NEWADDR / RTM_DELADDR, group
- * RTMGRP_IPV4_IFADDR). The messages are not parsed: any event means "read the
- * addresses again", which is cheap and cannot miss a change. Waiting happens on
+ * RTMGRP_IPV4_IFADDR), and after any interface is created, changed or
+ * removed (RTM_NEWLINK / RTM_DELLINK, group RTMGRP_LINK: pppd's ppp0 coming
+ * and going). The messages are not parsed: any event means "read the
+ * interfaces and addresses again", which is cheap and cannot miss a change. Waiting happens on
  * one libuv worker thread (koffi async poll), so the event loop stays free.
  * Returns `{ error: errno }` when the socket cannot be opened; the caller
  * then relies on polling.
  */
 export function watchAddresses(onChange: () => void): AddressWatch | { error: number } {
-  const fd = ffi.netlinkOpen(ffi.RTMGRP_IPV4_IFADDR);
+  const fd = ffi.netlinkOpen(ffi.RTMGRP_IPV4_IFADDR | ffi.RTMGRP_LINK);
   if (fd < 0) return { error: -fd };
   let closed = false;
   const buf = Buffer.alloc(8192);
@@ -63,4 +116,9 @@ export function watchAddresses(onChange: () => void): AddressWatch | { error: nu
   };
   wait();
   return { close: (): void => { closed = true; } };
+}
+
+/** The program (PROGRAMS key) for side `side` of an interface of link kind `kind`. */
+export function programRole(side: 'lan' | 'wan', kind: LinkKind): keyof typeof PROGRAMS {
+  return kind === 'l3' ? `${side}_l3` : side;
 }

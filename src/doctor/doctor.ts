@@ -9,13 +9,13 @@ import { existsSync, readFileSync, readdirSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { MAPS, PT_TC_HANDLE, PT_TC_PRIORITY } from '../bpf/abi.js';
+import { MAPS, PROGRAMS, PT_TC_HANDLE, PT_TC_PRIORITY } from '../bpf/abi.js';
 import { BPF_FS_MAGIC } from '../bpf/datapath.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { PorttrigError } from '../errors.js';
 import * as ffi from '../ffi/libbpf.js';
-import { ipv4Of } from '../daemon/netinfo.js';
+import { ipv4Of, linkInfo, programRole } from '../daemon/netinfo.js';
 import { CT_FIX_CAPS, CT_KFUNC, CT_LOST, CT_MODULE, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import { CAPS, hasCap, missingRequiredCaps, ownCaps, type CapName } from './caps.js';
 
@@ -270,18 +270,32 @@ function forwardingCheck(proc: string, config: Config | null): Check {
 
 function interfaceCheck(name: string, role: 'WAN' | 'LAN'): Check {
   const id = `interface:${name}`;
-  const ifindex = ffi.ifNameToIndex(name);
-  if (ifindex === 0) {
-    return { id, title: `${role} interface ${name}`, required: true, status: 'missing', detail: `interface "${name}" does not exist`, fix: `create ${name} or name the right interface in the configuration` };
+  const link = linkInfo(name);
+  if (!link) {
+    // Not fatal: pppd creates ppp0 only once it is connected, and a daemon
+    // started before its interface exists waits for it (README, Decisions).
+    return {
+      id, title: `${role} interface ${name}`, required: true, status: 'warn', detail: `interface "${name}" does not exist (yet)`,
+      fix: `the daemon attaches to ${name} within a second of its appearing; if it never will, name the right interface in the configuration`,
+    };
+  }
+  const { ifindex } = link;
+  const prog = link.kind ? PROGRAMS[programRole(role === 'WAN' ? 'wan' : 'lan', link.kind)] : null;
+  const type = `link type ${link.typeName}${link.kind === 'l3' ? ' (layer 3, no link-layer header)' : ''}`;
+  if (!prog) {
+    return {
+      id, title: `${role} interface ${name}`, required: true, status: 'missing', detail: `ifindex ${ifindex}, ${type}: not handled by the data path`,
+      fix: 'porttrig handles Ethernet-like links (ether), ppp, TUN/WireGuard (none) and raw-IP modems (rawip); use one of those as the interface',
+    };
   }
   const addrs = ipv4Of(name).map((a) => `${a.address}/${a.cidr.split('/')[1]}`);
   if (addrs.length === 0) {
     return {
-      id, title: `${role} interface ${name}`, required: true, status: 'warn', detail: `ifindex ${ifindex}, no IPv4 address`,
+      id, title: `${role} interface ${name}`, required: true, status: 'warn', detail: `ifindex ${ifindex}, ${type}, program ${prog}, no IPv4 address`,
       fix: role === 'WAN' ? 'nothing is forwarded until it has one (the daemon follows it when it comes)' : 'give it the LAN subnet\'s address: the LAN subnets come from it',
     };
   }
-  return { id, title: `${role} interface ${name}`, required: true, status: 'ok', detail: `ifindex ${ifindex}, ${addrs.join(', ')}` };
+  return { id, title: `${role} interface ${name}`, required: true, status: 'ok', detail: `ifindex ${ifindex}, ${type}, program ${prog}, ${addrs.join(', ')}` };
 }
 
 interface TcQdisc { kind: string; handle?: string; parent?: string }

@@ -147,10 +147,12 @@ const f = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
   umount2: libc.func('int umount2(const char *target, int flags)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
   recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ void *arg)'),
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *args)'),
 };
 
@@ -255,6 +257,12 @@ export const closeFd = (fd: number): number => f.close(fd);
 export const mount = (source: string, target: string, fstype: string): number => f.mount(source, target, fstype, 0, null);
 /** umount2(2) with MNT_DETACH (2); 0 or -1 with errno. */
 export const umountLazy = (target: string): number => f.umount2(target, 2);
+/**
+ * setns(2) into the network namespace open at `fd` (CLONE_NEWNET), for the
+ * calling thread only: node's main thread, which makes every other call
+ * here (BPF_PROG_TEST_RUN runs in its namespace). 0 or -1 with errno.
+ */
+export const setNetns = (fd: number): number => f.setns(fd, 0x40000000);
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
@@ -264,6 +272,8 @@ const POLLIN = 1;
 const MSG_DONTWAIT = 0x40;
 /** RTMGRP_IPV4_IFADDR: IPv4 address added or removed (RTM_NEWADDR/RTM_DELADDR). */
 export const RTMGRP_IPV4_IFADDR = 0x10;
+/** RTMGRP_LINK: interface created, changed or removed (RTM_NEWLINK/RTM_DELLINK). */
+export const RTMGRP_LINK = 0x1;
 
 /**
  * A non-blocking rtnetlink socket subscribed to multicast `groups`, or -errno.
@@ -301,6 +311,34 @@ export function drainSocket(fd: number, buf: Buffer = Buffer.alloc(8192)): numbe
   let n = 0;
   while ((f.recv(fd, buf, buf.length, MSG_DONTWAIT) as number) >= 0) n++;
   return n;
+}
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SIOCGIFHWADDR = 0x8927;
+/** struct ifreq: ifr_name[IFNAMSIZ] then a union; ifr_hwaddr.sa_family at 16. */
+const IFREQ_SIZE = 40;
+const IFNAMSIZ = 16;
+
+/**
+ * The link type (ARPHRD_*, `dev->type`) of interface `name` in this network
+ * namespace, or -errno (-ENODEV when there is no such interface): ioctl
+ * SIOCGIFHWADDR on an AF_INET socket, which reports the device type as
+ * ifr_hwaddr.sa_family. Needs no privilege.
+ */
+export function linkType(name: string): number {
+  const nameBytes = Buffer.from(name, 'utf8');
+  if (nameBytes.length >= IFNAMSIZ) return -19;
+  const fd = f.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) return -koffi.errno();
+  try {
+    const ifr = Buffer.alloc(IFREQ_SIZE);
+    nameBytes.copy(ifr, 0);
+    if ((f.ioctl(fd, SIOCGIFHWADDR, ifr) as number) < 0) return -koffi.errno();
+    return ifr.readUInt16LE(IFNAMSIZ);
+  } finally {
+    f.close(fd);
+  }
 }
 
 /** if_nametoindex(3): 0 when there is no such interface. */

@@ -6,7 +6,7 @@ import { Registry } from 'prom-client';
 import * as ffi from '../ffi/libbpf.js';
 import { PorttrigError } from '../errors.js';
 import type { Logger } from '../daemon/log.js';
-import { ifindexOf } from '../daemon/netinfo.js';
+import { ifindexOf, linkInfo, programRole } from '../daemon/netinfo.js';
 import { PROGRAMS } from '../bpf/abi.js';
 import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
 import { registerMetrics } from './metrics.js';
@@ -32,7 +32,11 @@ export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces
     maps: dp.maps,
     ...(counts ? { counts } : {}),
     programs: () => roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
-    interfaces: () => [...ifs.lan.map((name) => ({ name, program: PROGRAMS.lan })), { name: ifs.wan, program: PROGRAMS.wan }],
+    interfaces: () => [...ifs.lan.map((name) => ({ name, side: 'lan' as const })), { name: ifs.wan, side: 'wan' as const }].map(({ name, side }) => {
+      // The program that serves the interface's link type (Ethernet or layer 3).
+      const info = linkInfo(name);
+      return { name, program: PROGRAMS[programRole(side, info?.kind ?? 'ethernet')], present: info !== null };
+    }),
     isAttached: (name) => attachedProgramId(ifindexOf(name)) !== 0,
   };
 }

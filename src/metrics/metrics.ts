@@ -117,6 +117,8 @@ export function registerMetrics(registry: Registry, source: SnapshotSource, opts
     (s, set) => { for (const m of s.maps) set({ map: m.map }, m.capacity); });
   gauge('porttrig_datapath_attached', '1 when a porttrig program is attached to the interface, else 0.', ['interface', 'program'],
     (s, set) => { for (const a of s.attached) set({ interface: a.interface, program: a.program }, a.attached ? 1 : 0); });
+  gauge('porttrig_interface_present', '1 when the configured interface exists, 0 while it is gone (e.g. ppp0 between a disconnect and the redial).', ['interface'],
+    (s, set) => { for (const a of s.attached) set({ interface: a.interface }, a.present ? 1 : 0); });
 
   const statsEnabled = opts.statsEnabled ?? (() => false);
   new Gauge({

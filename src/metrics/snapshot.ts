@@ -33,8 +33,8 @@ export type Verdict = (typeof VERDICTS)[number];
 
 /** A program of the data path, by its object name and file descriptor. */
 export interface ProgramRef { name: string; fd: number }
-/** An interface the data path should be attached to. */
-export interface InterfaceRef { name: string; program: string }
+/** An interface the data path should be attached to; `present`: it exists now (default true). */
+export interface InterfaceRef { name: string; program: string; present?: boolean }
 
 /** Where a scrape reads from. */
 export interface SnapshotSource {
@@ -71,7 +71,7 @@ export interface DatapathSnapshot {
   packets: { direction: Direction; verdict: Verdict; value: number }[];
   maps: MapFill[];
   programs: { program: string; runTimeNs: bigint; runCount: bigint }[];
-  attached: { interface: string; program: string; attached: boolean }[];
+  attached: { interface: string; program: string; attached: boolean; present: boolean }[];
 }
 
 /**
@@ -195,7 +195,7 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
     const s = progRunStats(p.fd);
     return { program: p.name, runTimeNs: s.runTimeNs, runCount: s.runCount };
   });
-  const attached = src.interfaces().map((i) => ({ interface: i.name, program: i.program, attached: src.isAttached(i.name) }));
+  const attached = src.interfaces().map((i) => ({ interface: i.name, program: i.program, attached: src.isAttached(i.name), present: i.present ?? true }));
 
   return { rules, ruleCounters, sessionsActive, flowsActive, packets, maps: mapFill, programs, attached };
 }

@@ -273,9 +273,12 @@ interface FlowExp { pair: FlowPair; seenIn: number; seenOut: number; touchIn: To
 /** A pt_frags entry: the datagram as it arrives, and where its fragments go. */
 interface FragExp { dir: 'in' | 'out'; proto: 'tcp' | 'udp'; src: string; dst: string; id: number; natAddr: string; ifindex: number | 'lo'; touch: Touch }
 
+/** pt_lan_ingress / pt_wan_ingress, or their builds for layer-3 devices (see L3 rows). */
+type Prog = 'lan' | 'wan' | 'lan_l3' | 'wan_l3';
+
 interface Row {
   name: string;
-  prog: 'lan' | 'wan';
+  prog: Prog;
   /** Known gap against SPEC: runs, reported, does not fail the suite. */
   todo?: string;
   rules?: Thunk<Rule[]>;
@@ -285,11 +288,17 @@ interface Row {
   /** Async set-up before the rules are compiled (sockets, run-time ports). */
   setup?: (c: Ctx) => Promise<void>;
   seed?: (c: Ctx) => void;
-  prelude?: { prog: 'lan' | 'wan'; packet: Thunk<PacketSpec | Buffer>; retval?: number }[];
+  prelude?: { prog: Prog; packet: Thunk<PacketSpec | Buffer>; retval?: number }[];
   packet: Thunk<PacketSpec | Buffer>;
   retval: number;
   /** 'same': passed untouched, byte for byte. */
   out: Thunk<PacketSpec | Buffer | 'same'>;
+  /**
+   * A layer-3 program's output starts with the Ethernet header that
+   * pt_redirect() pushes for bpf_redirect_neigh() (all zero but h_proto
+   * 0x0800); it is checked and taken off before `out` is compared.
+   */
+  pushedEth?: boolean;
   /** Packet counters after the run (prelude included); every other one must be 0. */
   stats: Partial<Record<StatKey, number>>;
   /** Rule counters after the run; every other (rule, counter) must be 0. */
@@ -329,6 +338,25 @@ const bigInFrag = (c: Ctx, ageMs = 100): void =>
   c.frag({ saddr: REMOTE, daddr: WAN, id: UDP_ID, proto: IPPROTO_UDP, dir: DIR_IN }, { nat_addr: HOST_A, ifindex: LAN_IF }, ageMs);
 
 const newFlow = (pair: FlowPair, seenIn: number): FlowExp => ({ pair, seenIn, seenOut: 0, touchIn: 'new', touchOut: 'new' });
+
+
+// Layer-3 rows. BPF_PROG_TEST_RUN of a TC program always treats its input as
+// an Ethernet frame (net/bpf/test_run.c, bpf_prog_test_run_skb():
+// eth_type_trans() on the first 14 bytes, whatever the ctx's ifindex names,
+// then __skb_push(ETH_HLEN) so the program sees the data from byte 0). An L3
+// program given the bare IP packet therefore sees the IPv4 header at offset
+// 0, as on ppp0 or a TUN device, but with skb->protocol taken from bytes 12-13
+// (the first two octets of the source address) and pkt_type from bytes 0-5
+// (0x45 has the multicast bit: PACKET_MULTICAST). So the rows' sources on a
+// layer-3 side start with 8.0, which makes skb->protocol ETH_P_IP (0x0800);
+// one row uses another source to show that the protocol is checked, and all
+// of them show that the L3 build does not look at pkt_type.
+const L3_REMOTE = '8.0.0.7';         // a remote on a layer-3 WAN
+const L3_HOST = '8.0.1.2';           // a LAN host on a layer-3 LAN
+const L3_LAN_NET = '8.0.1.0/24';
+const l3Lan = (c: Ctx): void => c.f.state.setLanNets([...LAN_NETS, L3_LAN_NET]);
+const L3_FLOW: FlowPair = { proto: 'tcp', remote: L3_REMOTE, rport: 55555, wanPort: 6003, host: HOST_A, hostPort: 7003, rule: 'translated' };
+const L3_HOST_FLOW: FlowPair = { proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 6003, host: L3_HOST, hostPort: 7003, rule: 'translated' };
 
 const ROWS: Row[] = [
   // ---- triggers (pt_lan_ingress) ----
@@ -2436,6 +2464,155 @@ const ROWS: Row[] = [
     stats: untouchedWan,
     counters: { b: { flows_refused: 1 } },
   },
+  // ---- layer-3 devices (pt_wan_ingress_l3 / pt_lan_ingress_l3): see L3_REMOTE ----
+  {
+    name: 'L3 WAN (ppp/tun, IPv4 at offset 0): inbound SYN with a live session is rewritten to the LAN host, both flow entries created, redirected',
+    prog: 'wan_l3',
+    seed: live('translated'),
+    packet: tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: xlate(tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN), { dst: HOST_A, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    counters: { translated: { flows_opened: 1 } },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow(L3_FLOW, SEEN.SYN)],
+  },
+  {
+    name: 'L3 WAN: inbound SYN with IPv4 options (IHL 7) is translated, header length honoured',
+    prog: 'wan_l3',
+    seed: live('translated'),
+    packet: tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN, { options: NOPS_8 }),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: xlate(tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN, { options: NOPS_8 }), { dst: HOST_A, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    counters: { translated: { flows_opened: 1 } },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow(L3_FLOW, SEEN.SYN)],
+  },
+  {
+    name: 'L3 WAN: inbound UDP with checksum 0 is translated and its checksum stays 0',
+    prog: 'wan_l3',
+    seed: live('game'),
+    packet: udp(L3_REMOTE, 40001, WAN, 27005, {}, { zeroChecksum: true }),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: xlate(udp(L3_REMOTE, 40001, WAN, 27005, {}, { zeroChecksum: true }), { dst: HOST_A }),
+    stats: { 'wan/translated': 1 },
+    counters: { game: { flows_opened: 1 } },
+    sessions: [{ rule: 'game', host: HOST_A, touch: 'unchanged' }],
+    flows: [newFlow({ ...GAME_FLOW, remote: L3_REMOTE }, 0)],
+  },
+  {
+    name: 'L3 WAN: a packet of an accepted flow is translated and refreshes the flow',
+    prog: 'wan_l3',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(L3_FLOW); },
+    packet: tcp(L3_REMOTE, 55555, WAN, 6003, TCP.ACK | TCP.PSH, {}, { payload: Buffer.from('data') }),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: xlate(tcp(L3_REMOTE, 55555, WAN, 6003, TCP.ACK | TCP.PSH, {}, { payload: Buffer.from('data') }), { dst: HOST_A, dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'unchanged' }],
+    flows: [{ pair: L3_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
+  },
+  {
+    name: 'L3 WAN: an ICMP error about a flow is translated to the LAN host (outer and quoted headers, every checksum)',
+    prog: 'wan_l3',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(L3_FLOW); },
+    packet: icmpErr(L3_REMOTE, WAN, tcp(WAN, 6003, L3_REMOTE, 55555, TCP.SYN | TCP.ACK, { ttl: 63 })),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: icmpOut(L3_REMOTE, HOST_A, tcp(HOST_A, 7003, L3_REMOTE, 55555, TCP.SYN | TCP.ACK, { ttl: 63 })),
+    stats: { 'wan/translated': 1 },
+  },
+  {
+    name: 'L3 WAN: inbound SYN without a session passes untouched',
+    prog: 'wan_l3',
+    packet: tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  },
+  {
+    // The IPv4 bytes are fine, but skb->protocol is not ETH_P_IP (the test run
+    // derives it from bytes 12-13, REMOTE's first two octets: 0xc633), as for
+    // an MPLS or IPv6 packet on a PPP link: the L3 program must not parse it.
+    name: 'L3 WAN: a packet whose skb->protocol is not IPv4 passes untouched, even on an open port of a live session',
+    prog: 'wan_l3',
+    seed: live('translated'),
+    packet: tcp(REMOTE, 55555, WAN, 6003, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: untouchedWan,
+  },
+  {
+    // The Ethernet build reads the same bytes as an Ethernet header: it must
+    // not translate what it cannot parse (the daemon never attaches it there).
+    name: 'the Ethernet WAN program given a layer-3 packet does not translate it',
+    prog: 'wan',
+    seed: live('translated'),
+    packet: () => buildPacket(tcp(L3_REMOTE, 55555, WAN, 6003, TCP.SYN)).subarray(ETH_HLEN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'wan/malformed': 1 },
+  },
+  {
+    name: 'L3 LAN: a trigger from a LAN host opens its session and passes byte for byte',
+    prog: 'lan_l3',
+    seed: l3Lan,
+    packet: tcp(L3_HOST, 40000, SERVER, 6667, TCP.SYN),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/trigger': 1 },
+    counters: { irc: { trigger_hits: 1, sessions_opened: 1 } },
+    sessions: [{ rule: 'irc', host: L3_HOST, ifindex: 'lo', touch: 'new' }],
+    hosts: { [L3_HOST]: 1 },
+  },
+  {
+    name: 'L3 LAN: a reply on a flow is rewritten to the WAN address and port, and gets an Ethernet header for bpf_redirect_neigh() to an Ethernet WAN',
+    prog: 'lan_l3',
+    seed: (c) => { l3Lan(c); c.session('translated', L3_HOST); c.flow(L3_HOST_FLOW); },
+    packet: tcp(L3_HOST, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK),
+    retval: TC_ACT_REDIRECT, pushedEth: true,
+    out: xlate(tcp(L3_HOST, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK), { src: WAN, sport: 6003 }),
+    stats: { 'lan/translated': 1 },
+    sessions: [{ rule: 'translated', host: L3_HOST, touch: 'fresh' }],
+    flows: [{ pair: L3_HOST_FLOW, seenIn: SEEN.SYN, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'fresh' }],
+  },
+  {
+    name: 'L3 LAN: trigger to a multicast group does not open (no link-layer check on a layer-3 link: the address check remains)',
+    prog: 'lan_l3',
+    seed: l3Lan,
+    packet: udp(L3_HOST, 50000, '239.1.2.3', 27020),
+    retval: TC_ACT_UNSPEC, out: 'same',
+    stats: { 'lan/pass': 1 },
+    sessions: [], hosts: {},
+  },
+  {
+    // bpf_redirect() to a layer-3 WAN: no Ethernet header is pushed (the
+    // kernel strips one a packet came with, __bpf_redirect_no_mac()).
+    name: 'L3 LAN to an L3 WAN: a reply on a flow is translated and sent with bpf_redirect(), no Ethernet header pushed',
+    prog: 'lan_l3',
+    seed: (c) => { l3Lan(c); c.session('translated', L3_HOST); c.flow(L3_HOST_FLOW); c.f.state.setWanLink(WAN_IFINDEX, true); },
+    packet: tcp(L3_HOST, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(L3_HOST, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK), { src: WAN, sport: 6003 }),
+    stats: { 'lan/translated': 1 },
+    sessions: [{ rule: 'translated', host: L3_HOST, touch: 'fresh' }],
+    flows: [{ pair: L3_HOST_FLOW, seenIn: SEEN.SYN, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'fresh' }],
+  },
+  {
+    name: 'Ethernet LAN to an L3 WAN: a reply on a flow is translated and redirected (the Ethernet header stays for the kernel to strip)',
+    prog: 'lan',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); c.f.state.setWanLink(WAN_IFINDEX, true); },
+    packet: tcp(HOST_A, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK),
+    retval: TC_ACT_REDIRECT,
+    out: xlate(tcp(HOST_A, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK), { src: WAN, sport: 6003 }),
+    stats: { 'lan/translated': 1 },
+    sessions: [{ rule: 'translated', host: HOST_A, touch: 'fresh' }],
+    flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN, seenOut: SEEN.SYN, touchIn: 'unchanged', touchOut: 'fresh' }],
+  },
+  // ---- the WAN interface is gone (pppd redialling): pt_config.wan_ifindex 0 ----
+  {
+    name: 'reply on a flow while the WAN interface is gone: dropped (nowhere to send it), flow and session not refreshed',
+    prog: 'lan',
+    seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); c.f.state.setWanLink(0, false); },
+    packet: tcp(HOST_A, 7003, REMOTE, 55555, TCP.ACK),
+    retval: TC_ACT_SHOT, out: 'same',
+    stats: { 'lan/dropped': 1 },
+  },
 ];
 
 // --- sockets of the gateway's own ----------------------------------------------------------
@@ -2535,7 +2712,7 @@ function withDoff(spec: PacketSpec, words: number): Buffer {
 // --- running and checking --------------------------------------------------------------------
 const frame = (p: PacketSpec | Buffer): Buffer => (Buffer.isBuffer(p) ? p : buildPacket(p));
 
-function runProg(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { retval: number; out: Buffer } {
+function runProg(f: TestDatapath, prog: Prog, input: Buffer): { retval: number; out: Buffer } {
   const out = Buffer.alloc(input.length + 512);
   const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
   assert.equal(r.ret, 0, `BPF_PROG_TEST_RUN of ${prog} failed: ${r.ret}`);
@@ -2582,12 +2759,18 @@ async function runRow(t: { after: (fn: () => void | Promise<void>) => void }, ro
   f.state.setLanNets(LAN_NETS);
   row.seed?.(c);
 
-  const input = frame(thunk(row.packet, c));
-  const inputCopy = Buffer.from(input);
+  // A layer-3 program gets the IP packet alone (see L3_ROWS); its output is
+  // compared and checked with the input's Ethernet header put back in front.
+  const isL3 = (p: Prog): boolean => p.endsWith('_l3');
+  const l3 = isL3(row.prog);
+  const fullInput = frame(thunk(row.packet, c));
+  const input = Buffer.from(l3 ? fullInput.subarray(ETH_HLEN) : fullInput);
+  const withEth = (b: Buffer): Buffer => (l3 ? Buffer.concat([fullInput.subarray(0, ETH_HLEN), b]) : b);
+  const inputCopy = Buffer.from(fullInput);
   if (row.prog === 'wan' && row.retval === TC_ACT_REDIRECT && c.seededFlows.size === 0) {
     // A new flow is refused when the gateway itself has a socket there (SPEC 5),
     // so a translating row needs its port free on this machine.
-    const p = parsePacket(input);
+    const p = parsePacket(fullInput);
     const l4 = p.tcp ?? p.udp;
     if (l4) {
       const proto = p.tcp ? 'tcp' : 'udp';
@@ -2601,10 +2784,19 @@ async function runRow(t: { after: (fn: () => void | Promise<void>) => void }, ro
   // still shows.
   const tStart = monotonicNs() - CLOCK_TICK_MAX_NS;
   for (const [i, p] of (row.prelude ?? []).entries()) {
-    const r = runProg(f, p.prog, frame(thunk(p.packet, c)));
+    const pre = frame(thunk(p.packet, c));
+    const r = runProg(f, p.prog, isL3(p.prog) ? pre.subarray(ETH_HLEN) : pre);
     if (p.retval !== undefined) assert.equal(r.retval, p.retval >>> 0, `prelude packet ${i}: retval ${RETVAL_NAME[r.retval] ?? r.retval}`);
   }
-  const { retval, out } = runProg(f, row.prog, input);
+  const run = runProg(f, row.prog, input);
+  const { retval } = run;
+  let raw = run.out;
+  if (row.pushedEth) {
+    const pushed = Buffer.from([...new Array<number>(12).fill(0), 0x08, 0x00]);
+    assert.ok(raw.subarray(0, ETH_HLEN).equals(pushed), `the output must start with the pushed Ethernet header ${pushed.toString('hex')}, got ${raw.subarray(0, ETH_HLEN).toString('hex')}`);
+    raw = raw.subarray(ETH_HLEN);
+  }
+  const out = withEth(raw);
   const tEnd = monotonicNs();
 
   // 1. Verdict.

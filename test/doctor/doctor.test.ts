@@ -62,7 +62,7 @@ test('doctor: the conntrack check is a warning, not a failure, where the kfunc i
   }
 });
 
-test('doctor: all well in the gateway namespace; forwarding off and a missing interface are reported, exit 1', { skip: !root && 'needs root' }, async (t) => {
+test('doctor: all well in the gateway namespace; forwarding off (exit 1), a missing interface (a warning: the daemon waits), link types and one that cannot be handled (exit 1) are reported', { skip: !root && 'needs root' }, async (t) => {
   const topo = new Topology();
   t.after(() => topo.destroy());
   topo.create();
@@ -74,7 +74,7 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   for (const id of ['config', 'kernel', 'bpf_syscall', 'tc_bpf', 'conntrack', 'libbpf', 'capabilities', 'ip_forward', 'interface:wan0', 'interface:lan0']) {
     assert.equal(find(good.report, id).status, 'ok', `${id}: ${find(good.report, id).detail}`);
   }
-  assert.equal(find(good.report, 'interface:wan0').detail.replace(/^ifindex \d+/, 'ifindex N'), 'ifindex N, 203.0.113.1/24');
+  assert.equal(find(good.report, 'interface:wan0').detail.replace(/^ifindex \d+/, 'ifindex N'), 'ifindex N, link type ether, program pt_wan_ingress, 203.0.113.1/24');
   assert.match(find(good.report, 'bpffs').detail, new RegExp(`${topo.pinPath} is on a bpffs`));
   assert.equal(find(good.report, 'attached:lan0').detail, 'nothing else attached');
   assert.match(find(good.report, 'tcx').detail, /libbpf: /);
@@ -101,14 +101,28 @@ test('doctor: all well in the gateway namespace; forwarding off and a missing in
   const bad = topo.writeConfig(RULES);  // the same file as cfg: rewritten below
   execFileSync('sed', ['-i', 's/wan: wan0/wan: ptnosuch0/', bad]);
   const missing = await doctor(topo, '--config', bad);
-  assert.equal(missing.status, 1);
-  assert.equal(find(missing.report, 'interface:ptnosuch0').status, 'missing');
+  assert.equal(missing.status, 0, missing.stdout);
+  assert.deepEqual([find(missing.report, 'interface:ptnosuch0').status, find(missing.report, 'interface:ptnosuch0').detail],
+    ['warn', 'interface "ptnosuch0" does not exist (yet)']);
   assert.equal(find(missing.report, 'interface:lan0').status, 'ok');
+
+  // A layer-3 WAN (TUN, ARPHRD_NONE, as ppp0): the L3 build.
+  topo.exec(topo.ns.gw, 'ip', 'tuntap', 'add', 'dev', 'pttun0', 'mode', 'tun');
+  execFileSync('sed', ['-i', 's/wan: ptnosuch0/wan: pttun0/', bad]);
+  const tun = find((await doctor(topo, '--config', bad)).report, 'interface:pttun0');
+  assert.deepEqual([tun.status, tun.detail.replace(/^ifindex \d+/, 'ifindex N')],
+    ['warn', 'ifindex N, link type none (layer 3, no link-layer header), program pt_wan_ingress_l3, no IPv4 address']);
+  // Loopback (ARPHRD_LOOPBACK) is no link the data path handles.
+  execFileSync('sed', ['-i', 's/lan: \\[lan0\\]/lan: [lo]/', bad]);
+  const lo = await doctor(topo, '--config', bad);
+  assert.equal(lo.status, 1, lo.stdout);
+  assert.equal(find(lo.report, 'interface:lo').status, 'missing');
+  assert.match(find(lo.report, 'interface:lo').detail, /link type loopback: not handled by the data path/);
 
   topo.writeConfig(RULES);
   topo.exec(topo.ns.gw, 'ip', 'addr', 'flush', 'dev', 'wan0');
   const noAddr = find((await doctor(topo, '--config', cfg)).report, 'interface:wan0');
-  assert.deepEqual([noAddr.status, noAddr.detail.replace(/^ifindex \d+/, 'ifindex N')], ['warn', 'ifindex N, no IPv4 address']);
+  assert.deepEqual([noAddr.status, noAddr.detail.replace(/^ifindex \d+/, 'ifindex N')], ['warn', 'ifindex N, link type ether, program pt_wan_ingress, no IPv4 address']);
 });
 
 test('doctor: an ingress qdisc is a blocker, a foreign TC filter a warning, porttrig\'s own filter fine', { skip: !root && 'needs root' }, async (t) => {

@@ -15,6 +15,9 @@
  *                                 MS ms (timed here, not by the test process) until "stop",
  *                                 which reports how many were sent
  *   udp-once HOST PORT MSG MS     send MSG from a fresh socket, print the reply and its source
+ *   udp-connected HOST PORT MSG MS
+ *                                 send MSG from a connected socket: an ICMP error about it
+ *                                 comes back as an error (ECONNREFUSED for port unreachable)
  *   udp-callback PORT CBHOST CBPORT MS
  *                                 on each datagram, at once connect (TCP) to CBHOST:CBPORT
  *                                 and print whether it got through
@@ -114,6 +117,14 @@ switch (mode) {
     const t = setTimeout(() => { say({ ok: false, error: 'timeout' }); process.exit(0); }, Number(a[3]));
     s.on('message', (m, r) => { clearTimeout(t); say({ ok: true, reply: m.toString(), from: r.address, from_port: r.port }); process.exit(0); });
     s.send(a[2]!, Number(a[1]), a[0]!);
+    break;
+  }
+  case 'udp-connected': {
+    const s = createSocket('udp4');
+    const t = setTimeout(() => { say({ ok: false, error: 'timeout' }); process.exit(0); }, Number(a[3]));
+    s.on('message', (m, r) => { clearTimeout(t); say({ ok: true, reply: m.toString(), from: r.address, from_port: r.port }); process.exit(0); });
+    s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); say({ ok: false, error: e.code ?? e.message }); process.exit(0); });
+    s.connect(Number(a[1]), a[0]!, () => s.send(a[2]!));
     break;
   }
   case 'udp-callback': {

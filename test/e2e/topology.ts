@@ -26,6 +26,10 @@ import { PerCpuCounters, RawMap } from '../../src/bpf/map.js';
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
+/** The TUN relay (a Python script: the source file, not compiled). */
+const TUN_RELAY = join(ROOT, 'test/e2e/tun-relay.py');
+/** How long the TUN relay may take to create its devices. */
+const TUN_START_MS = 10_000;
 
 /** How long create() waits for the gateway's links to get carrier. */
 const CARRIER_WAIT_MS = 10_000;
@@ -92,6 +96,13 @@ export interface TopologyOptions {
   lanHosts?: 1 | 2;
   /** 1 (default) or 2 WAN servers; with 2, the gateway's wan0 is a bridge. */
   wanServers?: 1 | 2;
+  /**
+   * `veth` (default): wan0 is an Ethernet link. `tun`: wan0 and the WAN
+   * server's eth0 are TUN devices (IFF_TUN: layer 3, no link-layer header,
+   * ARPHRD_NONE, as pppd's ppp0) joined by test/e2e/tun-relay.py; one WAN
+   * server only. replaceWan() takes it away and brings it back.
+   */
+  wanLink?: 'veth' | 'tun';
 }
 
 /** Namespaces of a topology; lan2 and wan2 exist with lanHosts / wanServers 2. */
@@ -104,6 +115,7 @@ export class Topology {
   readonly pinPath: string;
   readonly socket: string;
   private procs: Proc[] = [];
+  private relay: Proc | null = null;
 
   constructor(readonly opts: TopologyOptions = {}) {
     this.id = `pt${process.pid.toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
@@ -125,7 +137,14 @@ export class Topology {
     const wanHosts: [string, string][] = [[this.ns.wan, WAN_SERVER]];
     if (this.ns.wan2) wanHosts.push([this.ns.wan2, WAN_SERVER2]);
     this.side('lan0', `${GW_LAN}/24`, lanHosts, GW_LAN);
-    this.side('wan0', `${GW_WAN}/24`, wanHosts, null);
+    if (this.opts.wanLink === 'tun') {
+      if (this.ns.wan2) throw new Error('wanLink tun has one WAN server');
+      sh('ip', ['netns', 'add', this.ns.wan]);
+      this.exec(this.ns.wan, 'ip', 'link', 'set', 'lo', 'up');
+      this.tunWan();
+    } else {
+      this.side('wan0', `${GW_WAN}/24`, wanHosts, null);
+    }
     this.exec(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
     this.exec(gw, 'nft', '-f', join(ROOT, 'examples/gateway-firewall.nft'));
     mkdirSync(this.pinPath);
@@ -181,13 +200,60 @@ export class Topology {
     this.exec(gw, 'ethtool', '-K', gwIf, 'tx', 'off');
   }
 
+  /**
+   * The layer-3 WAN: a TUN relay makes wan0 (gateway) and eth0 (WAN server),
+   * then both get their addresses, as a PPP link comes up with its
+   * addresses. Waits (synchronously, like create()) until the devices exist.
+   */
+  private tunWan(): void {
+    this.relay = this.spawn('/', 'python3', [TUN_RELAY, this.ns.gw, 'wan0', this.ns.wan, 'eth0']);
+    const deadline = Date.now() + TUN_START_MS;
+    const tick = new Int32Array(new SharedArrayBuffer(4));
+    const exists = (ns: string, dev: string): boolean => {
+      try { sh('ip', ['-n', ns, 'link', 'show', dev]); return true; } catch { return false; }
+    };
+    while (!exists(this.ns.gw, 'wan0') || !exists(this.ns.wan, 'eth0')) {
+      if (this.relay.child.exitCode !== null || Date.now() > deadline) throw new Error(`TUN relay did not create its devices: ${this.relay.stderr}`);
+      Atomics.wait(tick, 0, 0, 20);
+    }
+    this.exec(this.ns.gw, 'ip', 'addr', 'add', `${GW_WAN}/24`, 'dev', 'wan0');
+    this.exec(this.ns.gw, 'ip', 'link', 'set', 'wan0', 'up');
+    this.exec(this.ns.wan, 'ip', 'addr', 'add', `${WAN_SERVER}/24`, 'dev', 'eth0');
+    this.exec(this.ns.wan, 'ip', 'link', 'set', 'eth0', 'up');
+  }
+
+  /**
+   * Take the layer-3 WAN away (the relay exits: both TUN devices vanish, as
+   * ppp0 does when pppd hangs up), wait `gapMs`, and bring a new one up (new
+   * ifindex, same addresses, as after a redial). Returns wan0's ifindexes.
+   */
+  async replaceWan(gapMs: number): Promise<{ before: number; after: number }> {
+    if (!this.relay) throw new Error('replaceWan needs wanLink tun');
+    const ifindex = (): number => Number(/^(\d+):/.exec(sh('ip', ['-n', this.ns.gw, '-o', 'link', 'show', 'wan0']))?.[1] ?? 0);
+    const before = ifindex();
+    const old = this.relay;
+    old.kill('SIGKILL');
+    await old.exited();
+    this.procs = this.procs.filter((p) => p !== old);
+    const deadline = Date.now() + TUN_START_MS;
+    for (;;) {
+      try { sh('ip', ['-n', this.ns.gw, 'link', 'show', 'wan0']); } catch { break; }
+      if (Date.now() > deadline) throw new Error('wan0 did not go away');
+      await sleep(20);
+    }
+    await sleep(gapMs);
+    this.tunWan();
+    return { before, after: ifindex() };
+  }
+
   exec(ns: string, cmd: string, ...args: string[]): string {
     return sh('ip', ['netns', 'exec', ns, cmd, ...args]);
   }
 
-  /** Start a long-running process in `ns`. */
+  /** Start a long-running process in `ns` ('/': this process's own namespace). */
   spawn(ns: string, cmd: string, args: string[]): Proc {
-    const p = new Proc(spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const argv = ns === '/' ? [cmd, args] as const : ['ip', ['netns', 'exec', ns, cmd, ...args]] as const;
+    const p = new Proc(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'pipe'] }));
     this.procs.push(p);
     return p;
   }

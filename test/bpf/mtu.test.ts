@@ -1,0 +1,176 @@
+/**
+ * BPF_PROG_TEST_RUN rows for the MTU check of translated packets (bpf/mtu.h).
+ *
+ * bpf_check_mtu() looks the egress ifindex up in the network namespace of the
+ * test run's skb->dev, which is the loopback device of the caller's
+ * namespace (no ctx ifindex is passed). So these rows run in a namespace of
+ * their own, entered by node's main thread with setns(2), holding two veth
+ * devices: `narrow` (MTU 1280) and `wide` (MTU 1500), named as the egress of
+ * the seeded flow (inbound) and as the WAN (outbound). The rest of the data
+ * path's behaviour is covered by datapath.test.ts; the real PMTUD exchange
+ * (the stack's ICMP for outbound packets, GSO packets, checksum offload) by
+ * test/e2e/mtu.test.ts, which also covers a layer-3 WAN: BPF_PROG_TEST_RUN
+ * cannot present one faithfully here, since its skb always has a 14-byte
+ * mac_len (see the L3 rows of datapath.test.ts) where ppp0 and TUN have 0,
+ * and bpf_skb_adjust_room(BPF_ADJ_ROOM_MAC) inserts after mac_len.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import * as ffi from '../../src/ffi/libbpf.js';
+import { compileRules } from '../../src/rules/compile.js';
+import { monotonicNs } from '../../src/core/state.js';
+import type { Rule } from '../../src/config/types.js';
+import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, VERDICTS } from '../../src/bpf/abi.js';
+import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { ETH_HLEN, ICMP, TCP, buildPacket, icmpError, inetChecksum, type PacketSpec } from '../helpers/packet.js';
+
+const skip = bpfSkipReason();
+const WAN = '192.0.2.1';
+const REMOTE = '198.51.100.7';
+const HOST = '10.0.0.2';
+const NARROW_MTU = 1280;
+const TC_ACT_UNSPEC = 0xffffffff;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+const SEEN_SYN_ACK = 3;
+
+const RULES: Rule[] = [
+  { name: 'irc', enabled: true, trigger: { protos: ['tcp'], ranges: [{ from: 6667, to: 6667 }] },
+    open: [{ protos: ['tcp'], from: 113, to: 113, lanFrom: 113 }],
+    idleTimeoutMs: 600_000, peer: 'any', conflict: 'first', killFlowsOnExpiry: false },
+  { name: 'game', enabled: true, trigger: { protos: ['udp'], ranges: [{ from: 27015, to: 27015 }] },
+    open: [{ protos: ['udp'], from: 27000, to: 27000, lanFrom: 28000 }],
+    idleTimeoutMs: 600_000, peer: 'any', conflict: 'first', killFlowsOnExpiry: false },
+];
+
+/** A network namespace with `narrow` and `wide`, entered by this thread for the test's duration. */
+function enterTestNetns(t: { after: (fn: () => void) => void }): { narrow: number; wide: number } {
+  const name = `ptmtu${process.pid.toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
+  const ip = (...a: string[]): string => execFileSync('ip', a, { encoding: 'utf8' });
+  ip('netns', 'add', name);
+  const home = openSync('/proc/self/ns/net', 'r');
+  let target = -1;
+  t.after(() => {
+    assert.equal(ffi.setNetns(home), 0, `setns back: errno ${ffi.lastErrno()}`);
+    closeSync(home);
+    if (target >= 0) closeSync(target);
+    ip('netns', 'del', name);
+  });
+  // veth pairs (the dummy driver may be missing): only the MTU of `narrow`
+  // and `wide` matters, not their state or their peers.
+  ip('-n', name, 'link', 'add', 'narrow', 'mtu', String(NARROW_MTU), 'type', 'veth', 'peer', 'name', 'narrowp');
+  ip('-n', name, 'link', 'add', 'wide', 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'widep');
+  target = openSync(`/run/netns/${name}`, 'r');
+  assert.equal(ffi.setNetns(target), 0, `setns into ${name}: errno ${ffi.lastErrno()}`);
+  return { narrow: ffi.ifNameToIndex('narrow'), wide: ffi.ifNameToIndex('wide') };
+}
+
+/** The data path with both rules, WAN = `wanIfindex`, and an open TCP (irc) and UDP (game) flow whose LAN egress is `lanIfindex`. */
+function seeded(t: { after: (fn: () => void) => void }, wanIfindex: number, lanIfindex: number): TestDatapath {
+  const f = useDatapath(t);
+  const compiled = compileRules(RULES);
+  f.state.applyRules(compiled);
+  f.state.setRuntime(WAN, wanIfindex, 8);
+  f.state.setLocalAddrs([WAN, '10.0.0.1']);
+  f.state.setLanNets(['10.0.0.0/24']);
+  const now = monotonicNs();
+  for (const [rule, proto, wanPort, hostPort] of [['irc', IPPROTO_TCP, 113, 113], ['game', IPPROTO_UDP, 27000, 28000]] as const) {
+    const rid = compiled.ids.get(rule)!;
+    f.dp.maps.sessions.set({ rule: rid, peer: '0.0.0.0' }, { opened_ns: now - 2_000_000_000n, last_seen_ns: now - 1_000_000_000n, host: HOST, ifindex: lanIfindex });
+    const seen = proto === IPPROTO_TCP ? SEEN_SYN_ACK : 0;
+    const common = { created_ns: now - 2_000_000_000n, last_seen_ns: now - 1_000_000_000n, rule: rid, sess_peer: '0.0.0.0', seen };
+    f.dp.maps.flows.set({ saddr: REMOTE, daddr: WAN, sport: 40000, dport: wanPort, proto, dir: DIR_IN },
+      { ...common, nat_addr: HOST, nat_port: hostPort, ifindex: lanIfindex });
+    f.dp.maps.flows.set({ saddr: HOST, daddr: REMOTE, sport: hostPort, dport: 40000, proto, dir: DIR_OUT },
+      { ...common, nat_addr: WAN, nat_port: wanPort, ifindex: wanIfindex });
+  }
+  f.state.setLanNets(['10.0.0.0/24']);
+  return f;
+}
+
+function run(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { retval: number; out: Buffer } {
+  const out = Buffer.alloc(input.length + 512);
+  const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
+  assert.equal(r.ret, 0, `BPF_PROG_TEST_RUN of ${prog} failed: ${r.ret}`);
+  return { retval: r.retval >>> 0, out: out.subarray(0, r.data_size_out) };
+}
+
+function stats(f: TestDatapath): Record<string, number> {
+  const got: Record<string, number> = {};
+  for (const [di, d] of ['lan', 'wan'].entries()) {
+    for (const [vi, v] of VERDICTS.entries()) {
+      const n = f.dp.maps.pktStats.sum(di * VERDICTS.length + vi);
+      if (n !== 0n) got[`${d}/${v}`] = Number(n);
+    }
+  }
+  return got;
+}
+
+/** A TCP segment of the irc flow, `totLen` bytes of IP datagram (20 + 20 + payload). */
+function tcpOf(src: string, sport: number, dst: string, dport: number, totLen: number, df = true): PacketSpec {
+  return {
+    ip: { src, dst, ttl: 64, id: 0x1c46, df },
+    l4: { tcp: { sport, dport, flags: TCP.ACK, seq: 0x10002000, ack: 0x30004000, payload: Buffer.alloc(totLen - 40, 0x5a) } },
+  };
+}
+function udpOf(src: string, sport: number, dst: string, dport: number, totLen: number, df: boolean): PacketSpec {
+  return { ip: { src, dst, ttl: 64, id: 0x2d57, df }, l4: { udp: { sport, dport, payload: Buffer.alloc(totLen - 28, 0x3c) } } };
+}
+
+/** What pt_frag_needed() must send for `spec`: from the WAN address, quoting its IP header and 64 bytes. */
+function fragNeeded(spec: PacketSpec, mtu: number): Buffer {
+  return buildPacket(icmpError({
+    type: ICMP.DEST_UNREACH, code: 4, rest: mtu,
+    ip: { src: WAN, dst: spec.ip.src, ttl: 64, id: 0, tos: 0xc0, df: true },
+    quoted: spec, quoteL4: 64,
+  }));
+}
+
+test('inbound TCP segment too big for the LAN egress, DF: becomes ICMP fragmentation needed (MTU 1280) from the WAN address to the remote, quoting it as sent', { skip: skip ?? false }, (t) => {
+  const dev = enterTestNetns(t);
+  const f = seeded(t, dev.wide, dev.narrow);
+  const spec = tcpOf(REMOTE, 40000, WAN, 113, 1400);
+  const r = run(f, 'wan', buildPacket(spec));
+  assert.equal(r.retval, TC_ACT_REDIRECT, 'sent back out with bpf_redirect_neigh()');
+  const want = fragNeeded(spec, NARROW_MTU);
+  assert.equal(r.out.toString('hex'), want.toString('hex'));
+  assert.equal(inetChecksum(r.out.subarray(ETH_HLEN + 20)), 0, 'ICMP checksum');
+  assert.deepEqual(stats(f), { 'wan/dropped': 1 });
+});
+
+test('inbound TCP segment that fits the LAN egress (1280 bytes): translated as usual', { skip: skip ?? false }, (t) => {
+  const dev = enterTestNetns(t);
+  const f = seeded(t, dev.wide, dev.narrow);
+  const r = run(f, 'wan', buildPacket(tcpOf(REMOTE, 40000, WAN, 113, NARROW_MTU)));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.out.subarray(ETH_HLEN + 16, ETH_HLEN + 20).join('.'), HOST, 'destination rewritten to the LAN host');
+  assert.deepEqual(stats(f), { 'wan/translated': 1 });
+});
+
+test('inbound UDP datagram too big for the LAN egress, DF: ICMP fragmentation needed; without DF: dropped (the data path cannot fragment)', { skip: skip ?? false }, (t) => {
+  const dev = enterTestNetns(t);
+  const f = seeded(t, dev.wide, dev.narrow);
+  const df = udpOf(REMOTE, 40000, WAN, 27000, 1450, true);
+  const r = run(f, 'wan', buildPacket(df));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.out.toString('hex'), fragNeeded(df, NARROW_MTU).toString('hex'));
+  const noDf = run(f, 'wan', buildPacket(udpOf(REMOTE, 40000, WAN, 27000, 1450, false)));
+  assert.equal(noDf.retval, TC_ACT_SHOT);
+  assert.deepEqual(stats(f), { 'wan/dropped': 2 });
+});
+
+test('outbound reply too big for the WAN (DF or not): passed to the stack untranslated, byte for byte (ip_forward() answers or fragments)', { skip: skip ?? false }, (t) => {
+  const dev = enterTestNetns(t);
+  const f = seeded(t, dev.narrow, dev.wide);
+  for (const df of [true, false]) {
+    const input = buildPacket(tcpOf(HOST, 113, REMOTE, 40000, 1400, df));
+    const r = run(f, 'lan', input);
+    assert.equal(r.retval, TC_ACT_UNSPEC, `DF ${df}`);
+    assert.equal(r.out.toString('hex'), input.toString('hex'), `DF ${df}: untouched`);
+  }
+  const fits = run(f, 'lan', buildPacket(tcpOf(HOST, 113, REMOTE, 40000, NARROW_MTU)));
+  assert.equal(fits.retval, TC_ACT_REDIRECT, 'a reply that fits is translated');
+  assert.deepEqual(stats(f), { 'lan/pass': 2, 'lan/translated': 1 });
+});
