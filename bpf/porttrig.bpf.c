@@ -1711,8 +1711,12 @@ int pt_lan_ingress_l3(struct __sk_buff *skb)
  * that sleepable programs may use (hash and array maps).
  */
 SEC("syscall")
-int pt_sweep(struct pt_sweep *a)
+int pt_sweep(void *ctx)
 {
+	/* The context is struct pt_sweep; typed void * here because kernel 6.1
+	 * refuses a syscall program whose BTF names a struct for its context
+	 * ("reg type unsupported for arg#0"). */
+	struct pt_sweep *a = ctx;
 	__u32 what = a->what;
 	struct pt_reclaim_ctx c = { .now = a->now, .host = a->host, .sweep = what };
 
