@@ -2,6 +2,15 @@
 import { request } from 'node:http';
 import { PorttrigError, type ErrorCode } from '../errors.js';
 
+/** The typed error for a failure to reach the control socket. */
+function socketError(socket: string, e: NodeJS.ErrnoException): PorttrigError {
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+    return new PorttrigError('E_NO_DAEMON', `no porttrig daemon answers on ${socket} (is it running?)`, { socket });
+  }
+  if (e.code === 'EACCES') return new PorttrigError('E_PERMISSION', `no access to ${socket}: the control socket is root-only`, { socket });
+  return new PorttrigError('E_CONTROL', `control socket ${socket}: ${e.message}`, { socket });
+}
+
 /** Call the daemon; resolves with the JSON body, rejects with PorttrigError. */
 export function callDaemon<T>(socket: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -25,15 +34,7 @@ export function callDaemon<T>(socket: string, method: 'GET' | 'POST', path: stri
         }
       });
     });
-    req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
-        reject(new PorttrigError('E_NO_DAEMON', `no porttrig daemon answers on ${socket} (is it running?)`, { socket }));
-      } else if (e.code === 'EACCES') {
-        reject(new PorttrigError('E_PERMISSION', `no access to ${socket}: the control socket is root-only`, { socket }));
-      } else {
-        reject(new PorttrigError('E_CONTROL', `control socket ${socket}: ${e.message}`, { socket }));
-      }
-    });
+    req.on('error', (e: NodeJS.ErrnoException) => reject(socketError(socket, e)));
     req.end(payload);
   });
 }
@@ -76,15 +77,7 @@ export function streamDaemon(socket: string, path: string, sink: { onRow?: (row:
       res.on('end', () => (closed ? resolve() : reject(new PorttrigError('E_CONTROL', 'the daemon cut the listing short (see its log)'))));
       res.on('error', (e) => reject(new PorttrigError('E_CONTROL', `listing: ${e.message}`)));
     });
-    req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
-        reject(new PorttrigError('E_NO_DAEMON', `no porttrig daemon answers on ${socket} (is it running?)`, { socket }));
-      } else if (e.code === 'EACCES') {
-        reject(new PorttrigError('E_PERMISSION', `no access to ${socket}: the control socket is root-only`, { socket }));
-      } else {
-        reject(new PorttrigError('E_CONTROL', `control socket ${socket}: ${e.message}`, { socket }));
-      }
-    });
+    req.on('error', (e: NodeJS.ErrnoException) => reject(socketError(socket, e)));
     req.end();
   });
 }

@@ -9,13 +9,13 @@
  */
 import { isIPv4 } from 'node:net';
 import {
-  DIR_IN, FlowCodec, FlowKeyCodec, IPPROTO_TCP, RULE_ENABLED, RULE_PEER_CONTACTED, SessionCodec, SessionKeyCodec,
+  DIR_IN, FlowCodec, FlowKeyCodec, RULE_ENABLED, RULE_PEER_CONTACTED, SessionCodec, SessionKeyCodec,
   type PtRule, type PtSession,
 } from '../bpf/abi.js';
 import { readIpv4, writeIpv4 } from '../bpf/struct.js';
 import { PorttrigError } from '../errors.js';
-import { flowFate, flowState, partnerKey, sessionExpired } from './sweep.js';
-import type { FlowView, PorttrigState, SessionView } from './state.js';
+import { flowFate, partnerKey, sessionExpired } from './sweep.js';
+import { flowView, type FlowView, type PorttrigState, type SessionView } from './state.js';
 
 /** What a listing keeps: every given field must match; at most `limit` rows. */
 export interface ListFilter { rule?: string; host?: string; peer?: string; limit?: number }
@@ -160,16 +160,8 @@ export async function* listFlows(state: PorttrigState, filter: ListFilter, now: 
       const k = FlowKeyCodec.parse(keys, i * fk);
       const v = FlowCodec.parse(values, vo);
       const partner = state.maps.flows.get(partnerKey(k, v));
-      const last = partner && partner.last_seen_ns > v.last_seen_ns ? partner.last_seen_ns : v.last_seen_ns;
       n++;
-      yield {
-        rule: names.get(v.rule) ?? `#${v.rule}`,
-        proto: k.proto === IPPROTO_TCP ? 'tcp' : 'udp',
-        remote: k.saddr, remote_port: k.sport, wan_port: k.dport,
-        host: v.nat_addr, host_port: v.nat_port,
-        state: flowState(k.proto, v.seen, partner?.seen ?? 0),
-        idle_s: Math.round(Number((now - last) / 1_000_000n)) / 1000,
-      };
+      yield flowView(k, v, partner, names, now);
     }
     if (n >= want.limit) return;
     await yieldLoop();

@@ -8,7 +8,7 @@ import {
   CONFIG_LOCAL_ADDRS, WAN_L3,
   CLOCK_BIAS_NS, DIR_IN, IPPROTO_TCP, PT_MAX_RULES, PT_PORT_SLOTS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
   RULE_KILL_FLOWS, RULE_PEER_CONTACTED, RuleNameCodec, SWEEP_FLOWS, SWEEP_RECOUNT, SWEEP_SESSIONS, portIndex,
-  type PtFlowKey, type PtSweep, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
+  type PtFlow, type PtFlowKey, type PtSweep, type PtPort, type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../bpf/abi.js';
 import type { Datapath, DatapathMaps } from '../bpf/datapath.js';
 import { BpfError, PorttrigError } from '../errors.js';
@@ -327,15 +327,7 @@ export class PorttrigState {
     for (const [k, v] of entries) {
       if (k.dir !== DIR_IN) continue;
       const partner = outEntries.get(flowKeyId(partnerKey(k, v)));
-      const last = partner && partner.last_seen_ns > v.last_seen_ns ? partner.last_seen_ns : v.last_seen_ns;
-      out.push({
-        rule: names.get(v.rule) ?? `#${v.rule}`,
-        proto: k.proto === IPPROTO_TCP ? 'tcp' : 'udp',
-        remote: k.saddr, remote_port: k.sport, wan_port: k.dport,
-        host: v.nat_addr, host_port: v.nat_port,
-        state: flowState(k.proto, v.seen, partner?.seen ?? 0),
-        idle_s: Math.round(Number((now - last) / 1_000_000n)) / 1000,
-      });
+      out.push(flowView(k, v, partner, names, now));
     }
     return out;
   }
@@ -614,4 +606,17 @@ function checkPeer(name: string, rule: PtRule, peer: string | null | undefined, 
   const inLan = lan.find((s) => inCidr(peer, s.cidr));
   if (inLan) throw new PorttrigError('E_USAGE', `peer ${peer} is inside the LAN subnet ${inLan.cidr}; the peer is the remote host`, { peer });
   return peer;
+}
+
+/** A flow as `porttrig flows` shows it, from its inbound entry and the other one (if any). */
+export function flowView(k: PtFlowKey, v: PtFlow, partner: PtFlow | undefined, names: ReadonlyMap<number, string>, now: bigint): FlowView {
+  const last = partner && partner.last_seen_ns > v.last_seen_ns ? partner.last_seen_ns : v.last_seen_ns;
+  return {
+    rule: names.get(v.rule) ?? `#${v.rule}`,
+    proto: k.proto === IPPROTO_TCP ? 'tcp' : 'udp',
+    remote: k.saddr, remote_port: k.sport, wan_port: k.dport,
+    host: v.nat_addr, host_port: v.nat_port,
+    state: flowState(k.proto, v.seen, partner?.seen ?? 0),
+    idle_s: Math.round(Number((now - last) / 1_000_000n)) / 1000,
+  };
 }
