@@ -215,7 +215,7 @@ class DiffRun {
   }
 
   /** Apply one event to both sides; the differences found right after it. */
-  apply(ev: DiffEvent): { diffs: Difference[]; outcome?: Outcome; got?: Buffer; want?: Buffer } {
+  apply(ev: DiffEvent): { diffs: Difference[]; outcome?: Outcome; retval?: number } {
     switch (ev.k) {
       case 'tick':
         this.model.advance(BigInt(ev.ns));
@@ -241,7 +241,7 @@ class DiffRun {
     }
   }
 
-  private packet(ev: Extract<DiffEvent, { k: 'pkt' }>): { diffs: Difference[]; outcome: Outcome; got: Buffer; want: Buffer } {
+  private packet(ev: Extract<DiffEvent, { k: 'pkt' }>): { diffs: Difference[]; outcome: Outcome; retval: number } {
     const frame = buildFrame(ev.p);
     const outcome = this.model.step(ev.p.prog, frame);
     const r = ffi.progTestRun(this.fd[ev.p.prog], { data_in: frame, data_out: this.outBuf });
@@ -261,7 +261,7 @@ class DiffRun {
     }
     if (this.exact || ++this.sinceFull >= CHECK_EVERY) diffs.push(...this.compareMaps());
     else diffs.push(...this.compareTouched((frame.readUInt16BE(20) & 0x3fff) !== 0));
-    return { diffs, outcome, got: Buffer.from(got), want };
+    return { diffs, outcome, retval };
   }
 
   private check(diffs: Difference[], aspect: string, d: string | null): void {
@@ -353,9 +353,17 @@ function hexDiff(got: Buffer, want: Buffer): string {
 interface Failure {
   /** Index (in the sequence run) of the event after which the sides differed. */
   at: number;
-  /** The first aspect that differed: what shrinking keeps failing. */
+  /**
+   * What shrinking keeps failing: the kind of event, the model's path and the
+   * aspects that differed. A candidate that fails in another way is another
+   * divergence (delta debugging must not slip from one bug to another).
+   */
   sig: string;
   report: string;
+}
+
+function signature(res: ReturnType<DiffRun['apply']>): string {
+  return `${res.outcome?.path ?? 'no packet'}: ${res.diffs.map((d) => d.aspect).join(', ')}`;
 }
 
 interface RunStats { packets: number; events: number; ms: number; coverage: Map<string, number> }
@@ -390,8 +398,11 @@ function runEvents(cfg: DiffConfig, events: readonly DiffEvent[], trace = false)
   try {
     for (const [i, ev] of events.entries()) {
       const res = run.apply(ev);
-      if (trace) process.stderr.write(`${i}: ${describeEvent(ev)}${res.outcome ? `  -> ${res.outcome.verdict} (${res.outcome.path})` : ''}\n`);
-      if (res.diffs.length) return { at: i, sig: res.diffs[0]!.aspect, report: failureReport(run, ev, i, res) };
+      if (trace) {
+        const verdict = res.outcome ? `  -> model ${res.outcome.verdict} (${res.outcome.path}), kernel ${RETVAL_NAME[res.retval!] ?? res.retval}` : '';
+        process.stderr.write(`${i}: ${describeEvent(ev)}${verdict}\n`);
+      }
+      if (res.diffs.length) return { at: i, sig: signature(res), report: failureReport(run, ev, i, res) };
     }
     return null;
   } finally {
@@ -443,7 +454,7 @@ function runSeed(cfg: DiffConfig, packets: number): { failure: Failure | null; e
         const at = events.length - 1;
         const stats = { packets: n, events: events.length, ms: performance.now() - t0, coverage: run.model.coverage };
         run.close();
-        return { failure: locate(cfg, events, { at, sig: res.diffs[0]!.aspect, report: failureReport(run, ev, at, res) }), events, stats };
+        return { failure: locate(cfg, events, { at, sig: signature(res), report: failureReport(run, ev, at, res) }), events, stats };
       }
     }
     return { failure: null, events, stats: { packets: n, events: events.length, ms: performance.now() - t0, coverage: run.model.coverage } };

@@ -61,6 +61,12 @@ export const SPEC_EVERY_HOST_PACKET_REFRESHES = true;
  * full, not only the first.
  */
 export const SPEC_RECLAIM_WHEN_EITHER_ENTRY_IS_REFUSED = true;
+/**
+ * README (reclaim): dead state never blocks new state. When the outbound key
+ * of a new flow is taken by an entry that is over (an orphan idle past
+ * FLOW_ORPHAN_NS, say), the model ends that entry and inserts once more.
+ */
+export const SPEC_DEAD_ENTRY_NEVER_BLOCKS_A_FLOW = true;
 
 // --- constants of the C (written out from bpf/porttrig_abi.h and parsing.h) ----------
 
@@ -729,7 +735,11 @@ export class DatapathModel {
       created_ns: this.now, last_seen_ns: this.now, nat_addr: s.host, nat_port: port.open_lan_port, rule: rid,
       sess_peer: skey.peer, ifindex: s.ifindex, seen: 0,
     };
-    const err = this.flows.set(outKey, out, 'noexist');
+    let err = this.flows.set(outKey, out, 'noexist');
+    if (SPEC_DEAD_ENTRY_NEVER_BLOCKS_A_FLOW && err === 'EEXIST' && !this.flowGet(outKey, false)) {
+      this.cover('open:dead-reply-entry-ended');
+      err = this.flows.set(outKey, out, 'noexist');
+    }
     if (err === 'E2BIG' && mayReclaim) return 'reclaim';
     if (err !== 'ok') {
       this.count(rid, 'flows_refused');

@@ -10,10 +10,10 @@
  */
 import type { Rule } from '../../src/config/types.js';
 import { compileRules } from '../../src/rules/compile.js';
-import { DIR_IN, DIR_OUT, IPPROTO_TCP, RULE_KILL_FLOWS, type PtFlowKey } from '../../src/bpf/abi.js';
+import { DIR_IN, DIR_OUT, IPPROTO_TCP, RULE_KILL_FLOWS, RULE_PEER_CONTACTED, portIndex, type PtFlowKey } from '../../src/bpf/abi.js';
 import type { BadKind, PacketDesc } from './frames.js';
 import { DatapathModel, REFRESH_GRANULARITY_NS } from './datapath-model.js';
-import { partnerKey } from '../../src/core/sweep.js';
+import { flowFate, partnerKey } from '../../src/core/sweep.js';
 import { Prng } from './prng.js';
 
 // --- the world --------------------------------------------------------------------
@@ -188,12 +188,23 @@ export const EXCLUDE = {
    * finds pt_flows full, not when the inbound one does. With an orphan entry
    * (odd count) the table fills up to one free slot: the outbound entry takes
    * it, the inbound one fails with E2BIG and the flow is refused without a
-   * reclaim, for every new flow until a daemon sweeps. Excluded: while the
-   * table is one entry short of full, the generator lets the orphan go (as a
-   * daemon's sweep would) before anything else. Remove when pt_open_flow()
-   * reclaims on either E2BIG.
+   * reclaim, for every new flow until a daemon sweeps. Excluded: while an
+   * orphan exists and the table is full or one entry short of it (the
+   * packet's own lookup may end an orphan first), the generator lets an
+   * orphan go (as a daemon's sweep would) before anything else. Remove when
+   * pt_open_flow() reclaims on either E2BIG.
    */
   inboundEntryOfFullTable: true,
+  /**
+   * Finding 5 (README: "dead state never blocks new state"): when the
+   * outbound key of a new flow is held by an entry that is over (an orphan
+   * idle past PT_FLOW_ORPHAN_NS), pt_open_flow() gets EEXIST and refuses the
+   * flow without judging that entry; nothing but a daemon's sweep or a packet
+   * of the LAN host on it removes it, so the 5-tuple stays blocked. Excluded:
+   * such an entry goes first (as a daemon's sweep would). Remove when
+   * pt_open_flow() ends a dead entry it collides with and inserts again.
+   */
+  deadEntryUnderNewFlowKey: true,
 };
 
 // --- the generator -----------------------------------------------------------------------
@@ -218,7 +229,11 @@ export class Generator {
     if (roll < 0.36) return { k: 'tick', ns: this.tick(m) };
     if (roll < 0.3635) return { k: 'sweep' };
     if (roll < 0.36356) return this.reload();
-    if (roll < 0.36406 && m.flows.size > 0) return { k: 'drop', key: r.pick(m.flows.list())[0] };
+    if (roll < 0.36406 && m.flows.size > 0) {
+      const key = r.pick(m.flows.list())[0];
+      if (key.dir === DIR_IN) this.pastFlows.push(key, key, key);  // its tuple comes back, to find the orphan
+      return { k: 'drop', key };
+    }
     const p = this.packet(m);
     return this.instead(m, p) ?? { k: 'pkt', p };
   }
@@ -228,12 +243,32 @@ export class Generator {
    * send it): the clock moves on past the case, or the orphan goes.
    */
   private instead(m: DatapathModel, p: PacketDesc): DiffEvent | null {
-    if (EXCLUDE.inboundEntryOfFullTable && p.prog === 'wan' && m.flows.size === m.flows.capacity - 1) {
-      const orphan = m.flows.list().find(([k, v]) => !m.flows.has(partnerKey(k, v)));
+    if (EXCLUDE.inboundEntryOfFullTable && p.prog === 'wan' && m.flows.size >= m.flows.capacity - 1) {
+      // An orphan: its partner is missing, or the entry under its partner's key is another flow's.
+      const orphan = m.flows.list().find(([k, v]) => m.flows.get(partnerKey(k, v))?.created_ns !== v.created_ns);
       if (orphan) return { k: 'drop', key: orphan[0] };
+    }
+    if (EXCLUDE.deadEntryUnderNewFlowKey && p.prog === 'wan' && (p.proto === 'tcp' || p.proto === 'udp') && p.dst === WAN) {
+      const dead = this.deadReplyEntry(m, p);
+      if (dead) return { k: 'drop', key: dead };
     }
     const wait = this.tooSoon(m, p);
     return wait > 0n ? { k: 'tick', ns: Number(wait) } : null;
+  }
+
+  /** The outbound key a new flow for `p` would take, when an entry that is over holds it. */
+  private deadReplyEntry(m: DatapathModel, p: PacketDesc): PtFlowKey | null {
+    const proto = p.proto === 'tcp' ? 'tcp' : 'udp';
+    const port = m.cfg.ports.get(portIndex(proto, p.dport ?? 0));
+    const rule = port?.open_rule ? m.cfg.rules.get(port.open_rule) : undefined;
+    if (!port || !rule) return null;
+    const s = m.sessions.get({ rule: port.open_rule, peer: rule.flags & RULE_PEER_CONTACTED ? p.src : '0.0.0.0' });
+    if (!s) return null;
+    const key: PtFlowKey = { saddr: s.host, daddr: p.src, sport: port.open_lan_port, dport: p.sport ?? 0, proto: proto === 'tcp' ? IPPROTO_TCP : 17, dir: DIR_OUT };
+    const v = m.flows.get(key);
+    if (!v) return null;
+    const fate = flowFate(key, v, m.flows.get(partnerKey(key, v)), m.cfg.rules.get(v.rule), m.sessions.get({ rule: v.rule, peer: v.sess_peer }), m.now);
+    return fate === 'live' ? null : key;
   }
 
   /** EXCLUDE.hostPacketOnFreshOutEntry: how long until `p` is no such case (0: it is none). */
