@@ -33,7 +33,7 @@ import { CLOCK_BIAS_NS, DIRECTIONS, RULE_COUNTERS, VERDICTS } from '../../src/bp
 import type { RawMap } from '../../src/bpf/map.js';
 import { bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import { describe as describeFrame, verifyChecksums } from '../helpers/packet.js';
-import { DatapathModel, type Act, type ModelMap, type Outcome } from '../model/datapath-model.js';
+import { DatapathModel, type Act, type ModelConfig, type ModelMap, type Outcome } from '../model/datapath-model.js';
 import { buildFrame, describeDesc, expectedFrame } from '../model/frames.js';
 import {
   Generator, INITIALLY_DISABLED, LAN_NETS, LOCAL_ADDRS, RULES, WAN, WAN_IFINDEX, WAN_PORTS_USED, configForSeed, rulesWith,
@@ -75,7 +75,12 @@ class MapReader {
     this.count.writeUInt32LE(this.capacity);
     const r = ffi.mapLookupBatch(this.raw.fd, this.after, this.out, this.keys, this.values, this.count);
     if (r < 0 && r !== -ENOENT) throw new Error(`${this.raw.name}: lookup_batch: errno ${-r}`);
-    return this.count.readUInt32LE();
+    const n = this.count.readUInt32LE();
+    // A hash map's walk that stops before its end (r 0) did not see every entry.
+    if (r === 0 && !this.after && n === this.capacity && this.raw.info.maxEntries > this.capacity) {
+      throw new Error(`${this.raw.name}: more than ${this.capacity} entries, the reader's capacity`);
+    }
+    return n;
   }
 }
 
@@ -110,18 +115,24 @@ const show = (v: unknown): string => JSON.stringify(v, (_, x) => (typeof x === '
 /** The differences of a map, decoded, one line each. Null when there are none (but ignored ones). */
 function explainMap<K, V>(rd: MapReader, n: number, m: ModelMap<K, V>, ignore?: (v: V) => boolean): string | null {
   const gone = (v: V | undefined): boolean => v === undefined || (ignore?.(v) ?? false);
-  const kernel = new Map<string, { key: K; value: V }>();
+  const kernel = new Map<string, { key: K; value: V; bytes: Buffer }>();
   for (let i = 0; i < n; i++) {
     const id = rd.keys.toString('latin1', i * rd.keySize, (i + 1) * rd.keySize);
-    kernel.set(id, { key: m.keyCodec.parse(rd.keys, i * rd.keySize), value: m.valueCodec.parse(rd.values, i * rd.valueBytes) });
+    const off = i * rd.valueBytes;
+    kernel.set(id, {
+      key: m.keyCodec.parse(rd.keys, i * rd.keySize), value: m.valueCodec.parse(rd.values, off),
+      bytes: Buffer.from(rd.values.subarray(off, off + m.valueCodec.size)),
+    });
   }
   const lines: string[] = [];
   for (const [id, k] of kernel) {
     const e = m.entries.get(id);
     if (gone(k.value) && gone(e?.value)) continue;
     if (!e || gone(e.value)) lines.push(`  only in the kernel: ${show(k.key)} = ${show(k.value)}`);
-    else if (gone(k.value) || !e.bytes.equals(m.valueCodec.format(k.value))) {
-      lines.push(`  ${show(k.key)}:\n    kernel ${show(k.value)}\n    model  ${show(e.value)}`);
+    else if (gone(k.value) || !e.bytes.equals(k.bytes)) {
+      // Raw bytes, so that a difference the codec does not show (padding) is not lost.
+      const same = show(k.value) === show(e.value) ? ` (bytes kernel ${k.bytes.toString('hex')}, model ${e.bytes.toString('hex')})` : '';
+      lines.push(`  ${show(k.key)}:${same}\n    kernel ${show(k.value)}\n    model  ${show(e.value)}`);
     }
   }
   for (const [id, e] of m.entries) {
@@ -144,6 +155,17 @@ function writeRulesFresh(f: TestDatapath, c: CompiledRules): void {
   maps.ruleNames.setMany([...c.ids].map(([name, id]) => [id, { name }] as const));
   maps.rules.setMany([...c.rules]);
   maps.ports.setMany([...c.ports]);
+}
+
+/** A change to the model's configuration: the identity, but for the self-test. */
+type Tweak = (c: ModelConfig) => ModelConfig;
+
+/** The model's view of a run's configuration. */
+function modelConfig(cfg: DiffConfig, compiled: CompiledRules): ModelConfig {
+  return {
+    wanAddr: WAN, localAddrs: LOCAL_ADDRS, lanNets: LAN_NETS, sessionsPerHost: cfg.sessionsPerHost, limits: cfg.limits,
+    ifindex: ffi.ifNameToIndex('lo'), rules: compiled.rules, ports: compiled.ports,
+  };
 }
 
 /** Packets between two full comparisons of every map in a normal run. */
@@ -173,7 +195,11 @@ class DiffRun {
   private readonly counterValue: Buffer;
   private sinceFull = 0;
 
-  constructor(readonly cfg: DiffConfig, readonly exact = false) {
+  /**
+   * `exact`: compare every map after every packet. `tweak`: change the
+   * model's configuration (the self-test's deliberately wrong models).
+   */
+  constructor(readonly cfg: DiffConfig, readonly exact = false, tweak: Tweak = (c) => c) {
     this.f = makeTestDatapath({ testClock: true, limits: cfg.limits });
     try {
       const compiled = compileRules(rulesWith(INITIALLY_DISABLED));
@@ -184,10 +210,7 @@ class DiffRun {
       this.f.state.setLocalAddrs(LOCAL_ADDRS);
       this.f.state.setLanNets(LAN_NETS);
       this.f.dp.setTestClock(CLOCK_START);
-      this.model = new DatapathModel({
-        wanAddr: WAN, localAddrs: LOCAL_ADDRS, lanNets: LAN_NETS, sessionsPerHost: cfg.sessionsPerHost, limits: cfg.limits,
-        ifindex: ffi.ifNameToIndex('lo'), rules: compiled.rules, ports: compiled.ports,
-      }, CLOCK_START);
+      this.model = new DatapathModel(tweak(modelConfig(cfg, compiled)), CLOCK_START);
       this.state = new PorttrigState(this.f.dp.maps, () => this.model.now);
       this.fd = { lan: this.f.dp.programFd('lan'), wan: this.f.dp.programFd('wan') };
       const maps = this.f.dp.maps;
@@ -197,7 +220,7 @@ class DiffRun {
         sessions: new MapReader(maps.sessions.raw),
         hosts: new MapReader(maps.hostSessions.raw),
         flows: new MapReader(maps.flows.raw),
-        frags: new MapReader(maps.frags.raw, 256),
+        frags: new MapReader(maps.frags.raw),
         reclaim: new MapReader(maps.reclaim.raw),
         ruleStats: new MapReader(maps.ruleStats.raw, this.nRules * RULE_COUNTERS.length, after),
         pktStats: new MapReader(maps.pktStats.raw),
@@ -393,8 +416,8 @@ function failureReport(run: DiffRun, ev: DiffEvent, at: number, res: ReturnType<
 }
 
 /** Run `events` on a fresh data path and model; the first divergence, if any. */
-function runEvents(cfg: DiffConfig, events: readonly DiffEvent[], trace = false): Failure | null {
-  const run = new DiffRun(cfg, true);
+function runEvents(cfg: DiffConfig, events: readonly DiffEvent[], trace = false, tweak?: Tweak): Failure | null {
+  const run = new DiffRun(cfg, true, tweak);
   try {
     for (const [i, ev] of events.entries()) {
       const res = run.apply(ev);
@@ -414,10 +437,7 @@ function runEvents(cfg: DiffConfig, events: readonly DiffEvent[], trace = false)
 function generate(cfg: DiffConfig, packets: number): DiffEvent[] {
   const compiled = compileRules(rulesWith(INITIALLY_DISABLED));
   let ids = compiled.ids;
-  const model = new DatapathModel({
-    wanAddr: WAN, localAddrs: LOCAL_ADDRS, lanNets: LAN_NETS, sessionsPerHost: cfg.sessionsPerHost, limits: cfg.limits,
-    ifindex: ffi.ifNameToIndex('lo'), rules: compiled.rules, ports: compiled.ports,
-  }, CLOCK_START);
+  const model = new DatapathModel(modelConfig(cfg, compiled), CLOCK_START);
   const gen = new Generator(cfg);
   const events: DiffEvent[] = [];
   for (let n = 0; n < packets;) {
@@ -437,9 +457,9 @@ function generate(cfg: DiffConfig, packets: number): DiffEvent[] {
 }
 
 /** Generate and run a seed's sequence in one go (the generator reads the run's model). */
-function runSeed(cfg: DiffConfig, packets: number): { failure: Failure | null; events: DiffEvent[]; stats: RunStats } {
+function runSeed(cfg: DiffConfig, packets: number, tweak?: Tweak): { failure: Failure | null; events: DiffEvent[]; stats: RunStats } {
   const t0 = performance.now();
-  const run = new DiffRun(cfg);
+  const run = new DiffRun(cfg, false, tweak);
   const gen = new Generator(cfg);
   const events: DiffEvent[] = [];
   let n = 0;
@@ -454,7 +474,7 @@ function runSeed(cfg: DiffConfig, packets: number): { failure: Failure | null; e
         const at = events.length - 1;
         const stats = { packets: n, events: events.length, ms: performance.now() - t0, coverage: run.model.coverage };
         run.close();
-        return { failure: locate(cfg, events, { at, sig: signature(res), report: failureReport(run, ev, at, res) }), events, stats };
+        return { failure: locate(cfg, events, { at, sig: signature(res), report: failureReport(run, ev, at, res) }, tweak), events, stats };
       }
     }
     return { failure: null, events, stats: { packets: n, events: events.length, ms: performance.now() - t0, coverage: run.model.coverage } };
@@ -468,8 +488,8 @@ function runSeed(cfg: DiffConfig, packets: number): { failure: Failure | null; e
  * before: run the sequence again comparing every map after every event, and
  * report the first event after which the sides differ.
  */
-function locate(cfg: DiffConfig, events: readonly DiffEvent[], seen: Failure): Failure {
-  return runEvents(cfg, events.slice(0, seen.at + 1)) ?? seen;
+function locate(cfg: DiffConfig, events: readonly DiffEvent[], seen: Failure, tweak?: Tweak): Failure {
+  return runEvents(cfg, events.slice(0, seen.at + 1), false, tweak) ?? seen;
 }
 
 /**
@@ -641,8 +661,11 @@ test('differential: the data path and the reference model agree on every packet,
     total += stats.packets;
     events += stats.events;
     for (const [k, n] of stats.coverage) coverage.set(k, (coverage.get(k) ?? 0) + n);
-    t.diagnostic(`seed ${cfg.seed}: ${stats.packets} packets, ${stats.events} events, ${Math.round(stats.ms)} ms ` +
-      `(limits ${show(cfg.limits)}, sessions_per_host ${cfg.sessionsPerHost}, ${cfg.lanHosts.length} LAN hosts)`);
+    const line = `seed ${cfg.seed}: ${stats.packets} packets, ${stats.events} events, ${Math.round(stats.ms)} ms ` +
+      `(limits ${show(cfg.limits)}, sessions_per_host ${cfg.sessionsPerHost}, ${cfg.lanHosts.length} LAN hosts)`;
+    t.diagnostic(line);
+    // The TAP reporter shows diagnostics only when the test ends: long runs say how far they got.
+    if (TIME_S > 0) process.stderr.write(`differential: ${line}${failure ? ': DIVERGES' : ''}\n`);
     if (failure) assert.fail(failureMessage(cfg, PACKETS, seq, failure, SHRINK_MS));
     if (TIME_S > 0 && i === seeds.length - 1 && performance.now() - t0 < TIME_S * 1000) seeds.push((seeds[i]! * 1103515245 + 12345) % 2_147_483_647);
   }
@@ -652,5 +675,25 @@ test('differential: the data path and the reference model agree on every packet,
   if (!env.PT_DIFF_SEEDS && !env.PT_DIFF_PACKETS) {
     const missing = MUST_COVER.filter((p) => !coverage.has(p));
     assert.deepEqual(missing, [], `the generator no longer reaches ${missing.join(', ')}; paths taken:\n${coverageTable(coverage)}`);
+  }
+});
+
+const REPLAYING = env.PT_DIFF_REPLAY !== undefined || env.PT_DIFF_KEEP !== undefined;
+
+test('differential: a wrong model is caught, at the packet where it goes wrong', { skip: SKIP ?? (REPLAYING ? 'replaying' : undefined) }, () => {
+  // Models wrong in one detail each: the harness must see every kind of
+  // difference (verdict and bytes, maps, counters), or agreement means nothing.
+  const cases: { name: string; tweak: Tweak; aspect: string }[] = [
+    { name: 'another WAN address', tweak: (c) => ({ ...c, wanAddr: '203.0.113.77' }), aspect: 'verdict' },
+    { name: 'sessions_per_host one higher', tweak: (c) => ({ ...c, sessionsPerHost: c.sessionsPerHost + 1 }), aspect: 'pt_sessions' },
+    { name: 'sessions stamped with another ifindex', tweak: (c) => ({ ...c, ifindex: c.ifindex + 1 }), aspect: 'pt_sessions' },
+  ];
+  for (const c of cases) {
+    const cfg = configForSeed(3);
+    const { failure, events } = runSeed(cfg, 3000, c.tweak);
+    assert.ok(failure, `a model with ${c.name} agreed with the data path for 3000 packets`);
+    assert.ok(failure.sig.includes(c.aspect), `a model with ${c.name}: caught by ${failure.sig}, expected ${c.aspect}:\n${failure.report}`);
+    // Located exactly: the sequence one event shorter agrees.
+    assert.equal(runEvents(cfg, events.slice(0, failure.at), false, c.tweak), null, `a model with ${c.name}: not located at event ${failure.at}`);
   }
 });

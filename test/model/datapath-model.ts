@@ -22,7 +22,7 @@
  * data path never checks it).
  */
 import {
-  DIR_IN, DIR_OUT, FLOW_ORPHAN_NS, FRAG_TIMEOUT_NS, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec, HostCodec,
+  DIR_IN, DIR_OUT, FRAG_TIMEOUT_NS, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec, HostCodec,
   IPPROTO_TCP, IPPROTO_UDP, PT_MAX_RULES, RECLAIM, RECLAIM_INTERVAL_NS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
   RULE_KILL_FLOWS, RULE_PEER_CONTACTED, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN, SessionCodec, SessionKeyCodec, VERDICTS,
   portIndex, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtHost, type PtPort, type PtReclaim,
@@ -245,12 +245,6 @@ export class ModelMap<K, V> {
     return [...this.entries.values()].map((e) => [e.key, e.value]);
   }
 
-  /** Deep copy (values are immutable, so sharing them is safe). */
-  clone(): ModelMap<K, V> {
-    const m = new ModelMap(this.name, this.keyCodec, this.valueCodec, this.capacity, this.keyId);
-    for (const [id, e] of this.entries) m.entries.set(id, e);
-    return m;
-  }
 }
 
 // --- key bytes, fast -----------------------------------------------------------------------
@@ -888,7 +882,4 @@ export class DatapathModel {
       return (r.flags & RULE_ENABLED) !== 0 && liveUntil(s.last_seen_ns, r.idle_timeout_ns, this.now);
     });
   }
-
-  /** Orphan timeout, re-exported for the generator's boundary times. */
-  static readonly ORPHAN_NS = FLOW_ORPHAN_NS;
 }

@@ -81,6 +81,8 @@ export interface PacketDesc {
   payload?: number;
   /** UDP sent without a checksum (0). */
   udpZero?: boolean;
+  /** The last two payload bytes (an even payload): chosen so that a checksum comes out as wanted. */
+  fill?: number;
   /** This frame is one fragment of the datagram: IP payload bytes [off, off + len); off 0 is the first (MF). */
   frag?: { off: number; len: number };
   icmp?: IcmpDesc;
@@ -125,6 +127,7 @@ export function specOf(d: PacketDesc): PacketSpec {
   };
   const eth = { dst: MACS[d.mac ?? 'host'], ...(d.etype !== undefined ? { type: d.etype } : {}) };
   const payload = bytesOf(d.payload ?? 0, 1);
+  if (d.fill !== undefined && payload.length >= 2) payload.writeUInt16BE(d.fill, payload.length - 2);
   if (d.proto === 'tcp') {
     const flags = d.flags ?? 0x02;
     return {
@@ -275,9 +278,24 @@ export function describeDesc(d: PacketDesc): string {
   if (d.tcpOpts) extra.push(`tcpopts ${d.tcpOpts * 4}`);
   if (d.payload) extra.push(`payload ${d.payload}`);
   if (d.udpZero) extra.push('udp csum 0');
+  if (d.fill !== undefined) extra.push(`fill 0x${d.fill.toString(16)}`);
   if (d.pad) extra.push(`pad ${d.pad}`);
   if (d.bad) extra.push(`BAD ${d.bad}${d.badArg !== undefined ? `(${d.badArg})` : ''}`);
   return extra.length ? `${s} ${extra.join(' ')}` : s;
+}
+
+/**
+ * The filler that makes the UDP checksum of `d` after the rewrite `r` come
+ * out as 0, which must then be sent as 0xffff (RFC 768): `d` with that fill.
+ * `d` needs an even payload of at least 2 bytes and a checksum.
+ */
+export function withZeroChecksumAfter(d: PacketDesc, r: Rewrite): PacketDesc {
+  const probe = { ...d, fill: 0 };
+  const frame = buildFrame(rewriteDesc(probe, r));
+  const ck = frame.readUInt16BE(frame.length - (d.pad ?? 0) - (d.payload ?? 0) - 2);
+  // The checksum is ~S; adding w to the sum gives ~(S + w): 0 when S + w = 0xffff.
+  const s = ~ck & 0xffff;
+  return { ...d, fill: (0xffff - s) & 0xffff };
 }
 
 /** IP protocol number of a description. */

@@ -10,9 +10,12 @@
  */
 import type { Rule } from '../../src/config/types.js';
 import { compileRules } from '../../src/rules/compile.js';
-import { DIR_IN, DIR_OUT, IPPROTO_TCP, RULE_KILL_FLOWS, RULE_PEER_CONTACTED, portIndex, type PtFlowKey } from '../../src/bpf/abi.js';
-import type { BadKind, PacketDesc } from './frames.js';
-import { DatapathModel, REFRESH_GRANULARITY_NS } from './datapath-model.js';
+import {
+  DIR_IN, DIR_OUT, FLOW_ORPHAN_NS, FLOW_TIMEOUT_TCP_EST_NS, FLOW_TIMEOUT_TCP_TRANS_NS, FLOW_TIMEOUT_UDP_NS, FRAG_TIMEOUT_NS,
+  IPPROTO_TCP, RECLAIM_INTERVAL_NS, RULE_KILL_FLOWS, RULE_PEER_CONTACTED, portIndex, type PtFlowKey,
+} from '../../src/bpf/abi.js';
+import { withZeroChecksumAfter, type BadKind, type PacketDesc } from './frames.js';
+import { REFRESH_GRANULARITY_NS, type DatapathModel } from './datapath-model.js';
 import { flowFate, partnerKey } from '../../src/core/sweep.js';
 import { Prng } from './prng.js';
 
@@ -337,17 +340,17 @@ export class Generator {
       if (!f.length) return null;
       const v = r.pick(f)[1];
       if (choice === 'stamp') return v.last_seen_ns + REFRESH_GRANULARITY_NS + plus;
-      const timer = r.pick([DatapathModel.ORPHAN_NS, 240n * BigInt(S), 300n * BigInt(S), 7440n * BigInt(S)]);
+      const timer = r.pick([FLOW_ORPHAN_NS, FLOW_TIMEOUT_TCP_TRANS_NS, FLOW_TIMEOUT_UDP_NS, FLOW_TIMEOUT_TCP_EST_NS]);
       return v.last_seen_ns + timer + plus;
     }
     if (choice === 'frag') {
       const f = m.frags.list();
-      return f.length ? r.pick(f)[1].first_ns + 5n * BigInt(S) + plus : null;
+      return f.length ? r.pick(f)[1].first_ns + FRAG_TIMEOUT_NS + plus : null;
     }
     if (choice === 'reclaim') {
       const st = r.pick(m.reclaimState.list())[1];
       if (st.last_ns === 0n) return null;
-      return r.chance(0.5) || st.next_ns === 0n ? st.last_ns + BigInt(S) - 1n + plus : st.next_ns + plus;
+      return r.chance(0.5) || st.next_ns === 0n ? st.last_ns + RECLAIM_INTERVAL_NS - 1n + plus : st.next_ns + plus;
     }
     const h = m.hosts.list().filter(([, v]) => v.recheck_ns !== 0n);
     return h.length ? r.pick(h)[1].recheck_ns + plus : null;
@@ -445,10 +448,16 @@ export class Generator {
     const k = this.flowKey(m, DIR_IN);
     if (!k) return this.inboundNew(m);
     const flags = r.weighted(INBOUND_FLAGS);
-    return {
+    const d = {
       prog: 'wan', src: k.saddr, dst: k.daddr, sport: k.sport, dport: k.dport,
       ...this.tcpOrUdp(k.proto === IPPROTO_TCP ? 'tcp' : 'udp', flags),
     } as PacketDesc;
+    const v = m.flows.get(k);
+    // Now and then a datagram whose checksum becomes 0 when translated (then sent as 0xffff).
+    if (v && d.proto === 'udp' && !d.udpZero && r.chance(0.08)) {
+      return withZeroChecksumAfter({ ...d, payload: 2 * r.int(1, 12) }, { kind: 'l4', dst: true, addr: v.nat_addr, port: v.nat_port });
+    }
+    return d;
   }
 
   /** A LAN host's reply on a flow (live, or ended lately), or from an open LAN port without one. */
@@ -461,10 +470,15 @@ export class Generator {
       return { prog: 'lan', src: this.lanHost(), dst: r.pick(REMOTES), sport: o.lanPort, dport: this.remotePort(), ...this.tcpOrUdp(o.proto, flags) } as PacketDesc;
     }
     const src = r.chance(0.95) ? k.saddr : this.lanHost();
-    return {
+    const d = {
       prog: 'lan', src, dst: k.daddr, sport: k.sport, dport: k.dport,
       ...this.tcpOrUdp(k.proto === IPPROTO_TCP ? 'tcp' : 'udp', flags),
     } as PacketDesc;
+    const v = m.flows.get(k);
+    if (v && src === k.saddr && d.proto === 'udp' && !d.udpZero && r.chance(0.08)) {
+      return withZeroChecksumAfter({ ...d, payload: 2 * r.int(1, 12) }, { kind: 'l4', dst: false, addr: v.nat_addr, port: v.nat_port });
+    }
+    return d;
   }
 
   /** IP payload bytes of a whole datagram. */
