@@ -286,7 +286,16 @@ export interface ModelConfig {
   ports: ReadonlyMap<number, PtPort>;
 }
 
-const ipInt = (a: string): number => a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+const ipInts = new Map<string, number>();
+/** 10.1.2.3 -> its 32-bit value (memoised: a run sees a few dozen addresses). */
+function ipInt(a: string): number {
+  let x = ipInts.get(a);
+  if (x === undefined) {
+    x = a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+    if (ipInts.size < 4096) ipInts.set(a, x);
+  }
+  return x;
+}
 
 // --- the model ----------------------------------------------------------------------------
 

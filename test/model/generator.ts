@@ -230,9 +230,9 @@ export class Generator {
     this.notePastFlows(m);
     const roll = r.next();
     if (roll < 0.36) return { k: 'tick', ns: this.tick(m) };
-    if (roll < 0.3635) return { k: 'sweep' };
-    if (roll < 0.36356) return this.reload();
-    if (roll < 0.36406 && m.flows.size > 0) {
+    if (roll < 0.3622) return { k: 'sweep' };
+    if (roll < 0.3623) return this.reload();
+    if (roll < 0.3628 && m.flows.size > 0) {
       const key = r.pick(m.flows.list())[0];
       if (key.dir === DIR_IN) this.pastFlows.push(key, key, key);  // its tuple comes back, to find the orphan
       return { k: 'drop', key };
