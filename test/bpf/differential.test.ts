@@ -36,7 +36,7 @@ import { describe as describeFrame, verifyChecksums } from '../helpers/packet.js
 import { DatapathModel, type Act, type ModelConfig, type ModelMap, type Outcome } from '../model/datapath-model.js';
 import { buildFrame, describeDesc, expectedFrame } from '../model/frames.js';
 import {
-  Generator, INITIALLY_DISABLED, LAN_NETS, LOCAL_ADDRS, RULES, WAN, WAN_IFINDEX, WAN_PORTS_USED, configForSeed, rulesWith,
+  Generator, INITIALLY_DISABLED, RULES, WAN, WAN_IFINDEX, WAN_PORTS_USED, configForSeed, rulesWith,
   type DiffConfig, type DiffEvent,
 } from '../model/generator.js';
 
@@ -180,7 +180,7 @@ type Tweak = (c: ModelConfig) => ModelConfig;
 /** The model's view of a run's configuration. */
 function modelConfig(cfg: DiffConfig, compiled: CompiledRules): ModelConfig {
   return {
-    wanAddr: WAN, localAddrs: LOCAL_ADDRS, lanNets: LAN_NETS, sessionsPerHost: cfg.sessionsPerHost, limits: cfg.limits,
+    wanAddr: WAN, localAddrs: cfg.localAddrs, lanNets: cfg.lanNets, sessionsPerHost: cfg.sessionsPerHost, limits: cfg.limits,
     ifindex: ffi.ifNameToIndex('lo'), rules: compiled.rules, ports: compiled.ports,
   };
 }
@@ -226,8 +226,8 @@ class DiffRun {
       this.nRules = RULES.length;
       writeRulesFresh(this.f, compiled);
       this.f.state.setRuntime(WAN, WAN_IFINDEX, cfg.sessionsPerHost);
-      this.f.state.setLocalAddrs(LOCAL_ADDRS);
-      this.f.state.setLanNets(LAN_NETS);
+      this.f.state.setLocalAddrs(cfg.localAddrs);
+      this.f.state.setLanNets(cfg.lanNets);
       this.f.dp.setTestClock(CLOCK_START);
       this.model = new DatapathModel(tweak(modelConfig(cfg, compiled)), CLOCK_START);
       this.state = new PorttrigState(this.f.dp.maps, () => this.model.now);
@@ -682,7 +682,8 @@ test('differential: the data path and the reference model agree on every packet,
     events += stats.events;
     for (const [k, n] of stats.coverage) coverage.set(k, (coverage.get(k) ?? 0) + n);
     const line = `seed ${cfg.seed}: ${stats.packets} packets, ${stats.events} events, ${Math.round(stats.ms)} ms ` +
-      `(limits ${show(cfg.limits)}, sessions_per_host ${cfg.sessionsPerHost}, ${cfg.lanHosts.length} LAN hosts)`;
+      `(limits ${show(cfg.limits)}, sessions_per_host ${cfg.sessionsPerHost}, ${cfg.lanHosts.length} LAN hosts, ` +
+      `${cfg.localAddrs.length} local addresses, LAN ${cfg.lanNets.join(' ')})`;
     t.diagnostic(line);
     // The TAP reporter shows diagnostics only when the test ends: long runs say how far they got.
     if (TIME_S > 0) process.stderr.write(`differential: ${line}${failure ? ': DIVERGES' : ''}\n`);

@@ -123,18 +123,40 @@ export interface DiffConfig {
   limits: { sessions: number; flows: number };
   sessionsPerHost: number;
   lanHosts: string[];
+  /** The gateway's own addresses: GW_LAN and WAN, and on some seeds more than pt_config carries inline. */
+  localAddrs: string[];
+  /** LAN subnets: 10.0.0.0/24, and on some seeds a routed prefix (interfaces.lan_networks). */
+  lanNets: string[];
 }
 
-/** The configuration of a seed: small limits (so that limits and reclaiming happen), 3-10 LAN hosts. */
+/** A prefix routed behind the LAN (lan_networks), and a host in it. */
+const ROUTED_LAN = '10.20.0.0/16';
+const ROUTED_HOST = '10.20.5.5';
+/** More of the gateway's own addresses: pt_config carries 8 inline, the rest only pt_local_addrs. */
+const MORE_LOCAL_ADDRS = ['10.0.0.240', '10.0.0.241', '10.0.0.242', '10.0.0.243', '10.0.0.244', '10.0.0.245', '192.0.2.200', '198.51.100.200'];
+
+/**
+ * The configuration of a seed: small limits (so that limits and reclaiming
+ * happen), 3-10 LAN hosts; on some seeds 10 local addresses and a routed LAN
+ * prefix.
+ */
 export function configForSeed(seed: number): DiffConfig {
   const r = new Prng(seed ^ 0x5eed5eed);
   const n = r.int(3, 10);
-  return {
+  const cfg: DiffConfig = {
     seed,
     limits: { sessions: r.int(4, 12), flows: r.int(3, 10) },
     sessionsPerHost: r.int(1, 3),
     lanHosts: Array.from({ length: n }, (_, i) => `10.0.0.${2 + i}`),
+    localAddrs: [...LOCAL_ADDRS],
+    lanNets: [...LAN_NETS],
   };
+  if (r.chance(0.5)) cfg.localAddrs.push(...MORE_LOCAL_ADDRS);
+  if (r.chance(0.5)) {
+    cfg.lanNets.push(ROUTED_LAN);
+    cfg.lanHosts.push(ROUTED_HOST);
+  }
+  return cfg;
 }
 
 /** One step of a run. Plain data: a sequence prints and replays as JSON. */
@@ -219,9 +241,17 @@ export class Generator {
   /** Flow keys seen in the model lately, to send packets on flows that have ended since. */
   private readonly pastFlows: PtFlowKey[] = [];
   private disabled: string[] = [...INITIALLY_DISABLED];
+  /** LAN destinations that are not a remote host, WAN sources never translated, odd LAN sources: with this seed's own addresses. */
+  private readonly oddDsts: string[];
+  private readonly martians: string[];
+  private readonly oddSrcs: string[];
 
   constructor(readonly cfg: DiffConfig) {
     this.r = new Prng(cfg.seed);
+    const extra = cfg.localAddrs.filter((a) => !LOCAL_ADDRS.includes(a));
+    this.oddDsts = [...LAN_ODD_DSTS, ...extra, ...(cfg.lanHosts.includes(ROUTED_HOST) ? [ROUTED_HOST] : [])];
+    this.martians = [...WAN_MARTIANS, ...extra, ...(cfg.lanHosts.includes(ROUTED_HOST) ? [ROUTED_HOST] : [])];
+    this.oddSrcs = [...LAN_ODD_SRCS, ...extra];
   }
 
   /** The next event, given the model's state now. */
@@ -394,7 +424,7 @@ export class Generator {
   }
 
   private lanHost(): string {
-    return this.r.chance(0.9) ? this.r.pick(this.cfg.lanHosts) : this.r.pick(LAN_ODD_SRCS);
+    return this.r.chance(0.9) ? this.r.pick(this.cfg.lanHosts) : this.r.pick(this.oddSrcs);
   }
 
   private remotePort(): number {
@@ -409,7 +439,7 @@ export class Generator {
     const flags = r.weighted(TRIGGER_FLAGS);
     const sport = r.chance(0.9) ? r.int(41000, 41003) : r.pick(OPEN).lanPort;
     return {
-      prog: 'lan', src: this.lanHost(), dst: r.chance(0.9) ? r.pick(REMOTES) : r.pick(LAN_ODD_DSTS),
+      prog: 'lan', src: this.lanHost(), dst: r.chance(0.9) ? r.pick(REMOTES) : r.pick(this.oddDsts),
       sport, dport: t.port, ...this.tcpOrUdp(t.proto, flags),
     } as PacketDesc;
   }
@@ -418,7 +448,7 @@ export class Generator {
   private inboundNew(m: DatapathModel): PacketDesc {
     const r = this.r;
     const live = m.liveSessions();
-    let src = r.chance(0.85) ? r.pick(REMOTES) : r.pick(WAN_MARTIANS);
+    let src = r.chance(0.85) ? r.pick(REMOTES) : r.pick(this.martians);
     let open = r.pick(OPEN);
     if (live.length && r.chance(0.6)) {
       const [k] = r.pick(live);
@@ -528,7 +558,7 @@ export class Generator {
     const rport = mismatch ? k.sport + 1 : k.sport;
     if (r.chance(0.6)) {
       // From the WAN, about the flow's reply WAN:wanport -> remote:rport.
-      const src = r.weighted([[5, k.saddr], [4, ROUTER], [1, r.pick(WAN_MARTIANS)]]);
+      const src = r.weighted([[5, k.saddr], [4, ROUTER], [1, r.pick(this.martians)]]);
       return {
         prog: 'wan', proto: 'icmp', src, dst: r.chance(0.95) ? WAN : OTHER_WAN,
         icmp: { type, code, quoteL4, quoted: { proto, src: WAN, dst: k.saddr, sport: k.dport, dport: rport, payload, ...extra } },
