@@ -10,9 +10,9 @@
  * what the C documents (order of checks, which counter counts what, refresh
  * granularity, reclaim rate limits), because those are observable in the maps.
  * Where the C and SPEC disagree the model follows SPEC (see SPEC_* below and
- * the report of the differential test). Flow fates and the daemon's sweep are
- * not re-implemented: flowFate() and planSweep() of src/core/sweep.ts decide,
- * so the sweeper's decisions are under test too.
+ * the report of the differential test). Flow fates are not re-implemented:
+ * flowFate() of src/core/sweep.ts decides (after the data path's port check).
+ * The daemon's sweep is the kernel's pt_sweep program, modelled in sweep().
  *
  * Not modelled: concurrency between CPUs (one packet at a time), the LRU
  * eviction of pt_frags (the generator stays far below its 4096 entries), the
@@ -22,14 +22,14 @@
  * data path never checks it).
  */
 import {
-  DIR_IN, DIR_OUT, FRAG_TIMEOUT_NS, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec, HostCodec,
-  IPPROTO_TCP, IPPROTO_UDP, PT_MAX_RULES, RECLAIM, RECLAIM_INTERVAL_NS, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
+  DIR_IN, DIR_OUT, FRAG_TIMEOUT_NS, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
+  FLOW_TIMEOUT_TCP_TRANS_NS, IPPROTO_TCP, IPPROTO_UDP, PT_MAX_RULES, RECLAIM, RECLAIM_BATCH, RECLAIM_GAP_NS, RECLAIM_INTERVAL_NS, ReclaimCodec, RULE_CONFLICT_LAST, RULE_COUNTERS, RULE_ENABLED,
   RULE_KILL_FLOWS, RULE_PEER_CONTACTED, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN, SessionCodec, SessionKeyCodec, VERDICTS,
   portIndex, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtHost, type PtPort, type PtReclaim,
   type PtRule, type PtSession, type PtSessionKey, type RuleCounter,
 } from '../../src/bpf/abi.js';
 import { IPV4, type Codec } from '../../src/bpf/struct.js';
-import { flowFate, partnerKey, planSweep } from '../../src/core/sweep.js';
+import { flowFate, partnerKey } from '../../src/core/sweep.js';
 import type { Rewrite } from './frames.js';
 
 // --- SPEC over C -------------------------------------------------------------------
@@ -47,26 +47,6 @@ export const SPEC_ARM_ON_FLOW_REPLY = true;
  * malformed and passes it untouched, as the other paths do.
  */
 export const SPEC_BAD_IPCSUM_NEVER_TRANSLATED = true;
-/**
- * SPEC 4.2: every packet the host sends on a flow restarts its session's idle
- * timer (README: at a 10 ms granularity, so the stamp trails by at most 20 ms).
- * The model refreshes the live, owned session of every outbound flow packet
- * whose stamp is older than the granularity, whatever the flow entry's own
- * stamp says.
- */
-export const SPEC_EVERY_HOST_PACKET_REFRESHES = true;
-/**
- * README (reclaim): dead state never blocks new state, with or without a
- * daemon. The model reclaims when either entry of a new flow finds pt_flows
- * full, not only the first.
- */
-export const SPEC_RECLAIM_WHEN_EITHER_ENTRY_IS_REFUSED = true;
-/**
- * README (reclaim): dead state never blocks new state. When the outbound key
- * of a new flow is taken by an entry that is over (an orphan idle past
- * FLOW_ORPHAN_NS, say), the model ends that entry and inserts once more.
- */
-export const SPEC_DEAD_ENTRY_NEVER_BLOCKS_A_FLOW = true;
 
 // --- constants of the C (written out from bpf/porttrig_abi.h and parsing.h) ----------
 
@@ -303,10 +283,15 @@ const s64 = (x: bigint): bigint => BigInt.asIntN(64, x);
 const stale = (stamp: bigint, now: bigint): boolean => s64(now - stamp) > REFRESH_GRANULARITY_NS;
 const liveUntil = (last: bigint, idle: bigint, now: bigint): boolean => s64(now - last) <= s64(idle);
 
-const ReclaimValueCodec: Codec<PtReclaim> = {
+const ReclaimValueCodec: Codec<PtReclaim> = ReclaimCodec;
+/** struct pt_host with its `recount` (the kernel sweep's tally, which stays in the entry after a sweep). */
+export interface ModelHost extends PtHost { recount: number }
+const ModelHostCodec: Codec<ModelHost> = {
   size: 16,
-  parse: (b, o = 0) => ({ last_ns: b.readBigUInt64LE(o), next_ns: b.readBigUInt64LE(o + 8) }),
-  format: (v, b = Buffer.alloc(16), o = 0) => { b.writeBigUInt64LE(v.last_ns, o); b.writeBigUInt64LE(v.next_ns, o + 8); return b; },
+  parse: (b, o = 0) => ({ sessions: b.readUInt32LE(o), recount: b.readUInt32LE(o + 4), recheck_ns: b.readBigUInt64LE(o + 8) }),
+  format: (v, b = Buffer.alloc(16), o = 0) => {
+    b.writeUInt32LE(v.sessions, o); b.writeUInt32LE(v.recount, o + 4); b.writeBigUInt64LE(v.recheck_ns, o + 8); return b;
+  },
 };
 const U32Key: Codec<number> = {
   size: 4,
@@ -325,13 +310,19 @@ interface FlowRef {
 type Take = 'ok' | 'limit' | 'full';
 
 /** Reclaim scan context (struct pt_reclaim_ctx). */
-interface ReclaimCtx { now: bigint; next: bigint; host: string | null; live: number; freed: boolean }
+interface ReclaimCtx {
+  now: bigint; next: bigint; hostNext: bigint; host: string | null; live: number; freed: boolean;
+  /** The scan's budget (pt_reclaim.freed/more), null: none. */
+  st: PtReclaim | null;
+  /** The daemon's sweep with PT_SWEEP_RECOUNT. */
+  recount: boolean;
+}
 
 export class DatapathModel {
   now: bigint;
   cfg: ModelConfig;
   readonly sessions: ModelMap<PtSessionKey, PtSession>;
-  readonly hosts: ModelMap<string, PtHost>;
+  readonly hosts: ModelMap<string, ModelHost>;
   readonly flows: ModelMap<PtFlowKey, PtFlow>;
   readonly frags: ModelMap<PtFragKey, PtFrag>;
   readonly reclaimState: ModelMap<number, PtReclaim>;
@@ -350,24 +341,24 @@ export class DatapathModel {
   readonly touchedRuleStats = new Set<number>();
   readonly touchedPktStats = new Set<number>();
 
-  private readonly lanNets: { net: number; size: number }[];
+  private readonly lanNets: { net: number; size: number; len: number }[];
 
   constructor(cfg: ModelConfig, now: bigint) {
     this.cfg = cfg;
     this.now = now;
     this.sessions = new ModelMap('pt_sessions', SessionKeyCodec, SessionCodec, cfg.limits.sessions, sessionKeyId);
-    this.hosts = new ModelMap('pt_host_sessions', IPV4, HostCodec, cfg.limits.sessions, ipId);
+    this.hosts = new ModelMap('pt_host_sessions', IPV4, ModelHostCodec, cfg.limits.sessions, ipId);
     this.flows = new ModelMap('pt_flows', FlowKeyCodec, FlowCodec, 2 * cfg.limits.flows, flowKeyId);
     this.frags = new ModelMap('pt_frags', FragKeyCodec, FragCodec, Infinity, fragKeyId);
     this.reclaimState = new ModelMap('pt_reclaim_state', U32Key, ReclaimValueCodec, 2, le32Id);
-    this.reclaimState.set(RECLAIM.sessions, { last_ns: 0n, next_ns: 0n });
-    this.reclaimState.set(RECLAIM.flows, { last_ns: 0n, next_ns: 0n });
+    this.reclaimState.set(RECLAIM.sessions, { last_ns: 0n, next_ns: 0n, freed: 0, more: 0 });
+    this.reclaimState.set(RECLAIM.flows, { last_ns: 0n, next_ns: 0n, freed: 0, more: 0 });
     this.ruleStats = new Array<number>(PT_MAX_RULES * RULE_COUNTERS.length).fill(0);
     this.pktStats = new Array<number>(2 * VERDICTS.length).fill(0);
     this.lanNets = cfg.lanNets.map((c) => {
       const [a, l] = c.split('/');
       const size = 2 ** (32 - Number(l));
-      return { net: Math.floor(ipInt(a!) / size), size };
+      return { net: Math.floor(ipInt(a!) / size), size, len: Number(l) };
     });
   }
 
@@ -419,6 +410,19 @@ export class DatapathModel {
     return this.lanNets.some((n) => Math.floor(x / n.size) === n.net);
   }
 
+  /**
+   * pt_lan_host: inside a LAN subnet (the longest prefix that holds it) and
+   * not that subnet's directed broadcast address (/2../30).
+   */
+  lanHost(a: string): boolean {
+    const x = ipInt(a);
+    let best: { net: number; size: number; len: number } | null = null;
+    for (const n of this.lanNets) if (Math.floor(x / n.size) === n.net && (!best || n.len > best.len)) best = n;
+    if (!best) return false;
+    if (best.len < 2 || best.len > 30) return true;
+    return x % best.size !== best.size - 1;
+  }
+
   private wanSourceOk(a: string): boolean {
     return !this.martian(a) && !this.local(a) && !this.lan(a);
   }
@@ -426,7 +430,7 @@ export class DatapathModel {
   private triggerAddrsOk(p: Pkt): boolean {
     if (this.martian(p.saddr) || this.martian(p.daddr)) return false;
     if (this.local(p.daddr) || this.local(p.saddr)) return false;
-    return this.lan(p.saddr) && !this.lan(p.daddr);
+    return this.lanHost(p.saddr) && !this.lan(p.daddr);
   }
 
   // --- per-host session counts (SPEC 4.6) ---
@@ -435,12 +439,12 @@ export class DatapathModel {
     const h = this.hosts.get(host);
     if (!h) {
       if (limit < 1) return 'limit';
-      if (this.hosts.set(host, { sessions: 1, recheck_ns: until }, 'noexist') === 'ok') return 'ok';
+      if (this.hosts.set(host, { sessions: 1, recount: 0, recheck_ns: until }, 'noexist') === 'ok') return 'ok';
       return 'full';
     }
     if (h.sessions >= limit) return 'limit';
     const recheck = h.recheck_ns === 0n || s64(until - h.recheck_ns) < 0n ? until : h.recheck_ns;
-    this.hosts.set(host, { sessions: h.sessions + 1, recheck_ns: recheck });
+    this.hosts.set(host, { ...h, sessions: h.sessions + 1, recheck_ns: recheck });
     return 'ok';
   }
 
@@ -472,64 +476,109 @@ export class DatapathModel {
 
   // --- reclaiming (no daemon needed) ---
 
-  private reclaimSession(c: ReclaimCtx, key: PtSessionKey): void {
+  /** One removal against the scan's budget (pt_reclaim_spent): true to stop. */
+  private spent(c: ReclaimCtx): boolean {
+    c.freed = true;
+    if (!c.st) return false;
+    c.st.freed++;
+    if (c.st.freed < RECLAIM_BATCH) return false;
+    c.st.more = 1;
+    return true;
+  }
+
+  /** pt_reclaim_session_cb: true to stop the walk. */
+  private reclaimSession(c: ReclaimCtx, key: PtSessionKey): boolean {
     const s = this.sessions.get(key);
-    if (!s) return;  // removed earlier in this scan
-    if (c.host !== null && s.host !== c.host) return;
+    if (!s) return false;  // removed earlier in this scan
     const r = this.rule(key.rule);
     if ((r.flags & RULE_ENABLED) && liveUntil(s.last_seen_ns, r.idle_timeout_ns, c.now)) {
       const until = s.last_seen_ns + r.idle_timeout_ns;
       if (c.next === 0n || s64(until - c.next) < 0n) c.next = until;
-      c.live++;
-      return;
+      if (c.host === null) {
+        c.live++;
+        if (c.recount) {
+          const h = this.hosts.get(s.host);
+          if (h) this.hosts.set(s.host, { ...h, recount: h.recount + 1 });
+          else this.hosts.set(s.host, { sessions: 0, recount: 1, recheck_ns: 0n }, 'noexist');
+        }
+      } else if (s.host === c.host) {
+        if (c.hostNext === 0n || s64(until - c.hostNext) < 0n) c.hostNext = until;
+        c.live++;
+      }
+      return false;
     }
     this.sessions.delete(key);
-    this.hostRelease(s.host);
-    if (r.flags & RULE_ENABLED) this.count(key.rule, 'sessions_expired');
-    c.freed = true;
-    this.cover('reclaim:session-removed');
+    if (c.recount) {
+      const h = this.hosts.get(s.host);
+      if (h && h.sessions > 0) this.hosts.set(s.host, { ...h, sessions: h.sessions - 1 });
+    } else {
+      this.hostRelease(s.host);
+    }
+    if (r.flags & RULE_ENABLED) {
+      this.count(key.rule, 'sessions_expired');
+      this.cover(c.recount ? 'sweep:session-expired' : 'reclaim:session-removed');
+    } else {
+      this.cover(c.recount ? 'sweep:session-rule_gone' : 'reclaim:session-removed');
+    }
+    return this.spent(c);
+  }
+
+  private ctx(host: string | null, st: PtReclaim | null, recount = false): ReclaimCtx {
+    return { now: this.now, next: 0n, hostNext: 0n, host, live: 0, freed: false, st, recount };
   }
 
   /**
-   * A full pt_sessions or pt_flows: remove what is over, unless a scan ran
-   * less than RECLAIM_INTERVAL_NS ago and (sessions) no session it saw live
-   * has reached its deadline since. True if anything went.
+   * A full pt_sessions or pt_flows: remove what is over (pt_reclaim_due,
+   * pt_reclaim_sessions, pt_reclaim_flows). True if anything went.
    */
   private reclaim(which: number): boolean {
-    const st = this.reclaimState.get(which)!;
-    const due = st.last_ns === 0n || s64(this.now - st.last_ns) >= RECLAIM_INTERVAL_NS ||
-      (st.next_ns !== 0n && s64(this.now - st.next_ns) > 0n);
-    if (!due) {
-      this.cover(`reclaim:${which === RECLAIM.sessions ? 'sessions' : 'flows'}-not-due`);
+    const old = this.reclaimState.get(which)!;
+    const last = old.last_ns;
+    const due = last === 0n || old.more !== 0 || s64(this.now - last) >= RECLAIM_INTERVAL_NS ||
+      (old.next_ns !== 0n && s64(this.now - old.next_ns) > 0n);
+    const name = which === RECLAIM.sessions ? 'sessions' : 'flows';
+    if (!due || (which === RECLAIM.sessions && last !== 0n && s64(this.now - last) < RECLAIM_GAP_NS)) {
+      this.cover(`reclaim:${name}-not-due`);
       return false;
     }
-    const c: ReclaimCtx = { now: this.now, next: 0n, host: null, live: 0, freed: false };
+    const st: PtReclaim = { ...old, last_ns: this.now, freed: 0, more: 0 };
+    const c = this.ctx(null, st);
     if (which === RECLAIM.sessions) {
-      for (const [k] of this.sessions.list()) this.reclaimSession(c, k);
-      this.reclaimState.set(which, { last_ns: this.now, next_ns: c.next });
+      for (const [k] of this.sessions.list()) if (this.reclaimSession(c, k)) break;
+      st.next_ns = c.next;
     } else {
-      this.reclaimState.set(which, { ...st, last_ns: this.now });
       for (const [k] of this.flows.list()) {
         const fv = this.flows.get(k);
         if (!fv) continue;
-        if (this.judge(k, fv, false).fate === 'live') continue;
+        if (s64(this.now - fv.last_seen_ns) <= FLOW_TIMEOUT_TCP_TRANS_NS) continue;
+        const fate = this.judge(k, fv, false).fate;
+        if (fate === 'live') continue;
+        const before = this.flows.size;
         this.flowEnd(k, fv);
-        c.freed = true;
+        if (process.env.PT_DIFF_DEBUG) console.log('reclaim', JSON.stringify(k), JSON.stringify(fv, (_, x) => (typeof x === 'bigint' ? x.toString() : x)), fate, before - this.flows.size);
         this.cover('reclaim:flow-removed');
+        if (this.spent(c)) break;
       }
     }
-    this.cover(`reclaim:${which === RECLAIM.sessions ? 'sessions' : 'flows'}-scan${c.freed ? '' : '-nothing'}`);
+    this.reclaimState.set(which, { ...st });
+    this.cover(`reclaim:${name}-scan${c.freed ? '' : '-nothing'}`);
     return c.freed;
   }
 
-  /** A host at its limit whose earliest deadline passed: remove its dead sessions, recount it. */
+  /** pt_reclaim_host: a host at its limit whose earliest deadline passed. */
   private reclaimHost(host: string): void {
-    const c: ReclaimCtx = { now: this.now, next: 0n, host, live: 0, freed: false };
+    const old = this.reclaimState.get(RECLAIM.sessions)!;
+    if (old.last_ns !== 0n && s64(this.now - old.last_ns) < RECLAIM_GAP_NS) {
+      this.cover('reclaim:host-gap');
+      return;
+    }
+    const c = this.ctx(host, null);
     for (const [k] of this.sessions.list()) this.reclaimSession(c, k);
+    this.reclaimState.set(RECLAIM.sessions, { last_ns: this.now, next_ns: c.next, freed: 0, more: 0 });
     this.cover(`reclaim:host${c.freed ? '' : '-nothing'}`);
     const h = this.hosts.get(host);
     if (!h) return;
-    this.hosts.set(host, { sessions: c.live, recheck_ns: c.next });
+    this.hosts.set(host, { ...h, sessions: c.live, recheck_ns: c.hostNext });
   }
 
   // --- sessions (SPEC 4) ---
@@ -603,11 +652,16 @@ export class DatapathModel {
 
   /** The fate of a flow entry now (flowFate() of src/core/sweep.ts), and its owned session if looked up. */
   private judge(k: PtFlowKey, fv: PtFlow, wantSession: boolean): { fate: ReturnType<typeof flowFate>; sKey: PtSessionKey | null } {
-    const rule = this.rule(fv.rule);
+    // Flows live on open ports only: the WAN port must still be the flow's rule's, to the flow's LAN port.
+    const inb = k.dir === DIR_IN;
+    const pp = this.port(k.proto, inb ? k.dport : fv.nat_port);
+    const portOk = !!pp && pp.open_rule === fv.rule && pp.open_lan_port === (inb ? fv.nat_port : k.sport);
+    const rule = portOk ? this.rule(fv.rule) : { idle_timeout_ns: 0n, flags: 0 };
     const skey: PtSessionKey = { rule: fv.rule, peer: fv.sess_peer };
     const session = this.sessions.get(skey);
     const partner = this.flows.get(partnerKey(k, fv));
-    const fate = flowFate(k, fv, partner, this.cfg.rules.get(fv.rule), session, this.now);
+    const fate = flowFate(k, fv, partner, portOk ? this.cfg.rules.get(fv.rule) : undefined, session, this.now);
+    if (!portOk && fate === 'killed') this.cover('flow:port-changed');
     let sKey: PtSessionKey | null = null;
     if ((rule.flags & RULE_ENABLED) && ((rule.flags & RULE_KILL_FLOWS) || wantSession) && session) {
       const host = k.dir === DIR_IN ? fv.nat_addr : k.saddr;
@@ -629,7 +683,7 @@ export class DatapathModel {
   private flowGet(k: PtFlowKey, wantSession: boolean): FlowRef | null {
     const fv = this.flows.get(k);
     if (!fv) return null;
-    const want = wantSession || (k.dir === DIR_OUT && (SPEC_EVERY_HOST_PACKET_REFRESHES || stale(fv.last_seen_ns, this.now)));
+    const want = wantSession || (k.dir === DIR_OUT && (stale(fv.last_seen_ns, this.now) || fv.last_seen_ns === fv.created_ns));
     const { fate, sKey } = this.judge(k, fv, want);
     if (fate !== 'live') {
       this.flowEnd(k, fv);
@@ -705,9 +759,9 @@ export class DatapathModel {
       if (!this.port(q.proto, q.dport)?.lan_port_refs) return this.done(prog, 'pass', 'unspec', 'icmp:not-a-lan-port');
     }
     const k: PtFlowKey = { saddr: q.daddr, daddr: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto, dir: fdir };
+    if (SPEC_BAD_IPCSUM_NEVER_TRANSLATED && !ipChecksumOk(b, p)) return this.done(prog, 'malformed', 'unspec', 'icmp:bad-ipcsum');
     const ref = this.flowGet(k, false);
     if (!ref) return this.done(prog, 'pass', 'unspec', 'icmp:no-flow');
-    if (SPEC_BAD_IPCSUM_NEVER_TRANSLATED && !ipChecksumOk(b, p)) return this.done(prog, 'malformed', 'unspec', 'icmp:bad-ipcsum');
     if (p.ttl <= 1) return this.done(prog, 'dropped', 'shot', 'icmp:ttl-drop');
     return this.done(prog, 'translated', 'redirect', 'icmp:translated',
       { kind: 'icmp', inbound: fdir === DIR_IN, addr: ref.fv.nat_addr, port: ref.fv.nat_port });
@@ -718,7 +772,7 @@ export class DatapathModel {
   }
 
   /** First packet of an inbound connection to an open port: open the flow if its session is live. */
-  private openFlow(p: Pkt, inKey: PtFlowKey, mayReclaim: boolean): Outcome | 'reclaim' {
+  private openFlow(p: Pkt, inKey: PtFlowKey, mayReclaim: boolean): Outcome | 'reclaim' | { clear: PtFlowKey } {
     const port = this.port(p.proto, p.dport)!;
     const rid = port.open_rule;
     const rule = this.rule(rid);
@@ -738,11 +792,8 @@ export class DatapathModel {
       created_ns: this.now, last_seen_ns: this.now, nat_addr: s.host, nat_port: port.open_lan_port, rule: rid,
       sess_peer: skey.peer, ifindex: s.ifindex, seen: 0,
     };
-    let err = this.flows.set(outKey, out, 'noexist');
-    if (SPEC_DEAD_ENTRY_NEVER_BLOCKS_A_FLOW && err === 'EEXIST' && !this.flowGet(outKey, false)) {
-      this.cover('open:dead-reply-entry-ended');
-      err = this.flows.set(outKey, out, 'noexist');
-    }
+    const err = this.flows.set(outKey, out, 'noexist');
+    if (err === 'EEXIST' && mayReclaim) return { clear: outKey };
     if (err === 'E2BIG' && mayReclaim) return 'reclaim';
     if (err !== 'ok') {
       this.count(rid, 'flows_refused');
@@ -751,7 +802,7 @@ export class DatapathModel {
     const inErr = this.flows.set(inKey, inV, 'noexist');
     if (inErr !== 'ok') {
       this.flowEnd(outKey, out);
-      if (SPEC_RECLAIM_WHEN_EITHER_ENTRY_IS_REFUSED && inErr === 'E2BIG' && mayReclaim) return 'reclaim';
+      if (inErr === 'E2BIG' && mayReclaim) return 'reclaim';
       this.count(rid, 'flows_refused');
       return this.done('wan', 'pass', 'unspec', 'open:refused-inbound-entry');
     }
@@ -787,10 +838,16 @@ export class DatapathModel {
     }
     if (p.proto === IPPROTO_TCP && !syn) return this.done('wan', 'pass', 'unspec', 'no-flow-not-syn');
     const act = this.openFlow(p, inKey, true);
-    if (act !== 'reclaim') return act;
-    this.reclaim(RECLAIM.flows);
+    if (act === 'reclaim') {
+      this.reclaim(RECLAIM.flows);
+    } else if ('clear' in act) {
+      // pt_flow_clear: end the entry under the reply key if it is over.
+      if (!this.flowGet(act.clear, false)) this.cover('open:reply-key-cleared');
+    } else {
+      return act;
+    }
     const again = this.openFlow(p, inKey, false);
-    if (again === 'reclaim') throw new Error('openFlow asked to reclaim twice');
+    if (again === 'reclaim' || 'clear' in again) throw new Error('openFlow asked to retry twice');
     return again;
   }
 
@@ -851,32 +908,31 @@ export class DatapathModel {
   }
 
   /**
-   * The daemon's sweep (PorttrigState.sweep()) on the model: planSweep() of
-   * src/core/sweep.ts decides; sessions it removes go (those it calls expired
-   * count in sessions_expired), its flows go, and every host's count is set
-   * to the recount (recheck 0 where the count changed; hosts without live
-   * sessions lose their entry).
+   * The daemon's sweep (PorttrigState.sweep(): the pt_sweep program with
+   * PT_SWEEP_SESSIONS | PT_SWEEP_FLOWS | PT_SWEEP_RECOUNT): every host's
+   * recount goes to 0; expired sessions and sessions of disabled rules go
+   * (the count of their host drops, its entry stays); live ones add to
+   * their host's recount (an absent host gets an entry at 0); then every
+   * host whose count differs from its recount takes the recount (recheck 0)
+   * or goes (none). Last, every flow that is over ends.
    */
   sweep(): void {
-    const rules = new Map(this.cfg.rules);
-    const plan = planSweep(this.sessions.list(), this.flows.list(), rules, this.now);
-    for (const { key, reason } of plan.sessions) {
-      if (!this.sessions.delete(key)) continue;
-      if (reason === 'expired') this.count(key.rule, 'sessions_expired');
-      this.cover(`sweep:session-${reason}`);
-    }
-    for (const k of plan.flows) if (this.flows.delete(k)) this.cover('sweep:flow-entry-removed');
-    const counts = new Map(plan.hostCounts);
+    for (const [host, h] of this.hosts.list()) if (h.recount !== 0) this.hosts.set(host, { ...h, recount: 0 });
+    const c = this.ctx(null, null, true);
+    for (const [k] of this.sessions.list()) this.reclaimSession(c, k);
     for (const [host, h] of this.hosts.list()) {
-      const want = counts.get(host) ?? 0;
-      counts.delete(host);
-      if (want === 0) this.hosts.delete(host);
-      else if (want !== h.sessions) {
-        this.hosts.set(host, { sessions: want, recheck_ns: 0n });
-        this.cover('sweep:host-count-fixed');
-      }
+      if (h.sessions === h.recount) continue;
+      this.cover('sweep:host-count-fixed');
+      if (h.recount === 0) this.hosts.delete(host);
+      else this.hosts.set(host, { ...h, sessions: h.recount, recheck_ns: 0n });
     }
-    for (const [host, n] of counts) this.hosts.set(host, { sessions: n, recheck_ns: 0n });
+    for (const [k] of this.flows.list()) {
+      const fv = this.flows.get(k);
+      if (!fv) continue;
+      if (this.judge(k, fv, false).fate === 'live') continue;
+      this.flowEnd(k, fv);
+      this.cover('sweep:flow-entry-removed');
+    }
   }
 
   /** Lose one flow entry (as a daemon killed halfway through removing a flow would): makes an orphan. */
