@@ -672,7 +672,9 @@ const MUST_COVER = [
   'reclaim:sessions-scan', 'reclaim:sessions-not-due', 'reclaim:flows-scan', 'reclaim:flows-not-due', 'reclaim:host',
   'reclaim:session-removed', 'reclaim:flow-removed',
   'flow:expired', 'flow:killed', 'flow:orphan', 'flow:session-refreshed',
-  'sweep:session-expired', 'sweep:flow-entry-removed', 'sweep:host-count-fixed',
+  // Not 'sweep:host-count-fixed': one packet at a time the data path's counts no longer drift
+  // (pt_reclaim_host recounts the host), so the kernel sweep's recount finds nothing to fix.
+  'sweep:session-expired', 'sweep:flow-entry-removed', 'reclaim:host-gap',
 ];
 
 // --- the tests ---------------------------------------------------------------------------------------
