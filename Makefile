@@ -15,7 +15,7 @@ BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 BENCH_OBJ := build/bench-empty.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build check test test-unit bench bench-scale demo clean vagrant-test
+.PHONY: all setup build check test test-unit fuzz bench bench-scale demo clean vagrant-test
 
 all: build
 
@@ -53,6 +53,12 @@ test: build
 ## Only the tests that need neither root nor BPF.
 test-unit: build
 	node --test $$(find dist/test/config dist/test/core dist/test/rules -name '*.test.js' 2>/dev/null | sort)
+
+## The differential test (data path against its model) for longer: fresh random seeds of
+## 100000 packets each for PT_DIFF_TIME seconds (default 600). Knobs: test/bpf/differential.test.ts.
+fuzz: build
+	PT_DIFF_SEEDS=$${PT_DIFF_SEEDS:-random} PT_DIFF_PACKETS=$${PT_DIFF_PACKETS:-100000} PT_DIFF_TIME=$${PT_DIFF_TIME:-600} \
+		node --test dist/test/bpf/differential.test.js
 
 ## ns/packet of each data path path, next to an empty TC program (root).
 bench: build $(BENCH_OBJ)

@@ -52,12 +52,21 @@ export function inetChecksum(...bufs: Uint8Array[]): number {
 
 // --- addresses ----------------------------------------------------------------
 
+/** Parsed addresses: a differential run builds ~10^5 frames from a few dozen of them. */
+const ipCache = new Map<string, Buffer>();
+const macCache = new Map<string, Buffer>();
+const MEMO_MAX = 4096;
+
 export function ipBytes(addr: string): Buffer {
+  const hit = ipCache.get(addr);
+  if (hit) return Buffer.from(hit);
   const parts = addr.split('.').map(Number);
   if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
     throw new TypeError(`not an IPv4 address: ${addr}`);
   }
-  return Buffer.from(parts);
+  const b = Buffer.from(parts);
+  if (ipCache.size < MEMO_MAX) ipCache.set(addr, Buffer.from(b));
+  return b;
 }
 
 export function ipString(buf: Uint8Array, off: number): string {
@@ -65,9 +74,13 @@ export function ipString(buf: Uint8Array, off: number): string {
 }
 
 function macBytes(mac: string): Buffer {
+  const hit = macCache.get(mac);
+  if (hit) return Buffer.from(hit);
   const parts = mac.split(':').map((h) => parseInt(h, 16));
   if (parts.length !== 6 || parts.some((p) => !(p >= 0 && p <= 255))) throw new TypeError(`not a MAC address: ${mac}`);
-  return Buffer.from(parts);
+  const b = Buffer.from(parts);
+  if (macCache.size < MEMO_MAX) macCache.set(mac, Buffer.from(b));
+  return b;
 }
 
 /** Pseudo header of RFC 793 / RFC 768 for an L4 segment of `l4len` bytes. */
