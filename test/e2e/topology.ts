@@ -31,6 +31,8 @@ const TUN_RELAY = join(ROOT, 'test/e2e/tun-relay.py');
 /** How long the TUN relay may take to create its devices. */
 const TUN_START_MS = 10_000;
 
+/** How long startDaemon() waits for "daemon started". */
+const DAEMON_START_MS = 45_000;
 /** How long create() waits for the gateway's links to get carrier. */
 const CARRIER_WAIT_MS = 10_000;
 
@@ -295,7 +297,8 @@ ${rulesYaml}`);
   async startDaemon(config: string, ...args: string[]): Promise<Proc> {
     const d = this.spawn(this.ns.gw, process.execPath, [CLI, 'daemon', '--config', config, ...args]);
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`daemon did not start: ${d.stderr}`)), 15000);
+      // Loading verifies five programs: seconds on a loaded 2-vCPU machine.
+      const t = setTimeout(() => reject(new Error(`daemon did not start: ${d.stderr}`)), DAEMON_START_MS);
       const check = setInterval(() => {
         if (d.stderr.includes('daemon started')) { clearTimeout(t); clearInterval(check); resolve(); }
         if (d.child.exitCode !== null) { clearTimeout(t); clearInterval(check); reject(new Error(`daemon exited ${d.child.exitCode}: ${d.stderr}`)); }
