@@ -14,7 +14,7 @@ import { probeCtKfunc } from '../../src/bpf/conntrack.js';
 
 const root = process.getuid?.() === 0;
 const NOBODY = 65534;
-const START_TIMEOUT_MS = 15000;
+const START_TIMEOUT_MS = 45_000;
 const POLL_MS = 50;
 const RULES = `  - name: ident
     trigger: tcp/6667
