@@ -781,16 +781,23 @@ static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
 	return 1;
 }
 
-/* Live sessions per rule id, counted by the daemon's sweep (pt_sweep) over
- * pt_sessions: what porttrig_sessions_active reads, instead of the map. */
-__u32 pt_sweep_live[PT_MAX_RULES] SEC(".data.sweep") = {};
+/* What the daemon's sweep (pt_sweep) leaves behind. `live`: live sessions per
+ * rule id, counted over pt_sessions: what porttrig_sessions_active reads,
+ * instead of the map; at offset 0, where the daemon reads it. `last`: the last
+ * sweep's context as it returned, for `bpftool map dump`; it also puts struct
+ * pt_sweep in the object's BTF, which the program's void * context does not
+ * (the ABI test reads the struct from there). */
+struct {
+	__u32 live[PT_MAX_RULES];
+	struct pt_sweep last;
+} pt_sweep_data SEC(".data.sweep") = {};
 
 /* The daemon's sweep saw a live session of rule `rid` held by `host`: count
  * it for the rule and, in a recount, for the host (pt_host.recount). */
 static __always_inline void pt_sweep_count_live(__u32 rid, __be32 host, bool recount)
 {
 	if (rid < PT_MAX_RULES)
-		pt_sweep_live[rid]++;
+		pt_sweep_data.live[rid]++;
 	if (!recount)
 		return;
 	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
@@ -1703,7 +1710,7 @@ int pt_lan_ingress_l3(struct __sk_buff *skb)
  * The daemon's sweep (SEC("syscall"): run with BPF_PROG_TEST_RUN, never
  * attached). Removes expired sessions and flows that are over with the
  * callbacks and decisions the data path uses when a map is full, counts live
- * sessions per rule (pt_sweep_live) and live flows, and with
+ * sessions per rule (pt_sweep_data.live) and live flows, and with
  * PT_SWEEP_RECOUNT sets every host's session count to its live sessions. The
  * tables never travel to user space. A syscall program runs in the daemon's
  * thread (a libuv worker: the event loop goes on), under RCU per hash bucket
@@ -1724,7 +1731,7 @@ int pt_sweep(void *ctx)
 		bool counting = !c.host;
 		if (counting) {
 			/* volatile: clang would make this a memset, which BPF lacks */
-			volatile __u32 *live = pt_sweep_live;
+			volatile __u32 *live = pt_sweep_data.live;
 			for (__u32 i = 0; i < PT_MAX_RULES; i++)
 				live[i] = 0;
 			if (what & PT_SWEEP_RECOUNT)
@@ -1761,5 +1768,6 @@ int pt_sweep(void *ctx)
 		a->flows_live = fc.live;
 		a->flow_entries_removed = fc.removed;
 	}
+	pt_sweep_data.last = *a;
 	return 0;
 }

@@ -98,7 +98,7 @@ export const PROGRAMS = {
 export const WAN_L3 = 1 << 0;
 /** The daemon's sweep: a SEC("syscall") program run with BPF_PROG_TEST_RUN, never attached. */
 export const SWEEP_PROGRAM = 'pt_sweep';
-/** Global-data section where pt_sweep counts live sessions per rule (pt_sweep_live). */
+/** Global-data section where pt_sweep counts live sessions per rule (pt_sweep_data.live, at offset 0). */
 export const SWEEP_SECTION = '.data.sweep';
 /** PT_SWEEP_*: what a run of pt_sweep does. */
 export const SWEEP_SESSIONS = 1 << 0;
