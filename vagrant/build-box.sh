@@ -2,7 +2,11 @@
 # Builds a Debian 12 (bookworm) Vagrant box for the libvirt provider from
 # Debian's packages alone (debootstrap; no Vagrant Cloud), with what the VM
 # tests need in the guests: sshd, sudo, nftables, iproute2, libbpf1, socat,
-# curl, and libstdc++ for the node binary copied in from the host.
+# curl, libstdc++ for the node binary copied in from the host, and PPPoE:
+# pppd with its rp-pppoe plugin (ppp) on the gateway, pppoe-server (pppoe) on
+# the server. The kernel is Debian's generic one: the cloud flavour has no
+# PPP or PPPoE; the drivers no VM needs (sound, graphics, media, wireless,
+# ...) are removed from the image to keep it small.
 #
 # The host kernel here parses no partition tables and has no device-mapper or
 # nbd, so the disk is partitionless: one ext4 filesystem on the whole image,
@@ -37,9 +41,9 @@ cleanup() {
 trap cleanup EXIT
 
 packages=(
-  systemd-sysv udev kmod initramfs-tools linux-image-cloud-amd64
+  systemd-sysv udev kmod initramfs-tools linux-image-amd64
   openssh-server sudo nftables iproute2 iputils-ping procps libbpf1
-  socat curl libstdc++6
+  socat curl libstdc++6 ppp pppoe
 )
 echo "build-box: debootstrap bookworm from $mirror"
 debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
@@ -81,6 +85,16 @@ echo 'UseDNS no' > "$root/etc/ssh/sshd_config.d/10-vagrant.conf"
 echo 'GSSAPIAuthentication no' >> "$root/etc/ssh/sshd_config.d/10-vagrant.conf"
 # Serial console too, so a VM that does not come up can be diagnosed.
 chroot "$root" systemctl enable serial-getty@ttyS0.service >/dev/null 2>&1 || true
+# Drivers for hardware that a libvirt guest never has (the initrd, made by
+# the kernel's postinst, holds what booting needs); then the module index.
+kver=$(cd "$root/lib/modules" && ls | head -1)
+for d in sound drivers/gpu drivers/media drivers/infiniband drivers/net/wireless \
+         drivers/staging drivers/bluetooth drivers/iio drivers/isdn drivers/hid \
+         drivers/usb drivers/input/touchscreen drivers/net/ethernet net/wireless net/mac80211 net/bluetooth; do
+  rm -rf "$root/lib/modules/$kver/kernel/$d"
+done
+chroot "$root" depmod -a "$kver"
+rm -rf "$root/usr/lib/firmware" "$root/lib/firmware"
 rm -f "$root/etc/machine-id" && touch "$root/etc/machine-id"
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 

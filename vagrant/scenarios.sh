@@ -3,6 +3,7 @@
 # Usage: scenarios.sh SSH_CONFIG   (from `vagrant ssh-config`; hosts client, gateway, server)
 # Needs: porttrig running on the gateway with vagrant/porttrig-vm.yaml and
 # pt-peer installed on the client and server (run.sh does both).
+# Then the same over PPPoE (ppp0), and a PPP hang-up and redial.
 # Prints one line per scenario (PASS/FAIL with the evidence) and a closing
 # "N passed, N failed" line; exits non-zero if any scenario failed.
 set -uo pipefail
@@ -115,6 +116,72 @@ check "metrics: porttrig_sessions_opened_total{rule=\"irc-ident\"} >= 1, scraped
   '^porttrig_sessions_opened_total\{[^}]*rule="irc-ident"[^}]*\} +[1-9]' "$metrics"
 check "metrics: porttrig_sessions_opened_total{rule=\"game\"} >= 1, scraped from the client" \
   '^porttrig_sessions_opened_total\{[^}]*rule="game"[^}]*\} +[1-9]' "$metrics"
+
+# ---- PPPoE: the WAN becomes ppp0 ---------------------------------------------
+# The server turns access concentrator (pppoe-server, rp-pppoe), the gateway
+# dials it with pppd's rp-pppoe plugin over wan0 (no addresses on wan0 any
+# more), the firewall's WAN is ppp0, and porttrig restarts with ppp0 as WAN.
+# Then the server hangs up the PPP session: pppd redials (persist), a new
+# ppp0 (new ifindex) comes up and the session opened before works again.
+PPP_WAIT_S=60
+# ppp0_addr: "IFINDEX ADDRESS" of the gateway's ppp0 once it has an address, else empty.
+ppp0_addr() {
+  on gateway "ip -4 -o addr show dev ppp0 2>/dev/null" | awk '{sub(":", "", $1); split($4, a, "/"); print $1, a[1]; exit}'
+}
+wait_ppp0() { # wait_ppp0 [NOT_IFINDEX]: waits for a ppp0 with an address (another ifindex than NOT_IFINDEX)
+  local got
+  for _ in $(seq "$PPP_WAIT_S"); do
+    got=$(ppp0_addr)
+    if [ -n "$got" ] && [ "${got%% *}" != "${1:-}" ]; then echo "$got"; return 0; fi
+    sleep 1
+  done
+  return 1
+}
+echo "== PPPoE: pppoe-server on the server, pppd on the gateway; porttrig restarted with WAN ppp0"
+on gateway 'sudo sh -c "kill \$(cat /run/porttrig.pid); sleep 1; /opt/porttrig/bin/porttrig detach --config /etc/porttrig/porttrig.yaml"' 2>&1 | sed 's/^/  /'
+on gateway "sudo ip addr flush dev wan0"
+on server "sudo ip addr flush dev wan0"
+on gateway 'sed "s/wan0/ppp0/g" /tmp/gateway-firewall.nft | sudo sh -c "nft flush ruleset && nft -f -"'
+on server 'printf "noauth\nlcp-echo-interval 1\nlcp-echo-failure 3\nmtu 1492\nmru 1492\n" | sudo tee /etc/ppp/pt-pppoe-server-options >/dev/null'
+on server "sudo pppoe-server -I wan0 -L $PT_WAN_SERVER -R $PT_WAN_GW -N 1 -O /etc/ppp/pt-pppoe-server-options"
+on gateway "sudo pppd plugin rp-pppoe.so nic-wan0 ifname ppp0 noauth noipdefault defaultroute persist maxfail 0 holdoff 1 \
+  lcp-echo-interval 1 lcp-echo-failure 3 mtu 1492 mru 1492 linkname pt logfile /var/log/pt-pppd.log"
+first=$(wait_ppp0) || first=""
+check "pppoe: the gateway dialled in: ppp0 up with an address" '^[0-9]+ [0-9.]+$' "$first"
+ppp_if=${first%% *} ppp_addr=${first#* }
+on gateway 'sudo tee /etc/porttrig/porttrig-ppp.yaml >/dev/null' < "$here/porttrig-vm-ppp.yaml"
+on gateway 'sudo sh -c "setsid /opt/porttrig/bin/porttrig daemon --config /etc/porttrig/porttrig-ppp.yaml </dev/null >/var/log/porttrig-ppp.log 2>&1 & echo \$! > /run/porttrig.pid"'
+for _ in $(seq 60); do on gateway 'sudo test -S /run/porttrig/porttrig.sock' && break; sleep 1; done
+status=$(pt status 2>&1)
+check "pppoe: porttrig status shows WAN ppp0 ${ppp_addr:-?}" "^WAN: +ppp0 ${ppp_addr//./\\.}\$" "$status"
+check "pppoe: program attached to ppp0" 'ppp0\(prog [0-9]+\)' "$status"
+check "pppoe tcp: inbound ppp0:113 refused by the gateway before the trigger" 'Connection refused' \
+  "$(on server pt-peer tcp-ask "$ppp_addr" 113)"
+check "pppoe tcp: client reaches server:6667 over ppp0, masqueraded (the trigger)" \
+  "irc-ok from ${ppp_addr:-none}" "$(on client pt-peer tcp-ask "$PT_WAN_SERVER" 6667)"
+check "pppoe tcp: inbound ppp0:113 forwarded to the client, source kept" \
+  "ident-ok from $PT_WAN_SERVER" "$(on server pt-peer tcp-ask "$ppp_addr" 113)"
+check "pppoe udp: client reaches server:27015 over ppp0 (the trigger)" \
+  "game-wan-ok from ${ppp_addr:-none}" "$(on client pt-peer udp-ask "$PT_WAN_SERVER" 27015)"
+check "pppoe udp: inbound ppp0:27000 forwarded to the client, reply translated back" \
+  "game-lan-ok from $PT_WAN_SERVER" "$(on server pt-peer udp-ask "$ppp_addr" 27000)"
+
+echo "== PPPoE: the server hangs up the session (its pppd, /run/ppp0.pid); the gateway redials"
+on server 'sudo sh -c "kill \$(cat /run/ppp0.pid)"'
+second=$(wait_ppp0 "$ppp_if") || second=""
+check "pppoe: redialled: a new ppp0 (ifindex ${ppp_if:-?} before) with an address" '^[0-9]+ [0-9.]+$' "$second"
+new_addr=${second#* }
+# porttrig attaches to the new ppp0 when it appears; give it the sweep's second.
+attached=""
+for _ in $(seq 10); do
+  attached=$(pt status 2>&1)
+  grep -Eq "^WAN: +ppp0 ${new_addr//./\\.}\$" <<< "$attached" && grep -Eq 'ppp0\(prog [0-9]+\)' <<< "$attached" && break
+  sleep 1
+done
+check "pppoe: porttrig attached to the new ppp0 with address ${new_addr:-?}" 'ppp0\(prog [0-9]+\)' "$attached"
+check "pppoe: the irc-ident session is still open after the redial" "^irc-ident $PT_LAN_CLIENT\$" "$(sessions)"
+check "pppoe: inbound to the new ppp0:113 forwarded to the client again (no new trigger)" \
+  "ident-ok from $PT_WAN_SERVER" "$(on server pt-peer tcp-ask "${new_addr:-none}" 113)"
 
 echo
 echo "== VM scenarios"
