@@ -1635,6 +1635,35 @@ int pt_wan_ingress_l3(struct __sk_buff *skb)
 	return pt_wan(skb, true);
 }
 
+/* SPEC 4.1: a packet from a LAN host to a trigger port of a remote host arms
+ * the port's rules (for a LAN source and a remote destination only:
+ * pt_trigger_addrs_ok; never with a bad IP header checksum). Returns the
+ * packet's verdict as a trigger: PT_V_TRIGGER, PT_V_MALFORMED, or PT_V_PASS
+ * when it is none. */
+static __always_inline enum pt_verdict pt_lan_trigger(struct __sk_buff *skb, const struct pt_pkt *p,
+						      bool csum_checked)
+{
+	struct pt_port *dport = pt_port_slot(p->proto, p->dport);
+	if (!dport || !dport->trigger[0])
+		return PT_V_PASS;
+	__u32 zero = 0;
+	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
+	if (!cfg || !pt_trigger_addrs_ok(cfg, p))
+		return PT_V_PASS;
+	if (!csum_checked && !pt_ip_csum_ok(skb, p))
+		return PT_V_MALFORMED;
+	__u64 now = pt_now();
+	__u32 ifindex = skb->ifindex;
+#pragma unroll
+	for (int i = 0; i < PT_TRIGGER_SLOTS; i++) {
+		__u32 id = dport->trigger[i];
+		if (!id)
+			break;
+		pt_arm(id, p, ifindex, cfg, now);
+	}
+	return PT_V_TRIGGER;
+}
+
 static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt_pkt p = {};
@@ -1656,7 +1685,10 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 	if (p.first_frag)
 		pt_frag_forget(&p, PT_DIR_OUT);
 
-	/* Replies of accepted flows: only from ports that some open spec maps to. */
+	/* Replies of accepted flows: only from ports that some open spec maps to.
+	 * A reply is also a trigger when the remote's port is a trigger port
+	 * (SPEC 4.1: a LAN host's packet to a remote's trigger port arms, whatever
+	 * else it is): it arms after its translation is decided. */
 	bool csum_checked = false;
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
@@ -1667,31 +1699,15 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
 		struct pt_flow_ref ref;
 		if (pt_flow_get(&out_key, &ref, syn)) {
-			if (!syn || !pt_syn_reopens(&out_key, &ref))
-				return pt_forward(skb, &p, &ref, PT_D_LAN);
+			if (!syn || !pt_syn_reopens(&out_key, &ref)) {
+				int act = pt_forward(skb, &p, &ref, PT_D_LAN);
+				pt_lan_trigger(skb, &p, true);
+				return act;
+			}
 			pt_flow_end(&out_key, &ref.fv);
 		}
 	}
-
-	struct pt_port *dport = pt_port_slot(p.proto, p.dport);
-	if (!dport || !dport->trigger[0])
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	__u32 zero = 0;
-	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
-	if (!cfg || !pt_trigger_addrs_ok(cfg, &p))
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
-	if (!csum_checked && !pt_ip_csum_ok(skb, &p))
-		return pt_done(PT_D_LAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
-	__u64 now = pt_now();
-	__u32 ifindex = skb->ifindex;
-#pragma unroll
-	for (int i = 0; i < PT_TRIGGER_SLOTS; i++) {
-		__u32 id = dport->trigger[i];
-		if (!id)
-			break;
-		pt_arm(id, &p, ifindex, cfg, now);
-	}
-	return pt_done(PT_D_LAN, PT_V_TRIGGER, TC_ACT_UNSPEC);
+	return pt_done(PT_D_LAN, pt_lan_trigger(skb, &p, csum_checked), TC_ACT_UNSPEC);
 }
 
 SEC("tc")

@@ -185,7 +185,7 @@ export const EXCLUDE = {
    * never arms it. Excluded: remote peers never use a trigger port as their
    * source port. Remove when pt_lan_ingress arms on that path too.
    */
-  replyToTriggerPort: true,
+  replyToTriggerPort: false,  // fixed in the C
   /**
    * Finding 2 (SPEC 8): an ICMP error about a flow, or a non-first fragment of
    * a translated datagram, whose IP header checksum is wrong (a packet ip_rcv()
