@@ -913,14 +913,7 @@ static long pt_sweep_flow_cb(struct bpf_map *map, const struct pt_flow_key *k,
 _Static_assert(PT_FLOW_TIMEOUT_TCP_TRANS_NS <= PT_FLOW_TIMEOUT_TCP_EST_NS,
 	       "pt_sweep_flow_cb: the transitory timer is TCP's shortest");
 
-/* Recount, first pass: forget the last recount of every host. */
-static long pt_recount_reset_cb(struct bpf_map *map, const __be32 *k, struct pt_host *h, void *c)
-{
-	h->recount = 0;
-	return 0;
-}
-
-/* Recount, last pass: a host's count is the live sessions the walk found;
+/* Recount, end: a host's count is the live sessions the walk found;
  * a host with none goes. A session the data path opened meanwhile, after the
  * walk passed its bucket, is not in the recount: its host's count is then one
  * short until the next recount (the drift the recount exists to bound). */
@@ -928,6 +921,7 @@ static long pt_recount_apply_cb(struct bpf_map *map, const __be32 *k, struct pt_
 {
 	__be32 host = *k;
 	__u32 n = h->recount;
+	h->recount = 0;  /* ready for the next recount: no pass has to reset it first */
 	if (h->sessions == n) {
 		c->hosts++;
 		return 0;
@@ -1736,9 +1730,11 @@ int pt_lan_ingress_l3(struct __sk_buff *skb)
 SEC("syscall")
 int pt_sweep(void *ctx)
 {
-	/* The context is struct pt_sweep; typed void * here because kernel 6.1
-	 * refuses a syscall program whose BTF names a struct for its context
-	 * ("reg type unsupported for arg#0"). */
+	/* The context is struct pt_sweep (in the object's BTF through
+	 * pt_sweep_data). Kernel 6.1 refused this program while it walked
+	 * pt_host_sessions twice (a reset pass before the count, then the
+	 * apply: "tail_call abusing map_ptr" at the fixups); the recount's
+	 * end now leaves pt_host.recount at 0 instead. */
 	struct pt_sweep *a = ctx;
 	__u32 what = a->what;
 	struct pt_reclaim_ctx c = { .now = a->now, .host = a->host, .sweep = what };
@@ -1750,8 +1746,6 @@ int pt_sweep(void *ctx)
 			volatile __u32 *live = pt_sweep_data.live;
 			for (__u32 i = 0; i < PT_MAX_RULES; i++)
 				live[i] = 0;
-			if (what & PT_SWEEP_RECOUNT)
-				bpf_for_each_map_elem(&pt_host_sessions, pt_recount_reset_cb, NULL, 0);
 		}
 		bpf_for_each_map_elem(&pt_sessions, pt_reclaim_session_cb, &c, 0);
 		if (counting && (what & PT_SWEEP_RECOUNT))

@@ -143,7 +143,9 @@ struct pt_session {
 struct pt_host {
 	__u32 sessions;         /* sessions the host holds (live, or expired and not yet removed) */
 	__u32 recount;          /* scratch of the daemon's sweep (pt_sweep, PT_SWEEP_RECOUNT):
-				 * live sessions counted for this host by the current recount */
+				 * live sessions counted for this host by the current recount;
+				 * 0 between recounts (the recount's end resets it: a pass that
+				 * reset it first made kernel 6.1's verifier refuse pt_sweep) */
 	__u64 recheck_ns;       /* none of them ends before this time (pt_now() clock); 0 = unknown.
 				 * A host at sessions_per_host looks for its expired sessions
 				 * only after it (SPEC 4.6: expired sessions do not count). */

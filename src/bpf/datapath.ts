@@ -262,23 +262,6 @@ export class Datapath {
    * E_STATE before anything changes. Needs CAP_BPF (or root).
    */
   static load(opts: DatapathOptions): Datapath {
-    try {
-      return Datapath.loadOnce(opts, true);
-    } catch (e) {
-      // A kernel that refuses the daemon's sweep program (a SEC("syscall")
-      // program; seen on Debian 12's 6.1) still gets the data path: the
-      // programs on the interfaces expire and reclaim state themselves, and
-      // the daemon's sweep reports its failure in the log.
-      if (!(e instanceof BpfError) || !e.message.startsWith(`load ${opts.objectPath}`)) throw e;
-      try {
-        return Datapath.loadOnce(opts, false);
-      } catch {
-        throw e;
-      }
-    }
-  }
-
-  private static loadOnce(opts: DatapathOptions, withSweep: boolean): Datapath {
     if (opts.onLibbpfLog) ffi.setLibbpfPrint(opts.onLibbpfLog);
     ensureBpffs(opts.pinPath);
     const obj = ffi.objectOpen(opts.objectPath, opts.pinPath);
@@ -298,10 +281,6 @@ export class Datapath {
       const r0 = ffi.mapSetInitialValue(optsMap, LoadOptsCodec.format({ flags: opts.testClock ? OPT_TEST_CLOCK : 0 }));
       if (r0 < 0) throw new BpfError(`set ${OPTS_SECTION}`, -r0);
       const adopted = Datapath.checkPinnedState(obj, opts);
-      if (!withSweep) {
-        const prog = ffi.objectFindProgram(obj, SWEEP_PROGRAM);
-        if (prog) ffi.programSetAutoload(prog, false);
-      }
       const r = ffi.objectLoad(obj);
       if (r < 0) throw new BpfError(`load ${opts.objectPath}`, -r, 'see the libbpf log above for the verifier output');
       const raw = (name: string): RawMap => {

@@ -108,7 +108,6 @@ const f = {
   bpf_object__close: lib.func('void bpf_object__close(bpf_object *obj)'),
   bpf_object__find_map_by_name: lib.func('bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)'),
   bpf_object__find_program_by_name: lib.func('bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)'),
-  bpf_program__set_autoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)'),
   bpf_map__set_initial_value: lib.func('int bpf_map__set_initial_value(bpf_map *map, const void *data, size_t size)'),
   bpf_map__set_max_entries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   bpf_map__max_entries: lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
@@ -198,8 +197,6 @@ export const objectLoad = (obj: Ptr): number => f.bpf_object__load(obj);
 export const objectClose = (obj: Ptr): void => f.bpf_object__close(obj);
 export const objectFindMap = (obj: Ptr, name: string): Ptr | null => f.bpf_object__find_map_by_name(obj, name);
 export const objectFindProgram = (obj: Ptr, name: string): Ptr | null => f.bpf_object__find_program_by_name(obj, name);
-/** bpf_program__set_autoload(): whether bpf_object__load() loads this program. */
-export const programSetAutoload = (prog: Ptr, on: boolean): number => f.bpf_program__set_autoload(prog, on);
 export const mapSetMaxEntries = (map: Ptr, n: number): number => f.bpf_map__set_max_entries(map, n);
 /** bpf_map__set_initial_value(): the contents of a global-data map (.rodata*, .data*) before load. */
 export const mapSetInitialValue = (map: Ptr, data: Buffer): number => f.bpf_map__set_initial_value(map, data, data.length);
