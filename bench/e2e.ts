@@ -41,8 +41,13 @@
  * on an error and on SIGINT/SIGTERM. Traffic flows only between the
  * namespaces it creates. The bpffs is mounted on a per-run temp dir.
  *
+ * --compare OBJ adds a fourth bed whose daemon loads OBJ (PORTTRIG_BPF_OBJECT),
+ * measured in the same rounds: a change to the data path judged against the
+ * build before it under the same load.
+ *
  * Usage: node dist/bench/e2e.js [--rounds N] [--seconds S] [--pps N] [--flows N]
- *          [--scenarios udp1,udp-many,tcp1,tcp-many] [--gw-cpu N] [--host-cpu N] [--json]
+ *          [--scenarios udp1,udp-many,tcp1,tcp-many] [--gw-cpu N] [--host-cpu N]
+ *          [--compare OBJ] [--json]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -78,13 +83,13 @@ const DAEMON_START_MS = 60_000;
 const READY_MS = 120_000;
 const WARMUP_MS = 1000;
 
-type ConfigName = 'plain' | 'nft' | 'porttrig' | 'porttrig+stats';
-const CONFIGS: ConfigName[] = ['plain', 'nft', 'porttrig', 'porttrig+stats'];
+type ConfigName = 'plain' | 'nft' | 'porttrig' | 'porttrig+stats' | 'compare';
 const CONFIG_TITLE: Record<ConfigName, string> = {
   plain: 'plain forwarding',
   nft: 'nftables DNAT + conntrack',
   porttrig: 'porttrig',
   'porttrig+stats': 'porttrig + BPF stats on',
+  compare: 'porttrig, --compare OBJ',
 };
 
 interface Scenario { id: string; proto: 'udp' | 'tcp'; flows: number }
@@ -98,6 +103,7 @@ const { values: opts } = parseArgs({
     scenarios: { type: 'string', default: 'udp1,udp-many,tcp1,tcp-many' },
     'gw-cpu': { type: 'string', default: '1' },
     'host-cpu': { type: 'string', default: '0' },
+    compare: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -113,6 +119,7 @@ const ALL_SCENARIOS: Scenario[] = [
   { id: 'tcp1', proto: 'tcp', flows: 1 },
   { id: 'tcp-many', proto: 'tcp', flows: MANY },
 ];
+const CONFIGS: ConfigName[] = ['plain', 'nft', 'porttrig', 'porttrig+stats', ...(opts.compare ? ['compare' as const] : [])];
 const SCENARIOS = opts.scenarios.split(',').map((id) => {
   const s = ALL_SCENARIOS.find((x) => x.id === id);
   if (!s) throw new Error(`unknown scenario ${id} (${ALL_SCENARIOS.map((x) => x.id).join(', ')})`);
@@ -199,7 +206,8 @@ class Bed {
   senders = new Map<string, Proc>();
   progIds: number[] = [];
 
-  constructor(readonly config: Exclude<ConfigName, 'porttrig+stats'>, k: number) {
+  /** `object`: the daemon's BPF object (PORTTRIG_BPF_OBJECT), else the build's. */
+  constructor(readonly config: Exclude<ConfigName, 'porttrig+stats' | 'compare'>, k: number, readonly object?: string) {
     const base = `pte${RUN_ID}${k}`;
     this.ns = { snd: `${base}-snd`, gw: `${base}-gw`, rcv: `${base}-rcv` };
     // Names short enough that the NAPI thread's comm (15 chars) keeps them whole.
@@ -312,7 +320,8 @@ rules:
     open: tcp/${TCP_PORT}
     idle_timeout: 1h
 `);
-    const d = this.spawn(this.ns.gw, 'porttrig daemon', [process.execPath, CLI, 'daemon', '--config', config]);
+    const d = this.spawn(this.ns.gw, 'porttrig daemon', [process.execPath, CLI, 'daemon', '--config', config],
+      this.object ? { ...process.env, PORTTRIG_BPF_OBJECT: this.object } : undefined);
     await d.waitFor(() => false, DAEMON_START_MS, 'daemon started');
     for (const port of [TRIGGER_UDP, TRIGGER_TCP]) {
       this.in(this.ns.rcv, 'python3', '-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'trigger', ('${SENDER}', ${port}))`);
@@ -325,8 +334,8 @@ rules:
     if (this.progIds.length !== 2) throw new Error(`expected porttrig on two interfaces, bpftool net show: ${JSON.stringify(net)}`);
   }
 
-  private spawn(ns: string, what: string, argv: string[]): Proc {
-    const child = spawn('ip', ['netns', 'exec', ns, 'taskset', '-c', String(HOST_CPU), ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  private spawn(ns: string, what: string, argv: string[], env?: NodeJS.ProcessEnv): Proc {
+    const child = spawn('ip', ['netns', 'exec', ns, 'taskset', '-c', String(HOST_CPU), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     const p = new Proc(child, what);
     created.procs.push(p);
     return p;
@@ -419,9 +428,15 @@ async function main(): Promise<void> {
   const nft = new Bed('nft', 1);
   const pt = new Bed('porttrig', 2);
   beds.set('plain', plain).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt);
-  for (const b of [plain, nft, pt]) b.create();
-  await pt.startPorttrig();
-  for (const b of [plain, nft, pt]) await b.startTraffic();
+  const all = [plain, nft, pt];
+  if (opts.compare) {
+    const cmp = new Bed('porttrig', 3, opts.compare);
+    beds.set('compare', cmp);
+    all.push(cmp);
+  }
+  for (const b of all) b.create();
+  for (const b of all) if (b.config === 'porttrig') await b.startPorttrig();
+  for (const b of all) await b.startTraffic();
 
   const samples: Sample[] = [];
   for (let round = 0; round < ROUNDS; round++) {
@@ -449,13 +464,14 @@ async function main(): Promise<void> {
       delivered: Object.fromEntries(CONFIGS.map((c) => [c, median(of(c).map((x) => x.delivered / x.offered))])),
       vsPlain: Object.fromEntries(CONFIGS.map((c) => [c, ratio(c, 'plain')])),
       porttrigVsNft: ratio('porttrig', 'nft'),
+      ...(opts.compare ? { porttrigVsCompare: ratio('porttrig', 'compare') } : {}),
       statsVsPorttrig: ratio('porttrig+stats', 'porttrig'),
       bpfNsPerRun: median(st.map((x) => x.bpfNs! / x.bpfRuns!)),
       bpfNsPerPkt: median(st.map((x) => x.bpfNs! / x.delivered)),
     };
   });
   const meta = {
-    kernel: release(), pps: PPS, seconds: SECONDS, rounds: ROUNDS, gwCpu: GW_CPU, hostCpu: HOST_CPU,
+    kernel: release(), compare: opts.compare ?? null, pps: PPS, seconds: SECONDS, rounds: ROUNDS, gwCpu: GW_CPU, hostCpu: HOST_CPU,
     loadavg: { start: load0.map((x) => +x.toFixed(2)), end: load1.map((x) => +x.toFixed(2)) },
   };
   if (opts.json) {
@@ -474,6 +490,10 @@ async function main(): Promise<void> {
   out.push(`| --- | ${CONFIGS.map(() => '---:').join(' | ')} | ---: | ---: |`);
   for (const r of rows) {
     out.push(`| ${r.title} | ${CONFIGS.map((c) => `${f0(r.ns[c]!)} (${f2(r.vsPlain[c]!)})`).join(' | ')} | ${f2(r.porttrigVsNft)} | ${f0(r.bpfNsPerRun)} / ${f0(r.bpfNsPerPkt)} |`);
+  }
+  if (opts.compare) {
+    out.push('');
+    out.push(`porttrig / porttrig with ${opts.compare} (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.porttrigVsCompare!)}`).join(', ')}`);
   }
   const lossy = rows.flatMap((r) => CONFIGS.filter((c) => r.delivered[c]! < 0.98).map((c) => `${r.scenario}/${c}: ${(100 * r.delivered[c]!).toFixed(1)} %`));
   out.push('');

@@ -1054,6 +1054,9 @@ static __always_inline void pt_frag_forget(const struct pt_pkt *p, __u8 dir)
 }
 
 /* Where a translated packet leaves. */
+/* AF_INET of linux/socket.h, which a BPF object cannot include. */
+#define PT_AF_INET 2
+
 struct pt_egress {
 	__u32 ifindex;          /* 0: nowhere (the WAN interface is gone) */
 	bool l3;                /* a layer-3 device: bpf_redirect(), not bpf_redirect_neigh() */
@@ -1095,10 +1098,57 @@ static __always_inline struct pt_egress pt_egress_of(bool inbound, __u32 lan_ifi
  *    redirection into L2 device"). Zeroed but for h_proto: only h_dest's
  *    multicast bit is looked at before the header is pulled again.
  */
-static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg)
+/*
+ * The next hop of a translated packet (IPv4 header at `l3_off`) that leaves by
+ * `ifindex`, from the FIB: bpf_fib_lookup() with that output interface, the
+ * route ip_route_output_key() would pick for bpf_redirect_neigh(). 0 when the
+ * FIB gives none by that interface (no route: bpf_redirect_neigh() then
+ * assumes the destination on-link, as before), or the route's MTU is too
+ * small (ip_mtu_from_fib_result(); pt_too_big() checked the device's).
+ * Given the next hop, bpf_redirect_neigh() goes straight to the neighbour
+ * output: no ip_route_output_key() with its source address selection, xfrm
+ * lookup and dst reference per packet (bench-e2e: the largest cost of the
+ * redirect). Only the next hop's address is taken from the FIB, never its
+ * link-layer address: resolving it (ARP, STALE -> PROBE) stays the neighbour
+ * layer's, so a LAN host that changed its MAC address is found again.
+ * A BPF-to-BPF call: its 64-byte lookup struct stays off the callers' stack.
+ */
+static __noinline __be32 pt_nexthop(struct __sk_buff *skb, __u32 l3_off, __u32 ifindex)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + (l3_off & 0x7f);
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	struct bpf_fib_lookup fib = {
+		.family = PT_AF_INET,
+		.l4_protocol = ip->protocol,
+		.tot_len = bpf_ntohs(ip->tot_len),
+		.ifindex = ifindex,
+		.tos = ip->tos,
+		.ipv4_src = ip->saddr,
+		.ipv4_dst = ip->daddr,
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	/* NO_NEIGH: the route is known (ifindex, next hop are filled in), its
+	 * neighbour not resolved yet: the neighbour output resolves it. */
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) || fib.ifindex != ifindex)
+		return 0;
+	return fib.ipv4_dst;
+}
+
+/*
+ * `nexthop`: find the next hop with pt_nexthop() first (a constant at every
+ * call: only the established-flow paths, which the programs inline, do; the
+ * rare paths are BPF-to-BPF calls whose frames, with pt_nexthop()'s, would
+ * pass the 512 bytes a call chain may use).
+ */
+static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg,
+				       const bool nexthop)
 {
 	if (eg.l3)
 		return bpf_redirect(eg.ifindex, 0);
+	__u32 l3_off = PT_L3_OFF(p);
 	if (p->l3_off == 0) {
 		if (bpf_skb_change_head(skb, ETH_HLEN, 0))
 			return TC_ACT_SHOT;
@@ -1108,7 +1158,11 @@ static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pk
 		if ((void *)(eth + 1) > data_end)
 			return TC_ACT_SHOT;
 		eth->h_proto = bpf_htons(ETH_P_IP);
+		l3_off = ETH_HLEN;
 	}
+	struct bpf_redir_neigh nh = { .nh_family = PT_AF_INET, .ipv4_nh = nexthop ? pt_nexthop(skb, l3_off, eg.ifindex) : 0 };
+	if (nh.ipv4_nh)
+		return bpf_redirect_neigh(eg.ifindex, &nh, sizeof(nh), 0);
 	return bpf_redirect_neigh(eg.ifindex, NULL, 0, 0);
 }
 
@@ -1124,7 +1178,7 @@ static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pk
  * (SPEC 4.2); rewrite; redirect.
  */
 static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt *p,
-				      const struct pt_flow_ref *ref, enum pt_direction dir)
+				      const struct pt_flow_ref *ref, enum pt_direction dir, const bool nexthop)
 {
 	bool inbound = dir == PT_D_WAN;
 	struct pt_flow *f = ref->f;
@@ -1166,7 +1220,7 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	if (pt_rewrite(skb, p, inbound, ref->fv.nat_addr, ref->fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return pt_redirect(skb, p, eg);
+	return pt_redirect(skb, p, eg, nexthop);
 }
 
 /*
@@ -1214,7 +1268,7 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	if (pt_rewrite_l3(skb, p, inbound, inbound ? p->daddr : p->saddr, nat_addr))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return pt_redirect(skb, p, eg);
+	return pt_redirect(skb, p, eg, false);
 }
 
 /*
@@ -1329,7 +1383,7 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.fv.nat_addr, ref.fv.nat_port))
 		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
 	pt_done(dir, PT_V_TRANSLATED, 0);
-	return pt_redirect(skb, p, eg);
+	return pt_redirect(skb, p, eg, false);
 }
 
 /* Is there a socket of the gateway's own for this packet? Then it is the
@@ -1550,7 +1604,7 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	ref.f = bpf_map_lookup_elem(&pt_flows, in_key);
 	if (!ref.f)  /* ended by another CPU between insert and lookup */
 		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
-	return pt_forward(skb, p, &ref, PT_D_WAN);
+	return pt_forward(skb, p, &ref, PT_D_WAN, false);
 }
 
 static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
@@ -1598,7 +1652,7 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	struct pt_flow_ref ref;
 	if (pt_flow_get(&keys.in, &ref, syn)) {
 		if (!syn || !pt_syn_reopens(&keys.in, &ref)) {
-			int act = pt_forward(skb, &p, &ref, PT_D_WAN);
+			int act = pt_forward(skb, &p, &ref, PT_D_WAN, true);
 			if (act >= PT_ACT_FRAG_NEEDED)  /* not TC_ACT_UNSPEC (-1) */
 				return pt_frag_needed(skb, &p, act & 0xffff);
 			return act;
@@ -1668,7 +1722,7 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 		struct pt_flow_ref ref;
 		if (pt_flow_get(&out_key, &ref, syn)) {
 			if (!syn || !pt_syn_reopens(&out_key, &ref))
-				return pt_forward(skb, &p, &ref, PT_D_LAN);
+				return pt_forward(skb, &p, &ref, PT_D_LAN, true);
 			pt_flow_end(&out_key, &ref.fv);
 		}
 	}
