@@ -491,6 +491,8 @@ async function main(): Promise<void> {
   for (const r of rows) {
     out.push(`| ${r.title} | ${CONFIGS.map((c) => `${f0(r.ns[c]!)} (${f2(r.vsPlain[c]!)})`).join(' | ')} | ${f2(r.porttrigVsNft)} | ${f0(r.bpfNsPerRun)} / ${f0(r.bpfNsPerPkt)} |`);
   }
+  out.push('');
+  out.push(`porttrig + BPF stats on / porttrig (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.statsVsPorttrig)}`).join(', ')}`);
   if (opts.compare) {
     out.push('');
     out.push(`porttrig / porttrig with ${opts.compare} (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.porttrigVsCompare!)}`).join(', ')}`);
