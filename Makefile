@@ -13,9 +13,11 @@ BPF_NOCT_OBJ := build/porttrig-noct.bpf.o
 BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
 # The empty TC program that `make bench` measures the data path against.
 BENCH_OBJ := build/bench-empty.bpf.o
+# The paced senders and TCP sink of `make bench-e2e`.
+BENCH_TRAFFIC := build/e2e-traffic
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build check test test-unit fuzz bench bench-scale demo clean vagrant-test
+.PHONY: all setup build check test test-unit fuzz bench bench-e2e bench-scale demo clean vagrant-test
 
 all: build
 
@@ -41,7 +43,11 @@ $(BENCH_OBJ): bench/empty.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) dist/.stamp
+$(BENCH_TRAFFIC): bench/e2e-traffic.c
+	@mkdir -p build
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+
+build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(BENCH_TRAFFIC) dist/.stamp
 
 ## All the tests: everything on this machine, then the VM tests (what CI runs).
 check: test vagrant-test
@@ -63,6 +69,11 @@ fuzz: build
 ## ns/packet of each data path path, next to an empty TC program (root).
 bench: build $(BENCH_OBJ)
 	node dist/bench/datapath.js
+
+## Gateway CPU per forwarded packet, end to end in namespaces: plain forwarding,
+## nftables DNAT, porttrig; UDP and TCP, 1 and 10 000 flows (root; ~5 min).
+bench-e2e: build
+	node dist/bench/e2e.js
 
 ## The control plane at full tables (1 048 576 sessions and flows): sweep CPU,
 ## control and scrape latency while sweeping, mass expiry, RSS (root; ~4 min).

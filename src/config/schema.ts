@@ -298,6 +298,9 @@ const fields = z.strictObject({
   }).prefault({}),
   metrics: z.strictObject({
     listen: listen.prefault(DEFAULTS.metricsListen),
+    bpf_stats: z.boolean().default(false).meta({
+      description: 'Turn on the kernel\'s BPF run-time statistics while the daemon runs (porttrig_bpf_run_*): two clock reads per run of every BPF program on the machine. Off: those metrics stay 0 unless the sysctl kernel.bpf_stats_enabled is 1.',
+    }),
   }).prefault({}),
   control: z.strictObject({
     socket: absolutePath
@@ -476,7 +479,7 @@ function normalize(c: Fields): Config {
     defaults,
     limits: { sessions: c.limits.sessions, flows: c.limits.flows, sessionsPerHost: c.limits.sessions_per_host },
     datapath: { pinPath: c.datapath.pin_path },
-    metrics: { listen: c.metrics.listen },
+    metrics: { listen: c.metrics.listen, bpfStats: c.metrics.bpf_stats },
     control: { socket: c.control.socket },
     rules: c.rules.map((r) => ({
       name: r.name,

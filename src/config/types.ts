@@ -24,7 +24,8 @@ export interface Config {
   defaults: { idleTimeoutMs: number; peer: PeerMode; conflict: ConflictPolicy };
   limits: { sessions: number; flows: number; sessionsPerHost: number };
   datapath: { pinPath: string };
-  metrics: { listen: { host: string; port: number } };
+  /** bpfStats: hold BPF run-time statistics on (bpf_enable_stats) while the daemon runs. */
+  metrics: { listen: { host: string; port: number }; bpfStats: boolean };
   control: { socket: string };
   rules: Rule[];
 }

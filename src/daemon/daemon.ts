@@ -217,7 +217,7 @@ export class Daemon {
       // The first walk of both tables, so that counts exist before anyone asks.
       await d.sweeper.sweepNow();
       d.metrics = await DaemonMetrics.start({
-        listen: config.metrics.listen, datapath: dp, interfaces: config.interfaces, logger: log,
+        listen: config.metrics.listen, bpfStats: config.metrics.bpfStats, datapath: dp, interfaces: config.interfaces, logger: log,
         counts: () => d.sweeper.entryCounts(),
       });
       d.control = await ControlServer.listen(config.control.socket, d, log);
@@ -433,6 +433,7 @@ export class Daemon {
       ['interfaces', cur.interfaces, next.interfaces], ['limits.sessions', cur.limits.sessions, next.limits.sessions],
       ['limits.flows', cur.limits.flows, next.limits.flows], ['datapath.pin_path', cur.datapath.pinPath, next.datapath.pinPath],
       ['control.socket', cur.control.socket, next.control.socket], ['metrics.listen', cur.metrics.listen, next.metrics.listen],
+      ['metrics.bpf_stats', cur.metrics.bpfStats, next.metrics.bpfStats],
     ];
     const changed = fixed.filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b)).map(([n]) => n);
     if (changed.length > 0) {

@@ -1,6 +1,7 @@
 /**
  * The daemon's metrics: an isolated registry, BPF run-time statistics held on
- * for the daemon's life, and the HTTP endpoint on metrics.listen.
+ * for the daemon's life when metrics.bpf_stats asks for them, and the HTTP
+ * endpoint on metrics.listen.
  */
 import { Registry } from 'prom-client';
 import * as ffi from '../ffi/libbpf.js';
@@ -17,6 +18,13 @@ import type { EntryCounts } from '../daemon/sweeper.js';
 
 export interface DaemonMetricsOptions {
   listen: { host: string; port: number };
+  /**
+   * Hold BPF run-time statistics on while the daemon runs (metrics.bpf_stats).
+   * They cost every BPF program on the machine two clock reads per run, so
+   * they are opt-in; off, porttrig_bpf_run_* stay 0 (unless the sysctl
+   * kernel.bpf_stats_enabled is on) and porttrig_bpf_stats_enabled reads 0.
+   */
+  bpfStats?: boolean;
   datapath: Datapath;
   /** Interfaces the data path is attached to (fixed until restart). */
   interfaces: { wan: string; lan: readonly string[] };
@@ -50,22 +58,28 @@ export class DaemonMetrics {
   ) {}
 
   /**
-   * Enable BPF run-time statistics (kept until close(); a kernel that refuses
-   * only costs the run-time metrics, with a warning), register the metrics on
+   * Enable BPF run-time statistics if `bpfStats` (kept until close(); a kernel
+   * that refuses only costs the run-time metrics, with a warning), register the metrics on
    * a registry of their own and listen. A listen failure (port taken) throws
    * E_STATE and leaves nothing behind.
    */
   static async start(opts: DaemonMetricsOptions): Promise<DaemonMetrics> {
     // Shared with the gauge, so that it reads 0 once close() released the fd.
     const stats = { fd: -1 };
-    try {
-      stats.fd = enableRunTimeStats();
-    } catch (e) {
-      if (statsSysctlOn()) {
-        opts.logger.info('BPF run-time statistics are on through the sysctl kernel.bpf_stats_enabled', { error: e instanceof PorttrigError ? e.message : e });
-      } else {
-        opts.logger.warn('BPF run-time statistics unavailable (bpf_enable_stats needs CAP_SYS_ADMIN; or set the sysctl kernel.bpf_stats_enabled=1); porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
+    if (opts.bpfStats) {
+      try {
+        stats.fd = enableRunTimeStats();
+      } catch (e) {
+        if (statsSysctlOn()) {
+          opts.logger.info('BPF run-time statistics are on through the sysctl kernel.bpf_stats_enabled', { error: e instanceof PorttrigError ? e.message : e });
+        } else {
+          opts.logger.warn('BPF run-time statistics unavailable (bpf_enable_stats needs CAP_SYS_ADMIN; or set the sysctl kernel.bpf_stats_enabled=1); porttrig_bpf_run_* stay 0', { error: e instanceof PorttrigError ? e.message : e });
+        }
       }
+    } else if (statsSysctlOn()) {
+      opts.logger.info('BPF run-time statistics are on through the sysctl kernel.bpf_stats_enabled');
+    } else {
+      opts.logger.info('BPF run-time statistics off (metrics.bpf_stats: false): porttrig_bpf_run_* stay 0');
     }
     const registry = new Registry();
     const m = registerMetrics(registry, daemonSource(opts.datapath, opts.interfaces, opts.counts), { statsEnabled: () => stats.fd >= 0 || statsSysctlOn() });

@@ -166,6 +166,8 @@ const bad: Bad[] = [
     message: 'port 0 out of range 1-65535' },
   { what: 'metrics listen bad address', yaml: `${HEAD}metrics:\n  listen: 10.0.0.256:9469\nrules: []\n`, path: 'metrics.listen',
     message: '"10.0.0.256" is not an IPv4 address (each part 0-255)' },
+  { what: 'metrics bpf_stats not a boolean', yaml: `${HEAD}metrics:\n  bpf_stats: on\nrules: []\n`, path: 'metrics.bpf_stats', line: 5,
+    message: 'expected true or false, got the string "on"' },
   { what: 'relative control socket', yaml: `${HEAD}control:\n  socket: porttrig.sock\nrules: []\n`, path: 'control.socket', line: 5,
     message: 'must be an absolute path (got "porttrig.sock")' },
   { what: 'relative pin path', yaml: `${HEAD}datapath:\n  pin_path: bpf/porttrig\nrules: []\n`, path: 'datapath.pin_path',
@@ -253,7 +255,7 @@ test('defaults are applied', () => {
     defaults: { idleTimeoutMs: 600_000, peer: 'any', conflict: 'first' },
     limits: { sessions: 65536, flows: 262144, sessionsPerHost: 64 },
     datapath: { pinPath: '/sys/fs/bpf/porttrig' },
-    metrics: { listen: { host: '127.0.0.1', port: 9469 } },
+    metrics: { listen: { host: '127.0.0.1', port: 9469 }, bpfStats: false },
     control: { socket: '/run/porttrig/porttrig.sock' },
     rules: [{
       name: 'a', enabled: true,
@@ -269,9 +271,13 @@ test('empty sections take their defaults too', () => {
   assert.deepEqual(c.defaults, { idleTimeoutMs: 600_000, peer: 'any', conflict: 'first' });
   assert.deepEqual(c.limits, { sessions: 65536, flows: 262144, sessionsPerHost: 64 });
   assert.equal(c.datapath.pinPath, '/sys/fs/bpf/porttrig');
-  assert.deepEqual(c.metrics.listen, { host: '127.0.0.1', port: 9469 });
+  assert.deepEqual(c.metrics, { listen: { host: '127.0.0.1', port: 9469 }, bpfStats: false });
   assert.equal(c.control.socket, '/run/porttrig/porttrig.sock');
   assert.deepEqual(c.rules, []);
+});
+
+test('metrics.bpf_stats: true turns BPF run-time statistics on', () => {
+  assert.equal(parse(`${HEAD}metrics:\n  bpf_stats: true\nrules: []\n`).metrics.bpfStats, true);
 });
 
 test('rules inherit idle_timeout, peer and conflict from defaults unless they set their own', () => {

@@ -79,7 +79,8 @@ describe('metrics scraped by a real Prometheus in the gateway namespace', { skip
 
   before(async () => {
     topo = new Topology().create();
-    config = topo.writeConfig(RULES);
+    // BPF run-time statistics are opt-in (metrics.bpf_stats); this test reads them.
+    config = topo.writeConfig(RULES, 'metrics:\n  bpf_stats: true\n');
     daemon = await topo.startDaemon(config);
     const dir = join(topo.dir, 'prometheus');
     mkdirSync(join(dir, 'data'), { recursive: true });

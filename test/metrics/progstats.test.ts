@@ -33,10 +33,10 @@ test('bpf_prog_info offsets match the kernel\'s BTF', { skip: !existsSync(VMLINU
   assert.equal(PROG_INFO.size, PROG_INFO.runCnt + U64_BYTES, 'the info buffer ends right after run_cnt');
 });
 
-test('DaemonMetrics: stats on while it runs, the sweep histogram, 0 after close', { skip: bpfSkipReason() ?? false }, async (t) => {
+test('DaemonMetrics: with bpfStats, stats on while it runs, the sweep histogram, 0 after close', { skip: bpfSkipReason() ?? false }, async (t) => {
   const f = useDatapath(t);
   const m = await DaemonMetrics.start({
-    listen: { host: '127.0.0.1', port: 0 }, datapath: f.dp,
+    listen: { host: '127.0.0.1', port: 0 }, datapath: f.dp, bpfStats: true,
     interfaces: { wan: 'lo', lan: [] }, logger: nullLogger,
   });
   t.after(() => m.close());
@@ -63,4 +63,17 @@ test('statsSysctlOn reads kernel.bpf_stats_enabled: 1 is on; 0, garbage or a mis
   writeFileSync(file, 'x');
   assert.equal(statsSysctlOn(file), false);
   assert.equal(statsSysctlOn(join(dir, 'absent')), false);
+});
+
+test('DaemonMetrics without bpfStats (the default) leaves BPF run-time statistics off', { skip: bpfSkipReason() ?? false }, async (t) => {
+  const f = useDatapath(t);
+  const m = await DaemonMetrics.start({
+    listen: { host: '127.0.0.1', port: 0 }, datapath: f.dp,
+    interfaces: { wan: 'lo', lan: [] }, logger: nullLogger,
+  });
+  t.after(() => m.close());
+  const e = parseExposition(await m.registry.metrics());
+  // Only an administrator's sysctl can have them on; the daemon did not.
+  assert.equal(valueOf(e, 'porttrig_bpf_stats_enabled'), statsSysctlOn() ? 1 : 0);
+  assert.equal(typeof valueOf(e, 'porttrig_bpf_run_count_total', { program: 'pt_wan_ingress' }), 'number', 'the run-time metrics are still exported');
 });
