@@ -70,17 +70,26 @@ const SESSIONS_PER_HOST = 64;
 const EPHEMERAL = 40000;
 const REMOTE_PORT = 55555;
 
-/* Two rules, so that the inbound and the reply paths each find a session they
- * refresh: `irc` (LAN host HOST) and `game` (owned by the WAN address, the
- * "LAN host" of the self-translating inbound flows below). */
+/* Rules so that the inbound and the reply paths each find a session they
+ * refresh and flows that stay live: `irc`/`irc2` (LAN host HOST) and
+ * `game`/`game2` (owned by the WAN address, the "LAN host" of the
+ * self-translating inbound flows below). A flow lives only while its rule
+ * still opens its WAN port onto its LAN port (pt_flow_judge), so each pair of
+ * ports that translate into each other is two rules, one per direction. */
 const CONFIG = `interfaces: { wan: wan0, lan: [lan0] }
 rules:
   - name: irc
     trigger: tcp/6667
-    open: tcp/113-114
+    open: tcp/114 -> 113
+  - name: irc2
+    trigger: tcp/6668
+    open: tcp/113 -> 114
   - name: game
     trigger: udp/27015
-    open: tcp/27000-27001 -> 28000
+    open: tcp/27000 -> 27001
+  - name: game2
+    trigger: udp/27016
+    open: tcp/27001 -> 27000
 `;
 const IRC_PORTS = [113, 114] as const;
 const GAME_PORTS = [27000, 27001] as const;
@@ -146,12 +155,11 @@ function seed(f: TestDatapath): void {
   f.state.setLocalAddrs([GW_LAN, WAN]);
   f.state.setLanNets(['10.0.0.0/24']);
   const now = monotonicNs();
-  const irc = compiled.ids.get('irc')!;
-  const game = compiled.ids.get('game')!;
+  const id = (name: string): number => compiled.ids.get(name)!;
   const session = (rule: number, host: string): void =>
     f.dp.maps.sessions.set({ rule, peer: '0.0.0.0' }, { opened_ns: now, last_seen_ns: now, host, ifindex: LAN_IFINDEX });
-  session(irc, HOST);
-  session(game, WAN);
+  for (const r of ['irc', 'irc2']) session(id(r), HOST);
+  for (const r of ['game', 'game2']) session(id(r), WAN);
   const flow = (key: Omit<PtFlowKey, 'proto'>, nat: { addr: string; port: number }, rule: number): void => {
     const value: PtFlow = {
       created_ns: now, last_seen_ns: now, nat_addr: nat.addr, nat_port: nat.port, rule, sess_peer: '0.0.0.0',
@@ -162,10 +170,14 @@ function seed(f: TestDatapath): void {
   const DIR_IN = 1;
   const DIR_OUT = 2;
   for (const [a, b] of [[0, 1], [1, 0]] as const) {
-    // Inbound: REMOTE -> WAN:game port a, rewritten to WAN:game port b.
-    flow({ saddr: REMOTE, daddr: WAN, sport: REMOTE_PORT, dport: GAME_PORTS[a], dir: DIR_IN }, { addr: WAN, port: GAME_PORTS[b] }, game);
-    // Reply: HOST:irc port a -> REMOTE, rewritten to HOST:irc port b.
-    flow({ saddr: HOST, daddr: REMOTE, sport: IRC_PORTS[a], dport: REMOTE_PORT, dir: DIR_OUT }, { addr: HOST, port: IRC_PORTS[b] }, irc);
+    // Inbound: REMOTE -> WAN:game port a, rewritten to WAN:game port b (rule
+    // game opens 27000 onto 27001, game2 27001 onto 27000).
+    flow({ saddr: REMOTE, daddr: WAN, sport: REMOTE_PORT, dport: GAME_PORTS[a], dir: DIR_IN }, { addr: WAN, port: GAME_PORTS[b] },
+      id(a === 0 ? 'game' : 'game2'));
+    // Reply: HOST:irc port a -> REMOTE, leaving from WAN port b (rule irc
+    // opens WAN port 114 onto LAN port 113, irc2 113 onto 114).
+    flow({ saddr: HOST, daddr: REMOTE, sport: IRC_PORTS[a], dport: REMOTE_PORT, dir: DIR_OUT }, { addr: HOST, port: IRC_PORTS[b] },
+      id(a === 0 ? 'irc' : 'irc2'));
   }
 }
 
