@@ -17,7 +17,7 @@ BENCH_OBJ := build/bench-empty.bpf.o
 BENCH_TRAFFIC := build/e2e-traffic
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: all setup build check test test-unit fuzz bench bench-e2e bench-scale demo clean vagrant-test
+.PHONY: all setup build deb lintian check test test-unit fuzz bench bench-e2e bench-scale demo clean vagrant-test
 
 all: build
 
@@ -48,6 +48,15 @@ $(BENCH_TRAFFIC): bench/e2e-traffic.c
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
 build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(BENCH_TRAFFIC) dist/.stamp
+
+## The Debian package build/porttrig_<version>_<arch>.deb (scripts/build-deb.sh;
+## PT_DEB_VERSION overrides the version).
+deb: build
+	bash scripts/build-deb.sh
+
+## lintian on the package: errors and warnings fail; each tag kept is explained in packaging/deb/lintian-overrides.
+lintian: deb
+	lintian --fail-on error,warning --display-info build/porttrig_$$(node -p "require('./package.json').version")_$$(dpkg --print-architecture).deb
 
 ## All the tests: everything on this machine, then the VM tests (what CI runs).
 check: test vagrant-test

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what porttrig needs on a fresh Debian 12 machine: the BPF toolchain,
-# libbpf, the network tools the tests and demo use, Prometheus (the metrics e2e
+# libbpf, the network tools the tests and demo use, lintian and help2man (make deb), Prometheus (the metrics e2e
 # test runs one; promtool checks the alert rules), and the npm packages.
 # Idempotent: installs only what is missing. Run as root.
 set -euo pipefail
@@ -18,6 +18,8 @@ have ethtool || need_pkgs+=(ethtool)
 have gcc || need_pkgs+=(gcc)
 have systemd-analyze || need_pkgs+=(systemd)   # verifies packaging/porttrig.service
 have setpriv || need_pkgs+=(util-linux)        # runs the daemon with reduced capabilities in tests
+have lintian || need_pkgs+=(lintian)           # make deb's package is checked by lintian in make test
+have help2man || need_pkgs+=(help2man)         # make deb: the man page from every command's --help
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libbpf.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libbpf.so.1 ] || need_pkgs+=(libbpf1)
 [ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)

@@ -228,7 +228,7 @@ of the host (E_NOT_FOUND) or no daemon.`)
     });
 
   cmd('check-config <file>')
-    .description('validate a configuration file; exit 2 with every error if it is invalid')
+    .description('validate a configuration file; exit 2 with every error if it is invalid (--json: also its pinPath)')
     .option('--interfaces', 'also require the configured interfaces to exist now (the daemon itself waits for missing ones)')
     .action((file: string, o: { interfaces?: boolean }) => {
       const c = loadConfigFile(file);
@@ -236,7 +236,8 @@ of the host (E_NOT_FOUND) or no daemon.`)
         const missing = checkInterfacesExist(c, (n) => ifindexOf(n) !== 0);
         if (missing.length > 0) throw new ConfigError(file, missing);
       }
-      print(g(), { ok: true, rules: c.rules.length }, () => `${file}: ok (${c.rules.length} rules)`);
+      // pinPath: where the package's maintainer scripts find the pinned state (packaging/deb).
+      print(g(), { ok: true, rules: c.rules.length, pinPath: c.datapath.pinPath }, () => `${file}: ok (${c.rules.length} rules)`);
     });
 
   cmd('doctor')

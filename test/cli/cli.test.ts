@@ -34,6 +34,8 @@ test('check-config --interfaces refuses a missing interface (exit 2); without it
   const cfg = join(dir, 'c.yaml');
   writeFileSync(cfg, `interfaces: {wan: ptnosuch0, lan: [lo]}\ndatapath: {pin_path: ${dir}/bpf}\ncontrol: {socket: ${dir}/s.sock}\nrules: []\n`);
   assert.equal(run('check-config', cfg).status, 0);
+  // --json names the pin path (the package's maintainer scripts record it for purge).
+  assert.deepEqual(JSON.parse(run('check-config', '--json', cfg).stdout), { ok: true, rules: 0, pinPath: `${dir}/bpf` });
   const r = run('check-config', '--interfaces', cfg);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /interfaces\.wan: interface "ptnosuch0" does not exist/);
