@@ -91,7 +91,12 @@ export interface SweepRun extends PtSweep {
  * already lies on one. Needs CAP_SYS_ADMIN for the mount.
  */
 export function ensureBpffs(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new PorttrigError('E_STATE', `cannot create the pin path ${dir}: ${code}`, { pinPath: dir });
+  }
   if (statfsSync(dir).type === BPF_FS_MAGIC) return;
   if (ffi.mount('bpf', dir, 'bpf') !== 0) {
     throw new PorttrigError('E_STATE', `cannot mount a bpffs on ${dir}: errno ${ffi.lastErrno()}`, { pinPath: dir });

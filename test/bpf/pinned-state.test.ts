@@ -7,9 +7,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Datapath } from '../../src/bpf/datapath.js';
+import { Datapath, ensureBpffs } from '../../src/bpf/datapath.js';
 import { ConfigCodec, MAPS, PT_LAYOUT_VERSION } from '../../src/bpf/abi.js';
 import { U32 } from '../../src/bpf/struct.js';
 import * as ffi from '../../src/ffi/libbpf.js';
@@ -133,4 +134,15 @@ test('incomplete pinned state is refused rather than completed', { skip }, (t) =
   refused(f.pinPath, [/pt_pkt_stats, pt_attach: not pinned/]);
   assert.equal(pins(f.pinPath), before, 'nothing was pinned to fill the gap');
   assert.equal(existsSync(join(f.pinPath, MAPS.attach)), false);
+});
+
+test('a pin path that cannot be created is E_STATE naming the path, not a crash', (t) => {
+  // Under a regular file mkdir fails (ENOTDIR), as it failed on a read-only
+  // /sys/fs/bpf (a unit with ProtectKernelTunables=).
+  const base = mkdtempSync(join(tmpdir(), 'pt-pinpath-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
+  writeFileSync(join(base, 'file'), '');
+  const dir = join(base, 'file', 'pins');
+  assert.throws(() => ensureBpffs(dir), (e: unknown) =>
+    e instanceof PorttrigError && e.code === 'E_STATE' && e.message.includes(dir));
 });

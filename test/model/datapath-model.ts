@@ -284,7 +284,7 @@ const stale = (stamp: bigint, now: bigint): boolean => s64(now - stamp) > REFRES
 const liveUntil = (last: bigint, idle: bigint, now: bigint): boolean => s64(now - last) <= s64(idle);
 
 const ReclaimValueCodec: Codec<PtReclaim> = ReclaimCodec;
-/** struct pt_host with its `recount` (the kernel sweep's tally, which stays in the entry after a sweep). */
+/** struct pt_host with its `recount` (the kernel sweep's tally; 0 again at the end of each recount). */
 export interface ModelHost extends PtHost { recount: number }
 const ModelHostCodec: Codec<ModelHost> = {
   size: 16,
@@ -909,22 +909,25 @@ export class DatapathModel {
 
   /**
    * The daemon's sweep (PorttrigState.sweep(): the pt_sweep program with
-   * PT_SWEEP_SESSIONS | PT_SWEEP_FLOWS | PT_SWEEP_RECOUNT): every host's
-   * recount goes to 0; expired sessions and sessions of disabled rules go
-   * (the count of their host drops, its entry stays); live ones add to
-   * their host's recount (an absent host gets an entry at 0); then every
-   * host whose count differs from its recount takes the recount (recheck 0)
-   * or goes (none). Last, every flow that is over ends.
+   * PT_SWEEP_SESSIONS | PT_SWEEP_FLOWS | PT_SWEEP_RECOUNT): expired
+   * sessions and sessions of disabled rules go (the count of their host
+   * drops, its entry stays); live ones add to their host's recount (an
+   * absent host gets an entry at 0); then every host's recount goes back to
+   * 0, and a host whose count differed from it takes it (recheck 0) or goes
+   * (none). Last, every flow that is over ends.
    */
   sweep(): void {
-    for (const [host, h] of this.hosts.list()) if (h.recount !== 0) this.hosts.set(host, { ...h, recount: 0 });
     const c = this.ctx(null, null, true);
     for (const [k] of this.sessions.list()) this.reclaimSession(c, k);
     for (const [host, h] of this.hosts.list()) {
-      if (h.sessions === h.recount) continue;
+      const n = h.recount;
+      if (h.sessions === n) {
+        if (n !== 0) this.hosts.set(host, { ...h, recount: 0 });
+        continue;
+      }
       this.cover('sweep:host-count-fixed');
-      if (h.recount === 0) this.hosts.delete(host);
-      else this.hosts.set(host, { ...h, sessions: h.recount, recheck_ns: 0n });
+      if (n === 0) this.hosts.delete(host);
+      else this.hosts.set(host, { ...h, sessions: n, recount: 0, recheck_ns: 0n });
     }
     for (const [k] of this.flows.list()) {
       const fv = this.flows.get(k);

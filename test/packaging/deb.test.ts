@@ -4,7 +4,7 @@
  * passes, that the packaged tree runs, and what the maintainer scripts do,
  * run against a scratch DPKG_ROOT with systemd's helpers replaced by stubs
  * that log their calls. (Installing it under systemd, upgrading under
- * traffic and purging are the VM suite's: vagrant/scenarios.sh.)
+ * traffic and purging on a VM: not yet, README Known gaps.)
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
