@@ -21,6 +21,9 @@
  *   udp-callback PORT CBHOST CBPORT MS
  *                                 on each datagram, at once connect (TCP) to CBHOST:CBPORT
  *                                 and print whether it got through
+ *   irc-whois HOST PORT NICK MS   register with an IRC server as NICK (USER NICK), WHOIS
+ *                                 itself and print the user name and host the server gives
+ *                                 it (RPL_WHOISUSER; "~NICK" when its ident lookup failed)
  *
  * Clients use the family of the HOST they are given. Servers listen on IPv4
  * only, or with PT_PEER_DUAL=1 (a dual-stack topology) on IPv4 and IPv6 (one
@@ -148,6 +151,26 @@ switch (mode) {
       tcpOnce(a[1]!, Number(a[2]), 'callback', Number(a[3]), (res) => say({ event: 'callback', trigger_from: plain(r.address), ...res }));
     });
     s.bind(Number(a[0]), ANY, () => say({ event: 'listening' }));
+    break;
+  }
+  case 'irc-whois': {
+    const [host, port, nick, ms] = a;
+    const s = connect({ host: host!, port: Number(port) });
+    const t = setTimeout(() => { say({ ok: false, error: 'timeout' }); process.exit(0); }, Number(ms));
+    let whois = false;
+    s.on('connect', () => s.write(`NICK ${nick}\r\nUSER ${nick} 0 * :porttrig test\r\n`));
+    s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); say({ ok: false, error: e.code ?? e.message }); process.exit(0); });
+    lines(s, (l) => {
+      const [, cmd, ...rest] = l.trimEnd().split(' ');
+      if (cmd === '001' && !whois) { whois = true; s.write(`WHOIS ${nick}\r\n`); }
+      // :server 311 me NICK USER HOST * :realname
+      if (cmd === '311') {
+        clearTimeout(t);
+        s.end('QUIT\r\n');
+        say({ ok: true, user: rest[2], host: rest[3], local: plain(s.localAddress) });
+        process.exit(0);
+      }
+    });
     break;
   }
   default:
