@@ -9,7 +9,7 @@ import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
   ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
-  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
+  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec,
   type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
   type PtHost, type PtReclaim, type PtRuleName, type PtSession, type PtSessionKey, type PtSweep,
@@ -74,16 +74,20 @@ export type ProgramRole = keyof typeof PROGRAMS;
 export interface SweepRequest {
   /** Map clock (CLOCK_MONOTONIC + CLOCK_BIAS_NS) the expiry decisions are made at. */
   now: bigint;
-  /** SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT. */
+  /** SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT | SWEEP_SESSIONS6 | SWEEP_FLOWS6 | SWEEP_HOST6. */
   what: number;
-  /** Only this LAN host's sessions (no per-rule counts then); default all. */
+  /** Only this LAN host's IPv4 sessions (no per-rule counts then); default all. */
   host?: string;
+  /** With SWEEP_HOST6: only this LAN host's IPv6 sessions (no per-rule counts then). */
+  host6?: string;
 }
 
 /** One run of the kernel sweep: struct pt_sweep as the program left it, and per-rule live sessions. */
 export interface SweepRun extends PtSweep {
   /** Live sessions by rule id (ids with none left out); only after a SWEEP_SESSIONS run of every host. */
   liveByRule: Map<number, number> | null;
+  /** Live IPv6 sessions by rule id; only after a SWEEP_SESSIONS6 run without SWEEP_HOST6. */
+  liveByRule6: Map<number, number> | null;
 }
 
 /**
@@ -194,22 +198,33 @@ export class Datapath {
       now: req.now, what: req.what, host: req.host ?? '0.0.0.0', sessions_next_ns: 0n, flows_next_ns: 0n,
       sessions: 0, sessions_live: 0, sessions_expired: 0, sessions_closed: 0,
       flow_entries: 0, flows_live: 0, flow_entries_removed: 0, hosts_fixed: 0, hosts: 0,
+      host6: req.host6 ?? '::', sessions6_next_ns: 0n, flows6_next_ns: 0n,
+      sessions6: 0, sessions6_live: 0, sessions6_expired: 0, sessions6_closed: 0,
+      flow6_entries: 0, flows6_live: 0, flow6_entries_removed: 0, hosts6_fixed: 0, hosts6: 0,
     });
   }
 
   private sweepOutput(req: SweepRequest, ctx: Buffer): SweepRun {
     const out = SweepCodec.parse(ctx);
+    const want4 = (req.what & SWEEP_SESSIONS) !== 0 && !req.host;
+    const want6 = (req.what & SWEEP_SESSIONS6) !== 0 && !(req.what & SWEEP_HOST6);
     let liveByRule: Map<number, number> | null = null;
-    if (req.what & SWEEP_SESSIONS && !req.host) {
+    let liveByRule6: Map<number, number> | null = null;
+    if (want4 || want6) {
       const v = this.sweepCounts.lookup(U32.format(0));
       if (!v) throw new BpfError(`read ${SWEEP_SECTION}`, ENOENT);
-      liveByRule = new Map();
-      for (let id = 1; id < PT_MAX_RULES; id++) {
-        const n = v.readUInt32LE(4 * id);
-        if (n) liveByRule.set(id, n);
-      }
+      const read = (base: number): Map<number, number> => {
+        const m = new Map<number, number>();
+        for (let id = 1; id < PT_MAX_RULES; id++) {
+          const n = v.readUInt32LE(base + 4 * id);
+          if (n) m.set(id, n);
+        }
+        return m;
+      };
+      if (want4) liveByRule = read(SWEEP_LIVE_OFFSET);
+      if (want6) liveByRule6 = read(SWEEP_LIVE6_OFFSET);
     }
-    return { ...out, liveByRule };
+    return { ...out, liveByRule, liveByRule6 };
   }
 
   /**
