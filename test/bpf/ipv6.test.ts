@@ -1077,6 +1077,43 @@ suite('IPv6 data path (BPF_PROG_TEST_RUN)', SKIP ? { skip: SKIP } : {}, () => {
     assert.equal([...f.dp.maps.sessions6.entries()].length, 1);
   });
 
+  test('full pt6_sessions and pt6_flows: the data path removes what is over and takes the new one; with nothing over, refuses (counted)', () => {
+    const g = makeTestDatapath({ limits: { sessions: 2, flows: 2 } });
+    try {
+      const gids = setup(g, 8);
+      const c = new Ctx(g);
+      c.ids = gids;
+      // Sessions: the table (2) and the host table (2) full of expired sessions of other hosts.
+      c.session('irc', HOST_B, { ageMs: 6 * MIN });
+      c.session('irc', HOST_ULA, { ageMs: 6 * MIN });
+      assert.equal(runProg(g, 'lan', buildPacket6(tcp(HOST_A, 40000, SERVER, 6667, TCP.SYN))).retval, TC_ACT_UNSPEC);
+      assert.deepEqual([...g.dp.maps.sessions6.entries()].map(([, v]) => v.host), [HOST_A], 'the expired sessions made room');
+      assert.deepEqual(Object.fromEntries([...g.dp.maps.hostSessions6.entries()].filter(([, v]) => v.sessions).map(([h, v]) => [h, v.sessions])), { [HOST_A]: 1 });
+      // Full of live sessions: refused, counted as map full.
+      runProg(g, 'lan', buildPacket6(udp(HOST_B, 50000, SERVER, 27020)));
+      assert.equal([...g.dp.maps.sessions6.entries()].length, 2);
+      assert.equal(runProg(g, 'lan', buildPacket6(tcp(HOST_ULA, 40000, SERVER, 5000, TCP.SYN))).retval, TC_ACT_UNSPEC);
+      const full = (rule: string, counter: Counter): bigint => g.dp.maps.ruleStats.sum((1 * MAX_RULES + gids.get(rule)!) * RULE_COUNTERS.length + RULE_COUNTERS.indexOf(counter));
+      assert.equal(full('translated', 'refused_map_full'), 1n, 'refused: no session is over');
+      assert.equal([...g.dp.maps.sessions6.entries()].length, 2);
+
+      // Flows: 2 flows (4 entries) past their timers fill pt6_flows (2 * limits.flows).
+      c.flow({ ...IRC_FLOW, rport: 1001 }, { ageMs: 300_000 });
+      c.flow({ ...IRC_FLOW, rport: 1002 }, { ageMs: 300_000 });
+      const r = runProg(g, 'wan', buildPacket6(tcp(REMOTE, 55555, HOST_A, 113, TCP.SYN)));
+      assert.equal(r.retval, TC_ACT_REDIRECT, 'the SYN got its flow after the reclaim');
+      assert.deepEqual([...g.dp.maps.flows6.entries()].map(([k]) => (k.dir === DIR_IN ? k.sport : k.dport)).sort(), [55555, 55555]);
+      // Full of live flows: refused, counted.
+      const r2 = runProg(g, 'wan', buildPacket6(tcp(REMOTE2, 55556, HOST_A, 113, TCP.SYN)));
+      const r3 = runProg(g, 'wan', buildPacket6(tcp(REMOTE2, 55557, HOST_A, 113, TCP.SYN)));
+      assert.equal(r2.retval, TC_ACT_REDIRECT, 'a second flow fits');
+      assert.equal(r3.retval, TC_ACT_UNSPEC, 'a third does not');
+      assert.equal(full('irc', 'flows_refused'), 1n);
+    } finally {
+      g.cleanup();
+    }
+  });
+
   test('the quoted datagram of the ICMPv6 rows is whole, so their quoted checksums are checked', () => {
     const e = icmp6Error({ type: ICMP6.DEST_UNREACH, code: ICMP6.PORT_UNREACH, ip6: { src: HOST_A, dst: REMOTE }, quoted: udp(REMOTE, 40001, HOST_A, 29003) });
     assert.equal(verifyChecksums6(buildPacket6(e)).quotedL4, true);
