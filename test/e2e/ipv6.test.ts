@@ -95,7 +95,9 @@ describe('IPv6 pinholes through a dual-stack gateway', { skip: !root && 'needs r
   const sessionsOf = async (rule: string): Promise<SessionJson[]> => (await topo.sessions()).filter((s) => s.rule === rule);
 
   test('TCP: closed before the trigger, open after, closed after the idle timeout; an accepted connection keeps working', async () => {
-    const [ident] = await Promise.all([topo.listener(ns.lan, 'tcp-echo', 113), topo.listener(ns.wan, 'tcp-echo', 6667)]);
+    const [ident, , other] = await Promise.all([
+      topo.listener(ns.lan, 'tcp-echo', 113), topo.listener(ns.wan, 'tcp-echo', 6667), topo.listener(ns.lan2, 'tcp-echo', 113),
+    ]);
 
     const early = await topo.once(ns.wan, 'tcp-once', LAN6_HOST, 113, 'early', REFUSED_MS);
     assert.equal(early.ok, false, `reached the LAN host's IPv6 address before any trigger: ${JSON.stringify(early)}`);
@@ -110,6 +112,10 @@ describe('IPv6 pinholes through a dual-stack gateway', { skip: !root && 'needs r
     await talk.waitFor((e) => e.reply === 'echo:first');
     const acc = await ident.waitFor((e) => e.event === 'accept');
     assert.deepEqual([acc.remote, acc.local], [WAN6_SERVER, LAN6_HOST], 'no address translation: the LAN host sees the remote, on its own address');
+    // The pinhole is the triggering host's own address, not the LAN's.
+    const neighbour = await topo.once(ns.wan, 'tcp-once', LAN6_HOST2, 113, 'neighbour', REFUSED_MS);
+    assert.equal(neighbour.ok, false, `another LAN host got through on host A's session: ${JSON.stringify(neighbour)}`);
+    assert.deepEqual(accepts(other), []);
 
     const s = await sessionsOf('v6-tcp');
     assert.deepEqual(s.map((x) => [x.host, x.peer, x.family, x.flows]), [[LAN6_HOST, null, 'ipv6', 1]], JSON.stringify(s));
@@ -311,6 +317,72 @@ describe('IPv6 pinholes through a dual-stack gateway', { skip: !root && 'needs r
     }
     assert.match(m.body, /^porttrig_packets_total\{[^}]*family="ipv6"[^}]*\} [1-9]/m, 'packets_total has IPv6 packets');
     assert.doesNotMatch(m.body, /2001:db8|10\.77\.0\.|203\.0\.113\./, 'a label carries an address');
+  });
+});
+
+describe('IPv6 hosts: sessions_per_host per family and per address; link-local sources never arm', { skip: !root && 'needs root' }, () => {
+  let topo: Topology;
+  /** A second address of the LAN host (as a privacy address): its own count. */
+  const LAN6_HOST_B = '2001:db8:77::a2';
+
+  before(async () => {
+    topo = new Topology({ ipv6: true });
+    topo.create();
+    topo.exec(topo.ns.lan, 'ip', 'addr', 'add', `${LAN6_HOST_B}/64`, 'dev', 'eth0', 'nodad');
+    await topo.startDaemon(topo.writeConfig(`  - name: l1
+    trigger: udp/5701
+    open: tcp/5711
+  - name: l2
+    trigger: udp/5702
+    open: tcp/5712
+`, 'limits:\n  sessions_per_host: 1\n'));
+  });
+  after(() => topo?.destroy());
+
+  /** Send one UDP datagram from the LAN host, from source address `src` (scope id for link-local). */
+  const sendFrom = (src: string, dst: string, port: number): void => {
+    const scope = src.startsWith('fe80:') ? "socket.if_nametoindex('eth0')" : '0';
+    topo.exec(topo.ns.lan, 'python3', '-c', `import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(('${src}', 0, 0, ${scope}))
+s.sendto(b'trigger', ('${dst}', ${port}))`);
+  };
+  const sessions = async (): Promise<string[]> => (await topo.sessions()).map((x) => `${x.rule} ${x.family} ${x.host}`).sort();
+
+  test('limit 1: a dual-stack host holds one IPv4 and one IPv6 session, a second IPv6 one is refused, its other address has its own', async () => {
+    const { lan, wan } = topo.ns;
+    const [app, server, server2, arm] = await Promise.all([
+      topo.listener(lan, 'tcp-echo', 5711, 5712), topo.listener(wan, 'udp-talk', 5701), topo.listener(wan, 'udp-talk', 5702), topo.listener(lan, 'udp-talk', 0),
+    ]);
+    // IPv6 triggers from a chosen source: the host has two addresses in one prefix.
+    await trigger(arm, server, WAN_SERVER, 5701, 'v4');
+    sendFrom(LAN6_HOST, WAN6_SERVER, 5701);
+    await server.waitFor((e) => e.data === 'trigger' && e.remote === LAN6_HOST);
+    sendFrom(LAN6_HOST, WAN6_SERVER, 5702);
+    await server2.waitFor((e) => e.data === 'trigger' && e.remote === LAN6_HOST);
+    assert.deepEqual(await sessions(), ['l1 ipv4 10.77.0.2', `l1 ipv6 ${LAN6_HOST}`], 'per family: one IPv4 and one IPv6 session at limit 1; l2 refused to the same IPv6 address');
+    const closed = await topo.once(wan, 'tcp-once', LAN6_HOST, 5712, 'l2', REFUSED_MS);
+    assert.equal(closed.ok, false, `l2 was refused but its port is open: ${JSON.stringify(closed)}`);
+
+    sendFrom(LAN6_HOST_B, WAN6_SERVER, 5702);
+    await server2.waitFor((e) => e.data === 'trigger' && e.remote === LAN6_HOST_B);
+    assert.deepEqual(await sessions(), ['l1 ipv4 10.77.0.2', `l1 ipv6 ${LAN6_HOST}`, `l2 ipv6 ${LAN6_HOST_B}`], 'the host\'s other address counts on its own');
+    const open = await topo.once(wan, 'tcp-once', LAN6_HOST_B, 5712, 'l2-b', OK_MS);
+    assert.equal(open.ok, true, JSON.stringify(open));
+    assert.deepEqual(accepts(app).map((e) => [e.local, e.local_port]), [[LAN6_HOST_B, 5712]]);
+  });
+
+  test('a trigger from the LAN host\'s link-local address opens nothing', async () => {
+    const ll = /inet6 (fe80::[0-9a-f:]+)\//.exec(topo.exec(topo.ns.lan, 'ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'))?.[1];
+    assert.ok(ll, 'the LAN host has a link-local address');
+    const before = await sessions();
+    const hits = async (): Promise<number> => (await topo.json<{ name: string; trigger_hits: number }[]>('rules')).find((r) => r.name === 'l2')!.trigger_hits;
+    const hitsBefore = await hits();
+    sendFrom(ll, WAN6_SERVER, 5702);
+    sendFrom(ll, WAN6_SERVER, 5702);
+    await sleep(500);
+    assert.deepEqual(await sessions(), before, 'a link-local source armed a session');
+    assert.equal(await hits(), hitsBefore, 'a link-local source counted as a trigger hit');
   });
 });
 
