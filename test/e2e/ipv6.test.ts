@@ -57,7 +57,23 @@ const RULES = `  - name: v6-tcp
   - name: v6-metrics
     trigger: udp/5950
     open: udp/5951
+  - name: v6-contacted-first
+    trigger: udp/5160
+    open: tcp/5161
+    peer: contacted
+    conflict: first
+  - name: v6-kill
+    trigger: udp/5300
+    open: tcp/5401
+    idle_timeout: ${IDLE_MS}ms
+    kill_flows_on_expiry: true
+  - name: v6-inbound-only
+    trigger: udp/5200
+    open: udp/5201
+    idle_timeout: ${IDLE_MS}ms
 `;
+/** Trigger keep-alive interval, well inside IDLE_MS. */
+const KEEPALIVE_MS = 400;
 /** A UDP datagram that IPv6 sends in three fragments on a 1500-byte link. */
 const BIG = 4000;
 
@@ -238,6 +254,57 @@ describe('IPv6 pinholes through a dual-stack gateway', { skip: !root && 'needs r
     assert.deepEqual([s2toB.ok, s2toA.ok, s1toB.ok], [true, false, false], JSON.stringify([s2toB, s2toA, s1toB]));
     assert.deepEqual(accepts(appA).map((e) => e.remote), [WAN6_SERVER], 'host A saw only the server it contacted');
     assert.deepEqual(accepts(appB).map((e) => e.remote), [WAN6_SERVER2], 'host B saw only the server it contacted');
+  });
+
+  test('peer mode contacted, conflict first: a second host contacting the same server is refused while the first holds it', async () => {
+    const [appA, appB, armA, armB, s1] = await Promise.all([
+      topo.listener(ns.lan, 'tcp-echo', 5161), topo.listener(ns.lan2, 'tcp-echo', 5161),
+      topo.listener(ns.lan, 'udp-talk', 0), topo.listener(ns.lan2, 'udp-talk', 0), topo.listener(ns.wan, 'udp-talk', 5160),
+    ]);
+    await trigger(armA, s1, WAN6_SERVER, 5160, 'a');
+    await trigger(armB, s1, WAN6_SERVER, 5160, 'b');
+    assert.deepEqual((await sessionsOf('v6-contacted-first')).map((x) => [x.host, x.peer, x.family]), [[LAN6_HOST, WAN6_SERVER, 'ipv6']],
+      'the same peer: host B is refused, host A keeps the session');
+    const [toA, toB] = await Promise.all([
+      topo.once(ns.wan, 'tcp-once', LAN6_HOST, 5161, 'to-a', OK_MS),
+      topo.once(ns.wan, 'tcp-once', LAN6_HOST2, 5161, 'to-b', REFUSED_MS),
+    ]);
+    assert.deepEqual([toA.ok, toB.ok], [true, false], JSON.stringify([toA, toB]));
+    assert.deepEqual([accepts(appA).length, accepts(appB).length], [1, 0]);
+  });
+
+  test('kill_flows_on_expiry over IPv6: an accepted connection is cut when its session expires', async () => {
+    const [armer] = await Promise.all([topo.listener(ns.lan, 'udp-talk', 0), topo.listener(ns.lan, 'tcp-echo', 5401), topo.listener(ns.wan, 'udp-talk', 5300)]);
+    // Trigger traffic holds the session until the connection is up, however slowly its process starts.
+    armer.send(`every ${KEEPALIVE_MS} ${WAN6_SERVER} 5300 arm`);
+    const talk = topo.peer(ns.wan, 'tcp-talk', LAN6_HOST, 5401);
+    await talk.waitFor((e) => e.event === 'connected', OK_MS);
+    talk.send('before');
+    await talk.waitFor((e) => e.reply === 'echo:before');
+    armer.send('stop');
+    await armer.waitFor((e) => e.event === 'stopped');
+    await sleep(IDLE_MS + SWEEP_SLACK_MS);
+    assert.deepEqual(await sessionsOf('v6-kill'), []);
+    assert.deepEqual((await topo.json<FlowJson[]>('flows')).filter((f) => f.rule === 'v6-kill'), [], 'the flow went with its session');
+    talk.send('after');
+    const cut = await talk.waitFor((e) => e.reply === 'echo:after' || e.event === 'error' || e.event === 'closed', OK_MS).catch((): Record<string, unknown> => ({ event: 'no answer' }));
+    assert.notEqual(cut.reply, 'echo:after', 'the connection still works after its session expired');
+  });
+
+  test('refresh: a remote\'s inbound traffic alone does not keep an IPv6 session open', async () => {
+    const [app, remote] = await Promise.all([topo.listener(ns.lan, 'udp-talk', 5201), topo.listener(ns.wan, 'udp-talk', 41000), topo.listener(ns.wan, 'udp-echo', 5200)]);
+    const trig = await topo.once(ns.lan, 'udp-once', WAN6_SERVER, 5200, 'arm', OK_MS);
+    assert.equal(trig.ok, true, JSON.stringify(trig));
+    remote.send(`every ${KEEPALIVE_MS} ${LAN6_HOST} 5201 in`);
+    await app.waitFor((e) => e.data === 'in-0', OK_MS);
+    await sleep(IDLE_MS + SWEEP_SLACK_MS);
+    const heard = app.events.filter((e) => typeof e.data === 'string' && e.data.startsWith('in-')).length;
+    assert.ok(heard > 3, 'the accepted flow lives on its own timer: the remote\'s datagrams still arrive');
+    assert.deepEqual(await sessionsOf('v6-inbound-only'), [], 'the session expired although the remote kept sending');
+    // A new flow (a fresh source port): the LAN app does not answer, so look at what it got.
+    await topo.once(ns.wan, 'udp-once', LAN6_HOST, 5201, 'probe', REFUSED_MS);
+    assert.deepEqual(app.events.filter((e) => e.data === 'probe'), [], 'a new inbound flow got through after expiry');
+    remote.send('stop');
   });
 
   test('a dual-stack host holds an IPv4 and an IPv6 session of the same rule; each family reaches it', async () => {
