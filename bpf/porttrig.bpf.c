@@ -21,6 +21,9 @@
  * Everything else leaves with TC_ACT_UNSPEC, untouched byte for byte, so that
  * other TC filters still see it.
  *
+ * IPv6 (SPEC 9) has programs of its own, bpf/ipv6/ingress6.h, which these
+ * tail-call for a packet whose skb->protocol is IPv6 (pt6_tail()).
+ *
  * The rare paths (ICMP errors, non-first fragments, a flow's first packet) are
  * BPF-to-BPF calls (__noinline), not inlined: inlined, they made the compiler
  * keep their values alive through the whole program, and the miss path paid
