@@ -422,7 +422,8 @@ export class PorttrigState {
         flows: flows6.get(sid) ?? 0,
       });
     }
-    return out.sort((a, b) => a.rule.localeCompare(b.rule) || a.family.localeCompare(b.family) || compareAddr(a.host, b.host));
+    return out.sort((a, b) => a.rule.localeCompare(b.rule) || a.family.localeCompare(b.family) || compareAddr(a.host, b.host) ||
+      compareAddr(a.peer ?? '', b.peer ?? ''));
   }
 
   /** Accepted flows, one row per flow (from its inbound entry). */
