@@ -21,6 +21,9 @@
  * Everything else leaves with TC_ACT_UNSPEC, untouched byte for byte, so that
  * other TC filters still see it.
  *
+ * IPv6 (SPEC 9) has programs of its own, bpf/ipv6/ingress6.h, which these
+ * tail-call for a packet whose skb->protocol is IPv6 (pt6_tail()).
+ *
  * The rare paths (ICMP errors, non-first fragments, a flow's first packet) are
  * BPF-to-BPF calls (__noinline), not inlined: inlined, they made the compiler
  * keep their values alive through the whole program, and the miss path paid
@@ -1670,38 +1673,34 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	return act;
 }
 
-/* Each program dispatches on skb->protocol (what the driver, or
- * eth_type_trans(), found, on either kind of device): IPv6 goes its own way
- * (bpf/ipv6/ingress6.h), everything else the IPv4 way. Both are BPF-to-BPF
- * calls, so that neither family's frame lies under the other's: BPF's 512
- * bytes of stack are for the whole call chain, and the IPv4 path alone
- * takes up to 480 of them (the program's frame, pt_open_flow()'s or a
- * reclaim walk's with its callback, pt_flow_end()'s); the IPv4 body is
- * still inlined into one function per build, as before. */
-static __noinline int pt_wan4(struct __sk_buff *skb)
+/* IPv6 packets go on to the IPv6 programs (bpf/ipv6/ingress6.h) by a tail
+ * call, so that the IPv4 program stays as it was (its body inlined, its
+ * frame the first of its call chains) and the IPv6 path gets BPF's 512 bytes
+ * of stack for its own chains: kernel 6.1 rounds every frame up to 32 bytes
+ * and the IPv4 chains already reach 512 (the program's 224, pt_icmp()'s
+ * 232, pt_flow_end()'s 16), so neither family's frame may lie under the
+ * other's, and a dispatching frame above both would be one too many. */
+static __always_inline int pt6_tail(struct __sk_buff *skb, __u32 idx, enum pt_direction dir)
 {
-	return pt_wan(skb, false);
+	bpf_tail_call(skb, &pt6_progs, idx);
+	/* Only if pt6_progs lacks the program (it never does once loaded). */
+	return pt_done(PT_F_IPV6, dir, PT_V_PASS, TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int pt_wan_ingress(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return pt6_wan(skb, false);
-	return pt_wan4(skb);
-}
-
-static __noinline int pt_wan4_l3(struct __sk_buff *skb)
-{
-	return pt_wan(skb, true);
+		return pt6_tail(skb, PT6_PROG_WAN, PT_D_WAN);
+	return pt_wan(skb, false);
 }
 
 SEC("tc")
 int pt_wan_ingress_l3(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return pt6_wan(skb, true);
-	return pt_wan4_l3(skb);
+		return pt6_tail(skb, PT6_PROG_WAN_L3, PT_D_WAN);
+	return pt_wan(skb, true);
 }
 
 /* SPEC 4.1: a packet from a LAN host to a trigger port of a remote host arms
@@ -1779,30 +1778,20 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 	return pt_done(PT_F_IPV4, PT_D_LAN, pt_lan_trigger(skb, &p, csum_checked), TC_ACT_UNSPEC);
 }
 
-static __noinline int pt_lan4(struct __sk_buff *skb)
-{
-	return pt_lan(skb, false);
-}
-
 SEC("tc")
 int pt_lan_ingress(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return pt6_lan(skb, false);
-	return pt_lan4(skb);
-}
-
-static __noinline int pt_lan4_l3(struct __sk_buff *skb)
-{
-	return pt_lan(skb, true);
+		return pt6_tail(skb, PT6_PROG_LAN, PT_D_LAN);
+	return pt_lan(skb, false);
 }
 
 SEC("tc")
 int pt_lan_ingress_l3(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return pt6_lan(skb, true);
-	return pt_lan4_l3(skb);
+		return pt6_tail(skb, PT6_PROG_LAN_L3, PT_D_LAN);
+	return pt_lan(skb, true);
 }
 
 /*

@@ -51,7 +51,7 @@ static __noinline int pt6_wan_l4(struct __sk_buff *skb, const struct pt6_pkt *p,
 }
 
 /* An IPv6 packet on pt_wan_ingress(_l3). */
-static __noinline int pt6_wan(struct __sk_buff *skb, const bool l3)
+static __always_inline int pt6_wan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt6_pkt p = {};
 	int r = pt6_parse(skb, &p, l3);
@@ -91,7 +91,7 @@ static __noinline int pt6_lan_reply(struct __sk_buff *skb, const struct pt6_pkt 
 }
 
 /* An IPv6 packet on pt_lan_ingress(_l3). */
-static __noinline int pt6_lan(struct __sk_buff *skb, const bool l3)
+static __always_inline int pt6_lan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt6_pkt p = {};
 	int r = pt6_parse(skb, &p, l3);
@@ -117,5 +117,52 @@ static __noinline int pt6_lan(struct __sk_buff *skb, const bool l3)
 	}
 	return pt_done(PT_F_IPV6, PT_D_LAN, pt6_lan_trigger(skb, &p), TC_ACT_UNSPEC);
 }
+
+/* The IPv6 programs, one per program and build; pt_lan_ingress and
+ * pt_wan_ingress (and their _l3 builds) tail-call them through pt6_progs,
+ * which libbpf fills when it loads the object (not pinned: each object has
+ * its own, with its own programs). Never attached by themselves. */
+#define PT6_PROG_LAN 0
+#define PT6_PROG_LAN_L3 1
+#define PT6_PROG_WAN 2
+#define PT6_PROG_WAN_L3 3
+
+SEC("tc")
+int pt6_lan_ingress(struct __sk_buff *skb)
+{
+	return pt6_lan(skb, false);
+}
+
+SEC("tc")
+int pt6_lan_ingress_l3(struct __sk_buff *skb)
+{
+	return pt6_lan(skb, true);
+}
+
+SEC("tc")
+int pt6_wan_ingress(struct __sk_buff *skb)
+{
+	return pt6_wan(skb, false);
+}
+
+SEC("tc")
+int pt6_wan_ingress_l3(struct __sk_buff *skb)
+{
+	return pt6_wan(skb, true);
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 4);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int(struct __sk_buff *));
+} pt6_progs SEC(".maps") = {
+	.values = {
+		[PT6_PROG_LAN] = (void *)&pt6_lan_ingress,
+		[PT6_PROG_LAN_L3] = (void *)&pt6_lan_ingress_l3,
+		[PT6_PROG_WAN] = (void *)&pt6_wan_ingress,
+		[PT6_PROG_WAN_L3] = (void *)&pt6_wan_ingress_l3,
+	},
+};
 
 #endif /* PORTTRIG_INGRESS6_H */

@@ -251,11 +251,30 @@ for (const codec of abi.ALL_CODECS) {
 // --- 3. the map definitions ---------------------------------------------------------------------
 
 interface MapDef { name: string; fields: Map<string, number> }
-/** Each map of the .maps section: its __uint() values and __type() type ids. */
+/** BPF_MAP_TYPE_PROG_ARRAY: a table of programs (pt6_progs, the IPv6 tail calls), not state. */
+const BPF_MAP_TYPE_PROG_ARRAY = 3;
+/** The __uint(type, N) of a map definition. */
+function mapType(b: Btf, def: ReturnType<Btf['resolve']>): number | undefined {
+  const m = def.members.find((x) => x.name === 'type');
+  if (!m) return undefined;
+  return b.types[b.types[m.type]!.sizeOrType]!.array?.nelems;
+}
+/** The prog arrays of the .maps section, by name. */
+function progArrays(b: Btf): string[] {
+  const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps');
+  assert.ok(sec, 'no .maps DATASEC in the BTF');
+  return sec.vars!.map((v) => b.types[v.type]!).filter((vt) => mapType(b, b.resolve(vt.sizeOrType)) === BPF_MAP_TYPE_PROG_ARRAY).map((vt) => vt.name);
+}
+/**
+ * Each map of the .maps section that holds state: its __uint() values and
+ * __type() type ids. Prog arrays (filled by libbpf with the object's own
+ * programs at load, never pinned) are not state: see progArrays().
+ */
 function mapDefs(b: Btf): MapDef[] {
   const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps');
   assert.ok(sec, 'no .maps DATASEC in the BTF');
-  return sec.vars!.map((v) => {
+  const state = sec.vars!.filter((v) => mapType(b, b.resolve(b.types[v.type]!.sizeOrType)) !== BPF_MAP_TYPE_PROG_ARRAY);
+  return state.map((v) => {
     const vt = b.types[v.type]!;
     const def = b.resolve(vt.sizeOrType);
     const fields = new Map<string, number>();
@@ -281,6 +300,16 @@ test('every map of the object is in MAPS and vice versa, and each is pinned by n
   const inTs = Object.values(abi.MAPS).sort();
   assert.deepEqual(inTs, inObject, 'MAPS (src/bpf/abi.ts) against the maps of the object');
   for (const d of defs) assert.equal(d.fields.get('pinning'), 1, `map ${d.name}: pinning must be LIBBPF_PIN_BY_NAME (1)`);
+});
+
+test('the only prog array is pt6_progs (the IPv6 programs\' tail calls), never pinned', SKIP ? { skip: SKIP } : {}, () => {
+  const b = btf();
+  assert.deepEqual(progArrays(b), ['pt6_progs']);
+  const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps')!;
+  const vt = sec.vars!.map((v) => b.types[v.type]!).find((t) => t.name === 'pt6_progs')!;
+  const def = b.resolve(vt.sizeOrType);
+  assert.equal(def.members.find((m) => m.name === 'pinning'), undefined, 'pt6_progs is not pinned: each object fills its own');
+  assert.ok(!Object.values(abi.MAPS).includes('pt6_progs' as never), 'not a state map (MAPS)');
 });
 
 test('every struct a map uses as key or value has a codec of the same size', SKIP ? { skip: SKIP } : {}, () => {

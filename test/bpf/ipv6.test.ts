@@ -115,6 +115,7 @@ const RULES: Rule[] = [
   rule('sip', 'udp/5070', 'tcp/5071', { peer: 'contacted', conflict: 'first' }),
   rule('udpxl', 'udp/28100', 'udp/28000-28009 -> 29000'),
   rule('off', 'tcp/7777', 'tcp/7778', { enabled: false }),
+  rule('killer', 'tcp/9100', 'tcp/9101-9102 -> 9201', { killFlowsOnExpiry: true }),
 ];
 
 // --- packets ----------------------------------------------------------------------------
@@ -260,6 +261,7 @@ const live = (r: string, host = HOST_A, o: { peer?: string; ageMs?: number } = {
 const IRC_FLOW: FlowPair = { proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 113, host: HOST_A, hostPort: 113, rule: 'irc' };
 const XL_FLOW: FlowPair = { proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 6003, host: HOST_A, hostPort: 7003, rule: 'translated' };
 const UDPXL_FLOW: FlowPair = { proto: 'udp', remote: REMOTE, rport: 40001, wanPort: 28003, host: HOST_A, hostPort: 29003, rule: 'udpxl' };
+const KILL_FLOW: FlowPair = { proto: 'tcp', remote: REMOTE, rport: 55555, wanPort: 9102, host: HOST_A, hostPort: 9202, rule: 'killer' };
 const GAME_FLOW: FlowPair = { proto: 'udp', remote: REMOTE, rport: 40001, wanPort: 27005, host: HOST_A, hostPort: 27005, rule: 'game' };
 const newFlow = (pair: FlowPair, seenIn: number, ifindexIn?: number | 'lo'): FlowExp =>
   ({ pair, seenIn, seenOut: 0, touchIn: 'new', touchOut: 'new', ...(ifindexIn !== undefined ? { ifindexIn } : {}) });
@@ -539,6 +541,36 @@ const ROWS: Row[] = [
     prog: 'wan', seed: (c) => { c.flow(XL_FLOW, { ageMs: 241_000 }); },
     packet: tcp(REMOTE, 55555, HOST_A, 6003, TCP.ACK),
     retval: TC_ACT_UNSPEC, out: 'same', stats: { 'wan/pass': 1 }, flows: [],
+  },
+  {
+    name: 'kill_flows_on_expiry: a flow whose session expired is over, its packet passes and both entries go',
+    prog: 'wan', seed: (c) => { c.session('killer', HOST_A, { ageMs: 11 * MIN }); c.flow(KILL_FLOW); },
+    packet: tcp(REMOTE, 55555, HOST_A, 9102, TCP.ACK),
+    retval: TC_ACT_UNSPEC, out: 'same', stats: { 'wan/pass': 1 }, flows: [],
+  },
+  {
+    name: 'kill_flows_on_expiry: with its session live the flow goes on',
+    prog: 'wan', seed: (c) => { c.session('killer', HOST_A); c.flow(KILL_FLOW); },
+    packet: tcp(REMOTE, 55555, HOST_A, 9102, TCP.ACK),
+    retval: TC_ACT_REDIRECT, out: xlate(tcp(REMOTE, 55555, HOST_A, 9102, TCP.ACK), { dport: 9202 }),
+    stats: { 'wan/translated': 1 },
+    flows: [{ pair: KILL_FLOW, seenIn: SEEN.SYN | SEEN.ACK, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
+  },
+  {
+    name: 'a SYN on the 5-tuple of a flow that saw FIN is a new connection: the old flow ends, a new one opens',
+    prog: 'wan', seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW, { seenIn: SEEN.SYN | SEEN.ACK | SEEN.FIN }); },
+    packet: SYN_XL,
+    retval: TC_ACT_REDIRECT, out: xlate(SYN_XL, { dport: 7003 }),
+    stats: { 'wan/translated': 1 }, counters: { translated: { flows_opened: 1 } },
+    flows: [newFlow(XL_FLOW, SEEN.SYN)],
+  },
+  {
+    name: 'a SYN retransmitted on a live flow goes on as that flow',
+    prog: 'wan', seed: (c) => { c.session('translated', HOST_A); c.flow(XL_FLOW); },
+    packet: SYN_XL,
+    retval: TC_ACT_REDIRECT, out: xlate(SYN_XL, { dport: 7003 }),
+    stats: { 'wan/translated': 1 },
+    flows: [{ pair: XL_FLOW, seenIn: SEEN.SYN, seenOut: SEEN.SYN, touchIn: 'fresh', touchOut: 'unchanged' }],
   },
   {
     name: 'a reply with hop limit 1 goes to the stack untouched (Time Exceeded is the stack\'s)',
