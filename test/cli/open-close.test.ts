@@ -6,7 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CLI, GW_WAN, LAN_HOST, Topology } from '../e2e/topology.js';
+import { LpmV6Codec, MAPS } from '../../src/bpf/abi.js';
+import { RawMap } from '../../src/bpf/map.js';
+import { IPV6, type Codec } from '../../src/bpf/struct.js';
+import * as ffi from '../../src/ffi/libbpf.js';
 
 const root = process.getuid?.() === 0;
 const OTHER_LAN_HOST = '10.77.0.3';
@@ -95,12 +101,29 @@ test('IPv6 hosts (SPEC 9): open, list with family, filter, rules per family, clo
   t.after(() => topo.destroy());
   topo.create();
   topo.exec(topo.ns.gw, 'ip', '-6', 'addr', 'add', '2001:db8:77::1/64', 'dev', 'lan0', 'nodad');
-  await topo.startDaemon(topo.writeConfig(RULES));
+  topo.exec(topo.ns.gw, 'ip', '-6', 'addr', 'add', '2001:db8:ee::1/64', 'dev', 'wan0', 'nodad');
+  const cfg = topo.writeConfig(RULES);
+  // An IPv6 prefix routed behind the LAN (interfaces.lan_networks).
+  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('  lan: [lan0]\n', "  lan: [lan0]\n  lan_networks: ['2001:db8:99::/48']\n"));
+  await topo.startDaemon(cfg);
   const H6 = '2001:db8:77::2';
   const H6B = '2001:db8:77::3';
 
   const status = await topo.json<{ lan_ipv6_prefixes: string[] }>('status');
-  assert.deepEqual(status.lan_ipv6_prefixes, ['2001:db8:77::/64'], 'the LAN prefix read from lan0 (not its link-local one)');
+  assert.deepEqual(status.lan_ipv6_prefixes, ['2001:db8:77::/64', '2001:db8:99::/48'], "lan0's prefix (not its link-local one) and lan_networks'");
+  // What the data path got: pt6_lan_nets and pt6_local_addrs, read from the pins.
+  const pinned = <K>(name: string, codec: Codec<K>): K[] => {
+    const fd = ffi.objGet(join(topo.pinPath, name));
+    assert.ok(fd >= 0, `open pinned ${name}`);
+    try {
+      return [...new RawMap({ name, fd, keySize: codec.size, valueSize: 1, maxEntries: 256, perCpu: false }).entries()].map(([k]) => codec.parse(k));
+    } finally {
+      ffi.closeFd(fd);
+    }
+  };
+  assert.deepEqual(pinned(MAPS.lanNets6, LpmV6Codec).map((k) => `${k.addr}/${k.prefixlen}`).sort(), ['2001:db8:77::/64', '2001:db8:99::/48']);
+  const own = pinned(MAPS.localAddrs6, IPV6).sort();
+  assert.deepEqual(own, ['2001:db8:77::1', '2001:db8:ee::1'], 'the gateway\'s own IPv6 addresses of every interface, without link-local ones');
 
   const open = await topo.cli('open', 'ident', '2001:DB8:77:0::2');
   assert.equal(open.status, 0, open.stderr);
@@ -131,7 +154,7 @@ test('IPv6 hosts (SPEC 9): open, list with family, filter, rules per family, clo
   assert.deepEqual(JSON.parse(peer.stdout), { rule: 'voip', family: 'ipv6', host: H6, peer: '2001:db8:ff::9', action: 'opened', previous_host: null, expires_in_s: 600 });
   const cases: [string[], number, RegExp][] = [
     [['open', 'ident', 'fe80::2'], 2, /^porttrig: host fe80::2 is a link-local IPv6 address; only global and unique-local LAN addresses hold sessions\n$/],
-    [['open', 'ident', '2001:db8:99::2'], 2, /^porttrig: host 2001:db8:99::2 is not inside a LAN prefix \(LAN IPv6 prefixes: 2001:db8:77::\/64 on lan0\)\n$/],
+    [['open', 'ident', '2001:db8:98::2'], 2, /^porttrig: host 2001:db8:98::2 is not inside a LAN prefix \(LAN IPv6 prefixes: 2001:db8:77::\/64 on lan0, 2001:db8:99::\/48 on lan0\)\n$/],
     [['open', 'ident', '2001:db8:77::1'], 2, /gateway's own addresses/],
     [['open', 'voip', H6B, '--peer', '198.51.100.1'], 2, /is not an IPv6 address \(the host is IPv6\)/],
     [['open', 'voip', H6B, '--peer', '2001:db8:ff::9'], 1, /held by 2001:db8:77::2/],
@@ -142,6 +165,10 @@ test('IPv6 hosts (SPEC 9): open, list with family, filter, rules per family, clo
     assert.match(r.stderr, stderr, args.join(' '));
   }
 
+  const routed = await topo.cli('open', 'ident', '2001:db8:99:1::5', '--json');
+  assert.equal(routed.status, 0, `a host of lan_networks: ${routed.stderr}`);
+  assert.equal((await topo.cli('close', 'ident', '2001:db8:99:1::5')).status, 0);
+
   const close = await topo.cli('close', 'ident', H6);
   assert.equal(close.status, 0, close.stderr);
   assert.equal(close.stdout, `closed 1 session of ident for ${H6}; 0 flows left to run out\n`);
@@ -151,11 +178,13 @@ test('IPv6 hosts (SPEC 9): open, list with family, filter, rules per family, clo
   // The prefix goes with lan0's address: a host in it is no longer a LAN host.
   topo.exec(topo.ns.gw, 'ip', '-6', 'addr', 'del', '2001:db8:77::1/64', 'dev', 'lan0');
   const deadline = Date.now() + 5000;
-  while ((await topo.json<{ lan_ipv6_prefixes: string[] }>('status')).lan_ipv6_prefixes.length > 0) {
+  while ((await topo.json<{ lan_ipv6_prefixes: string[] }>('status')).lan_ipv6_prefixes.length > 1) {
     assert.ok(Date.now() < deadline, 'the removed prefix is still listed after 5 s');
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.equal((await topo.cli('open', 'ident', H6)).status, 2);
+  assert.deepEqual(pinned(MAPS.lanNets6, LpmV6Codec).map((k) => `${k.addr}/${k.prefixlen}`), ['2001:db8:99::/48']);
+  assert.deepEqual(pinned(MAPS.localAddrs6, IPV6), ['2001:db8:ee::1']);
 });
 
 test('open and close have --help naming their options and exit statuses', () => {
