@@ -10,7 +10,7 @@ BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 -I/usr/include/$(ARCH_TR
 # (bpf/conntrack.h, src/bpf/conntrack.ts).
 BPF_OBJ := build/porttrig.bpf.o
 BPF_NOCT_OBJ := build/porttrig-noct.bpf.o
-BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h)
+BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h) $(wildcard bpf/ipv6/*.h)
 # The empty TC program that `make bench` measures the data path against.
 BENCH_OBJ := build/bench-empty.bpf.o
 # The paced senders and TCP sink of `make bench-e2e`.

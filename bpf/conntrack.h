@@ -90,6 +90,32 @@ static __always_inline bool pt_ct_is_reply(struct __sk_buff *skb, const struct p
 	return reply;
 }
 
+/* pt_ct_is_reply() for an IPv6 packet (IPv6 pinholes: no masquerade, but a
+ * LAN host's own connection out may use a port that a pinhole opens, and its
+ * replies are conntrack's). */
+static __always_inline bool pt6_ct_is_reply(struct __sk_buff *skb, const __be32 *saddr, const __be32 *daddr,
+					    __be16 sport, __be16 dport, __u8 proto)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_ct_opts opts = {
+		.netns_id = BPF_F_CURRENT_NETNS,
+		.l4proto = proto,
+	};
+
+	for (int i = 0; i < 4; i++) {
+		t.ipv6.saddr[i] = saddr[i];
+		t.ipv6.daddr[i] = daddr[i];
+	}
+	t.ipv6.sport = sport;
+	t.ipv6.dport = dport;
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, PT_CT_OPTS_SZ);
+	if (!ct)
+		return false;
+	bool reply = opts.dir == PT_IP_CT_DIR_REPLY;
+	bpf_ct_release(ct);
+	return reply;
+}
+
 #else /* PT_NO_CONNTRACK */
 
 /* Built without conntrack's kfuncs: nothing is known to be a reply. */
@@ -97,6 +123,13 @@ static __always_inline bool pt_ct_is_reply(struct __sk_buff *skb, const struct p
 {
 	(void)skb;
 	(void)p;
+	return false;
+}
+
+static __always_inline bool pt6_ct_is_reply(struct __sk_buff *skb, const __be32 *saddr, const __be32 *daddr,
+					    __be16 sport, __be16 dport, __u8 proto)
+{
+	(void)skb; (void)saddr; (void)daddr; (void)sport; (void)dport; (void)proto;
 	return false;
 }
 

@@ -55,19 +55,26 @@ _Static_assert(sizeof(struct pt_fn_hdr) == 28, "IPv4 header without options + IC
  *    local sender on a veth) is re-segmented on transmit: only its segments
  *    must fit, as in ip_forward()'s ip_exceeds_mtu(). BPF_MTU_CHK_SEGS asks
  *    skb_gso_validate_network_len() exactly that.
- *  - Any other packet: its L3 length (IPv4 tot_len) against the MTU, so that
+ *  - Any other packet: its L3 length (`l3_len`) against the MTU, so that
  *    the link-layer headers of the ingress and the egress device (Ethernet,
  *    none on PPP/TUN) do not enter the comparison.
  * An egress that has vanished (-ENODEV) counts as fitting: the redirect
  * fails on its own.
  */
-static __always_inline __u32 pt_too_big(struct __sk_buff *skb, const struct pt_pkt *p, __u32 ifindex)
+static __always_inline __u32 pt_too_big_len(struct __sk_buff *skb, __u32 l3_len, __u32 ifindex)
 {
 	__u32 mtu = 0;
 	if (skb->gso_size)
 		return bpf_check_mtu(skb, ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SEGS_TOOBIG ? mtu : 0;
-	mtu = (__u32)p->ip_end - PT_L3_OFF(p);
+	mtu = l3_len;
 	return bpf_check_mtu(skb, ifindex, &mtu, 0, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED ? mtu : 0;
+}
+
+/* The same for an IPv4 packet; l3_len is its tot_len. (IPv6: the payload
+ * length plus 40, bpf/ipv6/flow6.h.) */
+static __always_inline __u32 pt_too_big(struct __sk_buff *skb, const struct pt_pkt *p, __u32 ifindex)
+{
+	return pt_too_big_len(skb, (__u32)p->ip_end - PT_L3_OFF(p), ifindex);
 }
 
 /* Whether the packet's IPv4 header has DF (don't fragment) set. */

@@ -21,6 +21,9 @@
  * Everything else leaves with TC_ACT_UNSPEC, untouched byte for byte, so that
  * other TC filters still see it.
  *
+ * IPv6 (SPEC 9) has programs of its own, bpf/ipv6/ingress6.h, which these
+ * tail-call for a packet whose skb->protocol is IPv6 (pt6_tail()).
+ *
  * The rare paths (ICMP errors, non-first fragments, a flow's first packet) are
  * BPF-to-BPF calls (__noinline), not inlined: inlined, they made the compiler
  * keep their values alive through the whole program, and the miss path paid
@@ -168,19 +171,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_attach SEC(".maps");
 
-/* Per-rule counters (enum pt_rule_counter). */
+/* Per-family, per-rule counters (enum pt_rule_counter). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PT_MAX_RULES * PT_RC__COUNT);
+	__uint(max_entries, PT_F__COUNT * PT_MAX_RULES * PT_RC__COUNT);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pt_rule_stats SEC(".maps");
 
-/* Packets by direction and verdict. */
+/* Packets by address family, direction and verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PT_D__COUNT * PT_V__COUNT);
+	__uint(max_entries, PT_F__COUNT * PT_D__COUNT * PT_V__COUNT);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -205,18 +208,20 @@ _Static_assert(PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_TCP_TRANS_NS &&
 	       PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_UDP_NS &&
 	       PT_FLOW_ORPHAN_NS <= PT_FLOW_TIMEOUT_TCP_EST_NS, "orphan timeout must be the shortest");
 
-static __always_inline int pt_done(enum pt_direction dir, enum pt_verdict v, int act)
+/* Count the packet's verdict (per address family, direction and verdict:
+ * family 0, IPv4, keeps the indices of layouts before 7) and return `act`. */
+static __always_inline int pt_done(enum pt_family fam, enum pt_direction dir, enum pt_verdict v, int act)
 {
-	__u32 idx = dir * PT_V__COUNT + v;
+	__u32 idx = (fam * PT_D__COUNT + dir) * PT_V__COUNT + v;
 	__u64 *n = bpf_map_lookup_elem(&pt_pkt_stats, &idx);
 	if (n)
 		*n += 1;
 	return act;
 }
 
-static __always_inline void pt_count(__u32 rule, enum pt_rule_counter c)
+static __always_inline void pt_count(enum pt_family fam, __u32 rule, enum pt_rule_counter c)
 {
-	__u32 idx = rule * PT_RC__COUNT + c;
+	__u32 idx = (fam * PT_MAX_RULES + rule) * PT_RC__COUNT + c;
 	__u64 *n = bpf_map_lookup_elem(&pt_rule_stats, &idx);
 	if (n)
 		*n += 1;
@@ -294,19 +299,20 @@ static __always_inline void pt_host_until(struct pt_host *h, __u64 until)
 		h->recheck_ns = until;
 }
 
-/* One attempt to take a session slot for `host`, whose new session lives
- * until `until` unless refreshed. */
-static __always_inline enum pt_take pt_host_take_once(__be32 host, __u32 limit, __u64 until)
+/* One attempt to take a session slot for the host whose key is `host` in
+ * `hosts` (pt_host_sessions or pt6_host_sessions: a constant at every inlined
+ * call site), whose new session lives until `until` unless refreshed. */
+static __always_inline enum pt_take pt_host_take_in(void *hosts, const void *host, __u32 limit, __u64 until)
 {
-	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+	struct pt_host *h = bpf_map_lookup_elem(hosts, host);
 	if (!h) {
 		struct pt_host one = { .sessions = 1, .recheck_ns = until };
 		if (limit < 1)
 			return PT_TAKE_LIMIT;
-		if (!bpf_map_update_elem(&pt_host_sessions, &host, &one, BPF_NOEXIST))
+		if (!bpf_map_update_elem(hosts, host, &one, BPF_NOEXIST))
 			return PT_TAKE_OK;
 		/* Lost a race with another CPU (EEXIST), or the map is full. */
-		h = bpf_map_lookup_elem(&pt_host_sessions, &host);
+		h = bpf_map_lookup_elem(hosts, host);
 		if (!h)
 			return PT_TAKE_FULL;
 	}
@@ -316,6 +322,11 @@ static __always_inline enum pt_take pt_host_take_once(__be32 host, __u32 limit, 
 	}
 	pt_host_until(h, until);
 	return PT_TAKE_OK;
+}
+
+static __always_inline enum pt_take pt_host_take_once(__be32 host, __u32 limit, __u64 until)
+{
+	return pt_host_take_in(&pt_host_sessions, &host, limit, until);
 }
 
 /*
@@ -344,11 +355,16 @@ static __always_inline enum pt_take pt_host_take(__be32 host, __u32 limit, __u64
 /* Give a slot back; the entry goes when it reaches zero, so that hosts that
  * hold nothing never fill pt_host_sessions. A take racing the delete can lose
  * one count; the daemon's sweep recounts every second. */
+static __always_inline void pt_host_release_in(void *hosts, const void *host)
+{
+	struct pt_host *h = bpf_map_lookup_elem(hosts, host);
+	if (h && h->sessions > 0 && __sync_fetch_and_sub(&h->sessions, 1) == 1)
+		bpf_map_delete_elem(hosts, host);
+}
+
 static __always_inline void pt_host_release(__be32 host)
 {
-	struct pt_host *h = bpf_map_lookup_elem(&pt_host_sessions, &host);
-	if (h && h->sessions > 0 && __sync_fetch_and_sub(&h->sessions, 1) == 1)
-		bpf_map_delete_elem(&pt_host_sessions, &host);
+	pt_host_release_in(&pt_host_sessions, &host);
 }
 
 /*
@@ -384,12 +400,12 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 				pt_touch(&s->last_seen_ns, now);
 				if (s->ifindex != ifindex)
 					s->ifindex = ifindex;
-				pt_count(id, PT_RC_TRIGGER_HITS);
+				pt_count(PT_F_IPV4, id, PT_RC_TRIGGER_HITS);
 				return;
 			}
 			if (!(flags & PT_RULE_CONFLICT_LAST)) {
-				pt_count(id, PT_RC_TRIGGER_HITS);
-				pt_count(id, PT_RC_REFUSED_CONFLICT);
+				pt_count(PT_F_IPV4, id, PT_RC_TRIGGER_HITS);
+				pt_count(PT_F_IPV4, id, PT_RC_REFUSED_CONFLICT);
 				return;
 			}
 			old_host = s_host;      /* conflict: last -> take it over */
@@ -400,7 +416,7 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 			old_host = s_host;
 		}
 	}
-	pt_count(id, PT_RC_TRIGGER_HITS);
+	pt_count(PT_F_IPV4, id, PT_RC_TRIGGER_HITS);
 
 	struct pt_session fresh = {
 		.opened_ns = now,
@@ -411,7 +427,7 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 	if (!keep_slot) {
 		enum pt_take t = pt_host_take(p->saddr, cfg->sessions_per_host, now, now + idle);
 		if (t != PT_TAKE_OK) {
-			pt_count(id, t == PT_TAKE_LIMIT ? PT_RC_REFUSED_HOST_LIMIT : PT_RC_REFUSED_MAP_FULL);
+			pt_count(PT_F_IPV4, id, t == PT_TAKE_LIMIT ? PT_RC_REFUSED_HOST_LIMIT : PT_RC_REFUSED_MAP_FULL);
 			return;
 		}
 	}
@@ -428,12 +444,12 @@ static __noinline void pt_arm(__u32 id, const struct pt_pkt *p, __u32 ifindex,
 	if (err) {
 		if (!keep_slot)
 			pt_host_release(p->saddr);
-		pt_count(id, PT_RC_REFUSED_MAP_FULL);
+		pt_count(PT_F_IPV4, id, PT_RC_REFUSED_MAP_FULL);
 		return;
 	}
 	if (old_host)
 		pt_host_release(old_host);
-	pt_count(id, PT_RC_SESSIONS_OPENED);
+	pt_count(PT_F_IPV4, id, PT_RC_SESSIONS_OPENED);
 }
 
 /*
@@ -503,11 +519,11 @@ static __always_inline int pt_rewrite(struct __sk_buff *skb, const struct pt_pkt
 	return 0;
 }
 
-static __always_inline __u32 pt_seen_flags(const struct pt_pkt *p)
+/* PT_SEEN_* of a packet of protocol `proto` with TCP flags `f` (byte 13). */
+static __always_inline __u32 pt_seen_of(__u8 proto, __u8 f)
 {
-	__u8 f = p->tcp_flags;
 	__u32 seen = 0;
-	if (p->proto != IPPROTO_TCP)
+	if (proto != IPPROTO_TCP)
 		return 0;
 	if (f & PT_TCP_SYN)
 		seen |= PT_SEEN_SYN;
@@ -518,6 +534,11 @@ static __always_inline __u32 pt_seen_flags(const struct pt_pkt *p)
 	if (f & PT_TCP_RST)
 		seen |= PT_SEEN_RST;
 	return seen;
+}
+
+static __always_inline __u32 pt_seen_flags(const struct pt_pkt *p)
+{
+	return pt_seen_of(p->proto, p->tcp_flags);
 }
 
 /* The key of the other direction's entry of a flow (flows come in pairs). */
@@ -560,6 +581,17 @@ enum pt_fate {
 	PT_FATE_KILLED,     /* kill_flows_on_expiry: its session ended or changed hands */
 };
 
+/* The fate of a flow by its timer (RFC 4787 / RFC 5382), from both of its
+ * entries' stamps and TCP flags: `in` says whether (last, seen) are the
+ * inbound entry's. Address-independent: both families' flows use it. */
+static __always_inline enum pt_fate pt_flow_timer_fate(__u8 proto, bool in, __u64 last, __u32 seen,
+						       __u64 pf_last, __u32 pf_seen, __u64 now)
+{
+	__u64 newest = last > pf_last ? last : pf_last;
+	__u64 timeout = pt_flow_timeout(proto, in ? seen : pf_seen, in ? pf_seen : seen);
+	return (__s64)(now - newest) > (__s64)timeout ? PT_FATE_EXPIRED : PT_FATE_LIVE;
+}
+
 /*
  * What becomes of the flow of entry `fv` (key `k`, a copy of the entry): the
  * decision of flowFate() in src/core/sweep.ts, which the daemon's sweeper
@@ -584,12 +616,8 @@ static __always_inline enum pt_fate pt_flow_fate(const struct pt_flow_key *k, co
 	struct pt_flow *pf = bpf_map_lookup_elem(&pt_flows, &pk);
 	if (!pf)
 		return PT_FATE_ORPHAN;
-	__u64 pf_last = pf->last_seen_ns;
-	__u32 pf_seen = pf->seen;
-	__u64 last = fv->last_seen_ns > pf_last ? fv->last_seen_ns : pf_last;
-	bool in = k->dir == PT_DIR_IN;
-	__u64 timeout = pt_flow_timeout(k->proto, in ? fv->seen : pf_seen, in ? pf_seen : fv->seen);
-	return (__s64)(now - last) > (__s64)timeout ? PT_FATE_EXPIRED : PT_FATE_LIVE;
+	return pt_flow_timer_fate(k->proto, k->dir == PT_DIR_IN, fv->last_seen_ns, fv->seen,
+				  pf->last_seen_ns, pf->seen, now);
 }
 
 /* A flow entry found for a packet, with what forwarding on it needs. */
@@ -769,10 +797,9 @@ struct pt_reclaim_ctx {
  * map value, which the verifier does not track). */
 
 /* Count one removal against the scan's budget: 1 (stop) once it is spent. */
-static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
+static __always_inline long pt_reclaim_spend(struct pt_reclaim *st, __u32 *freed)
 {
-	c->freed = 1;
-	struct pt_reclaim *st = c->st;
+	*freed = 1;
 	if (!st)
 		return 0;
 	if (++st->freed < PT_RECLAIM_BATCH)
@@ -781,14 +808,20 @@ static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
 	return 1;
 }
 
+static __always_inline long pt_reclaim_spent(struct pt_reclaim_ctx *c)
+{
+	return pt_reclaim_spend(c->st, &c->freed);
+}
+
 /* What the daemon's sweep (pt_sweep) leaves behind. `live`: live sessions per
- * rule id, counted over pt_sessions: what porttrig_sessions_active reads,
+ * rule id, counted over pt_sessions (live6: over pt6_sessions): what porttrig_sessions_active reads,
  * instead of the map; at offset 0, where the daemon reads it. `last`: the last
  * sweep's context as it returned, for `bpftool map dump`; it also puts struct
  * pt_sweep in the object's BTF, which the program's void * context does not
  * (the ABI test reads the struct from there). */
 struct {
 	__u32 live[PT_MAX_RULES];
+	__u32 live6[PT_MAX_RULES];   /* the same over pt6_sessions (PT_SWEEP_SESSIONS6) */
 	struct pt_sweep last;
 } pt_sweep_data SEC(".data.sweep") = {};
 
@@ -852,7 +885,7 @@ static long pt_reclaim_session_cb(struct bpf_map *map, const struct pt_session_k
 		pt_host_release(host);
 	}
 	if (rflags & PT_RULE_ENABLED) {
-		pt_count(rid, PT_RC_SESSIONS_EXPIRED);
+		pt_count(PT_F_IPV4, rid, PT_RC_SESSIONS_EXPIRED);
 		c->expired++;
 	} else {
 		c->closed++;
@@ -917,24 +950,30 @@ _Static_assert(PT_FLOW_TIMEOUT_TCP_TRANS_NS <= PT_FLOW_TIMEOUT_TCP_EST_NS,
  * a host with none goes. A session the data path opened meanwhile, after the
  * walk passed its bucket, is not in the recount: its host's count is then one
  * short until the next recount (the drift the recount exists to bound). */
-static long pt_recount_apply_cb(struct bpf_map *map, const __be32 *k, struct pt_host *h, struct pt_reclaim_ctx *c)
+static __always_inline long pt_recount_apply(void *hosts, const void *host, struct pt_host *h,
+					     __u32 *nhosts, __u32 *fixed)
 {
-	__be32 host = *k;
 	__u32 n = h->recount;
 	h->recount = 0;  /* ready for the next recount: no pass has to reset it first */
 	if (h->sessions == n) {
-		c->hosts++;
+		(*nhosts)++;
 		return 0;
 	}
-	c->fixed++;
+	(*fixed)++;
 	if (!n) {
-		bpf_map_delete_elem(&pt_host_sessions, &host);
+		bpf_map_delete_elem(hosts, host);
 		return 0;
 	}
-	c->hosts++;
+	(*nhosts)++;
 	h->sessions = n;
 	h->recheck_ns = 0;  /* the data path computes the next deadline itself */
 	return 0;
+}
+
+static long pt_recount_apply_cb(struct bpf_map *map, const __be32 *k, struct pt_host *h, struct pt_reclaim_ctx *c)
+{
+	__be32 host = *k;
+	return pt_recount_apply(&pt_host_sessions, &host, h, &c->hosts, &c->fixed);
 }
 
 /*
@@ -946,9 +985,8 @@ static long pt_recount_apply_cb(struct bpf_map *map, const __be32 *k, struct pt_
  * removed: a whole walk of a full table of live state is paid at most once a
  * second (bench/reclaim.ts measures it).
  */
-static __always_inline struct pt_reclaim *pt_reclaim_due(__u32 which, __u64 now)
+static __always_inline struct pt_reclaim *pt_reclaim_due_st(struct pt_reclaim *st, __u32 which, __u64 now)
 {
-	struct pt_reclaim *st = bpf_map_lookup_elem(&pt_reclaim_state, &which);
 	if (!st)
 		return NULL;
 	__u64 last = st->last_ns;
@@ -963,6 +1001,11 @@ static __always_inline struct pt_reclaim *pt_reclaim_due(__u32 which, __u64 now)
 	st->freed = 0;
 	st->more = 0;
 	return st;
+}
+
+static __always_inline struct pt_reclaim *pt_reclaim_due(__u32 which, __u64 now)
+{
+	return pt_reclaim_due_st(bpf_map_lookup_elem(&pt_reclaim_state, &which), which, now);
 }
 
 /* One function per map: the verifier (kernel 6.1) counts a callback's frame
@@ -1089,11 +1132,11 @@ static __always_inline struct pt_egress pt_egress_of(bool inbound, __u32 lan_ifi
  *    redirection into L2 device"). Zeroed but for h_proto: only h_dest's
  *    multicast bit is looked at before the header is pulled again.
  */
-static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg)
+static __always_inline int pt_redirect_proto(struct __sk_buff *skb, __u32 l3_off, __u16 eth_proto, struct pt_egress eg)
 {
 	if (eg.l3)
 		return bpf_redirect(eg.ifindex, 0);
-	if (p->l3_off == 0) {
+	if (l3_off == 0) {
 		if (bpf_skb_change_head(skb, ETH_HLEN, 0))
 			return TC_ACT_SHOT;
 		void *data = (void *)(long)skb->data;
@@ -1101,9 +1144,14 @@ static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pk
 		struct ethhdr *eth = data;
 		if ((void *)(eth + 1) > data_end)
 			return TC_ACT_SHOT;
-		eth->h_proto = bpf_htons(ETH_P_IP);
+		eth->h_proto = bpf_htons(eth_proto);
 	}
 	return bpf_redirect_neigh(eg.ifindex, NULL, 0, 0);
+}
+
+static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg)
+{
+	return pt_redirect_proto(skb, p->l3_off, ETH_P_IP, eg);
 }
 
 /* Returned by pt_forward() (and pt_open_flow()) for an inbound packet that
@@ -1124,10 +1172,10 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	struct pt_flow *f = ref->f;
 
 	if (p->ttl <= 1)   /* XXX: no ICMP time exceeded is sent (RFC 1812 5.3.1) */
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	struct pt_egress eg = pt_egress_of(inbound, ref->fv.ifindex);
 	if (!eg.ifindex)   /* the WAN interface is gone (pppd redialling) */
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	/* Too big for the egress (mtu.h): checked before anything changes, so
 	 * that the packet is still as its sender sent it. Outbound: the stack
 	 * gets it untranslated, and ip_forward() answers (DF) or fragments
@@ -1141,10 +1189,10 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	__u32 mtu = pt_too_big(skb, p, eg.ifindex);
 	if (mtu) {
 		if (!inbound)
-			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+			return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 		if (!pt_df(skb, p))
-			return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
-		pt_done(dir, PT_V_DROPPED, 0);
+			return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
+		pt_done(PT_F_IPV4, dir, PT_V_DROPPED, 0);
 		return PT_ACT_FRAG_NEEDED | (mtu & 0xffff);
 	}
 
@@ -1158,8 +1206,8 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 	if (p->first_frag)
 		pt_frag_remember(p, inbound ? PT_DIR_IN : PT_DIR_OUT, &ref->fv, ref->now);
 	if (pt_rewrite(skb, p, inbound, ref->fv.nat_addr, ref->fv.nat_port))
-		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
-	pt_done(dir, PT_V_TRANSLATED, 0);
+		return pt_done(PT_F_IPV4, dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(PT_F_IPV4, dir, PT_V_TRANSLATED, 0);
 	return pt_redirect(skb, p, eg);
 }
 
@@ -1180,23 +1228,23 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	 * passes untranslated and is lost to the LAN host; holding it back would
 	 * need a queue the data path does not have (or reassembly by the stack). */
 	if (!fr)
-		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 	__u64 first_ns = fr->first_ns;
 	__be32 nat_addr = fr->nat_addr;
 	__u32 ifindex = fr->ifindex;
 	if ((__s64)(pt_now() - first_ns) > (__s64)PT_FRAG_TIMEOUT_NS)
-		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 	/* What ip_rcv() would drop is not translated (and the incremental
 	 * update would only carry the bad sum over). */
 	if (!pt_ip_csum_ok(skb, p))
-		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 
 	bool inbound = fdir == PT_DIR_IN;
 	struct pt_egress eg = pt_egress_of(inbound, ifindex);
 	if (!eg.ifindex)
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	/* A fragment never has DF (RFC 791), so there is no one to tell; and
 	 * neither side can fragment it again: the stack would hold an
 	 * untranslated non-first fragment for reassembly with a first fragment
@@ -1204,10 +1252,10 @@ static __noinline int pt_fragment(struct __sk_buff *skb, const struct pt_pkt *p,
 	 * XXX: dropped; only a sender that fragments for a larger MTU than the
 	 * egress's sends such fragments. */
 	if (pt_too_big(skb, p, eg.ifindex))
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	if (pt_rewrite_l3(skb, p, inbound, inbound ? p->daddr : p->saddr, nat_addr))
-		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
-	pt_done(dir, PT_V_TRANSLATED, 0);
+		return pt_done(PT_F_IPV4, dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(PT_F_IPV4, dir, PT_V_TRANSLATED, 0);
 	return pt_redirect(skb, p, eg);
 }
 
@@ -1293,17 +1341,17 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 {
 	struct pt_icmp_quote q;
 	if (pt_parse_icmp_error(skb, p, &q))
-		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 	if (fdir == PT_DIR_OUT) {
 		if (p->saddr != q.daddr || p->daddr != q.saddr)
-			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+			return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 		struct pt_port *port = pt_port_slot(q.proto, q.dport);
 		if (!port || !port->lan_port_refs)
-			return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+			return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 	}
 	/* What ip_rcv() would drop creates, ends and translates nothing. */
 	if (!pt_ip_csum_ok(skb, p))
-		return pt_done(dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_MALFORMED, TC_ACT_UNSPEC);
 	struct pt_flow_key k = {
 		.saddr = q.daddr,
 		.daddr = q.saddr,
@@ -1314,15 +1362,15 @@ static __noinline int pt_icmp(struct __sk_buff *skb, const struct pt_pkt *p, __u
 	};
 	struct pt_flow_ref ref;
 	if (!pt_flow_get(&k, &ref, false))
-		return pt_done(dir, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, dir, PT_V_PASS, TC_ACT_UNSPEC);
 	if (p->ttl <= 1)
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	struct pt_egress eg = pt_egress_of(fdir == PT_DIR_IN, ref.fv.ifindex);
 	if (!eg.ifindex)
-		return pt_done(dir, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, dir, PT_V_DROPPED, TC_ACT_SHOT);
 	if (pt_icmp_rewrite(skb, p, &q, fdir == PT_DIR_IN, ref.fv.nat_addr, ref.fv.nat_port))
-		return pt_done(dir, PT_V_MALFORMED, TC_ACT_SHOT);
-	pt_done(dir, PT_V_TRANSLATED, 0);
+		return pt_done(PT_F_IPV4, dir, PT_V_MALFORMED, TC_ACT_SHOT);
+	pt_done(PT_F_IPV4, dir, PT_V_TRANSLATED, 0);
 	return pt_redirect(skb, p, eg);
 }
 
@@ -1417,10 +1465,14 @@ static __always_inline bool pt_trigger_addrs_ok(const struct pt_config *cfg, con
 }
 
 /* A bare TCP SYN: the first packet of a connection. */
+static __always_inline bool pt_is_bare_syn(__u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) == PT_TCP_SYN;
+}
+
 static __always_inline bool pt_bare_syn(const struct pt_pkt *p)
 {
-	return p->proto == IPPROTO_TCP &&
-	       (p->tcp_flags & (PT_TCP_SYN | PT_TCP_ACK | PT_TCP_RST | PT_TCP_FIN)) == PT_TCP_SYN;
+	return pt_is_bare_syn(p->proto, p->tcp_flags);
 }
 
 /*
@@ -1453,17 +1505,17 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	__u64 now = pt_now();
 	struct pt_port *port = pt_port_slot(p->proto, p->dport);
 	if (!port)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u32 rid = port->open_rule;
 	__be16 lan_port = bpf_htons(port->open_lan_port);
 	__be32 wan_addr = cfg->wan_addr;
 	struct pt_rule *rule = bpf_map_lookup_elem(&pt_rules, &rid);
 	if (!rule)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__u32 rflags = rule->flags;
 	__u64 idle = rule->idle_timeout_ns;
 	if (!(rflags & PT_RULE_ENABLED))
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	struct pt_session_key skey = {
 		.rule = rid,
@@ -1471,23 +1523,23 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	};
 	struct pt_session *s = bpf_map_lookup_elem(&pt_sessions, &skey);
 	if (!s)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	__be32 host = s->host;
 	__u32 lan_ifindex = s->ifindex;
 	if (!pt_live_until(s->last_seen_ns, idle, now))
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 8: a martian, LAN or own source on the WAN side; SPEC 5: the
 	 * gateway's own socket. */
 	if (!pt_wan_source_ok(cfg, p->saddr) || pt_local_socket(skb, p))
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 5: the reply of a connection conntrack tracks (another LAN
 	 * host's masqueraded traffic that kept this port) is its owner's:
 	 * untouched, masquerade delivers it. */
 	if (pt_ct_is_reply(skb, p))
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 
 	if (p->ttl <= 1)  /* would be dropped by pt_forward: open no flow for it */
-		return pt_done(PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_DROPPED, TC_ACT_SHOT);
 
 	struct pt_flow_key *out_key = &keys->out;
 	*out_key = (struct pt_flow_key){
@@ -1528,46 +1580,50 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 	if (err == -E2BIG && may_retry)
 		return PT_ACT_RECLAIM;
 	if (err) {
-		pt_count(rid, PT_RC_FLOWS_REFUSED);
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		pt_count(PT_F_IPV4, rid, PT_RC_FLOWS_REFUSED);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
 	err = bpf_map_update_elem(&pt_flows, in_key, &ref.fv, BPF_NOEXIST);
 	if (err) {
 		pt_flow_end(out_key, &out);
 		if (err == -E2BIG && may_retry)
 			return PT_ACT_RECLAIM;
-		pt_count(rid, PT_RC_FLOWS_REFUSED);
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		pt_count(PT_F_IPV4, rid, PT_RC_FLOWS_REFUSED);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	}
-	pt_count(rid, PT_RC_FLOWS_OPENED);
+	pt_count(PT_F_IPV4, rid, PT_RC_FLOWS_OPENED);
 
 	ref.f = bpf_map_lookup_elem(&pt_flows, in_key);
 	if (!ref.f)  /* ended by another CPU between insert and lookup */
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	return pt_forward(skb, p, &ref, PT_D_WAN);
 }
+
+/* --- IPv6 pinholes (SPEC 9), bpf/ipv6/: they share the IPv4 code above -- */
+#include "ipv6/maps6.h"
+#include "ipv6/ingress6.h"
 
 static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 {
 	struct pt_pkt p = {};
 	int r = pt_parse(skb, &p, l3);
 	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
-		return pt_done(PT_D_WAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 
 	__u32 zero = 0;
 	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
 	if (!cfg || !cfg->wan_addr || p.daddr != cfg->wan_addr)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 8: only frames addressed to the gateway's link-layer address; a
 	 * link-layer broadcast or multicast is never forwarded by the kernel. A
 	 * layer-3 link has no such address: ppp and tun hand every packet up as
 	 * PACKET_HOST (they never set pkt_type), and the destination check above
 	 * is all there is to check. */
 	if (!l3 && skb->pkt_type != PACKET_HOST)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP) {
 		if (!pt_wan_source_ok(cfg, p.saddr))
-			return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+			return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 		return pt_icmp(skb, &p, PT_DIR_IN, PT_D_WAN);
 	}
 	if (p.nonfirst_frag)
@@ -1582,10 +1638,10 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	 * a port that a reload takes out of the open specs, in both directions. */
 	struct pt_port *port = pt_port_slot(p.proto, p.dport);
 	if (!port || !port->open_rule)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* What ip_rcv() would drop creates and refreshes nothing. */
 	if (!pt_ip_csum_ok(skb, &p))
-		return pt_done(PT_D_WAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
 
 	bool syn = pt_bare_syn(&p);
 	struct pt_open_keys keys = { .in = pt_flow_key_of(&p, PT_DIR_IN) };
@@ -1603,7 +1659,7 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	/* Only a connection's first packet opens a flow: a bare SYN for TCP,
 	 * any datagram for UDP (pt_open_flow() leaves conntrack's replies alone). */
 	if (p.proto == IPPROTO_TCP && !syn)
-		return pt_done(PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	int act = pt_open_flow(skb, &p, cfg, &keys, true);
 	if (act == PT_ACT_RECLAIM) {
 		pt_reclaim_flows(pt_now());
@@ -1617,15 +1673,33 @@ static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 	return act;
 }
 
+/* IPv6 packets go on to the IPv6 programs (bpf/ipv6/ingress6.h) by a tail
+ * call, so that the IPv4 program stays as it was (its body inlined, its
+ * frame the first of its call chains) and the IPv6 path gets BPF's 512 bytes
+ * of stack for its own chains: kernel 6.1 rounds every frame up to 32 bytes
+ * and the IPv4 chains already reach 512 (the program's 224, pt_icmp()'s
+ * 232, pt_flow_end()'s 16), so neither family's frame may lie under the
+ * other's, and a dispatching frame above both would be one too many. */
+static __always_inline int pt6_tail(struct __sk_buff *skb, __u32 idx, enum pt_direction dir)
+{
+	bpf_tail_call(skb, &pt6_progs, idx);
+	/* Only if pt6_progs lacks the program (it never does once loaded). */
+	return pt_done(PT_F_IPV6, dir, PT_V_PASS, TC_ACT_UNSPEC);
+}
+
 SEC("tc")
 int pt_wan_ingress(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pt6_tail(skb, PT6_PROG_WAN, PT_D_WAN);
 	return pt_wan(skb, false);
 }
 
 SEC("tc")
 int pt_wan_ingress_l3(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pt6_tail(skb, PT6_PROG_WAN_L3, PT_D_WAN);
 	return pt_wan(skb, true);
 }
 
@@ -1663,7 +1737,7 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 	struct pt_pkt p = {};
 	int r = pt_parse(skb, &p, l3);
 	if (r == PT_PARSE_SKIP || r == PT_PARSE_BAD)
-		return pt_done(PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_LAN, r == PT_PARSE_BAD ? PT_V_MALFORMED : PT_V_PASS, TC_ACT_UNSPEC);
 	/* SPEC 4.1, 8: only frames addressed to the gateway's link-layer address.
 	 * A promiscuous br-lan (tcpdump) hands bridged LAN-to-LAN frames up as
 	 * PACKET_OTHERHOST; a link-layer broadcast or multicast (a game's
@@ -1671,7 +1745,7 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 	 * A layer-3 LAN link has no link-layer destination (see pt_wan()); the
 	 * trigger's destination checks still apply. */
 	if (!l3 && skb->pkt_type != PACKET_HOST)
-		return pt_done(PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
+		return pt_done(PT_F_IPV4, PT_D_LAN, PT_V_PASS, TC_ACT_UNSPEC);
 	if (r == PT_PARSE_ICMP)
 		return pt_icmp(skb, &p, PT_DIR_OUT, PT_D_LAN);
 	if (p.nonfirst_frag)
@@ -1690,7 +1764,7 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
 		if (!pt_ip_csum_ok(skb, &p))
-			return pt_done(PT_D_LAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
+			return pt_done(PT_F_IPV4, PT_D_LAN, PT_V_MALFORMED, TC_ACT_UNSPEC);
 		csum_checked = true;
 		bool syn = pt_bare_syn(&p);
 		struct pt_flow_key out_key = pt_flow_key_of(&p, PT_DIR_OUT);
@@ -1702,18 +1776,22 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 			pt_flow_end(&out_key, &ref.fv);
 		}
 	}
-	return pt_done(PT_D_LAN, pt_lan_trigger(skb, &p, csum_checked), TC_ACT_UNSPEC);
+	return pt_done(PT_F_IPV4, PT_D_LAN, pt_lan_trigger(skb, &p, csum_checked), TC_ACT_UNSPEC);
 }
 
 SEC("tc")
 int pt_lan_ingress(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pt6_tail(skb, PT6_PROG_LAN, PT_D_LAN);
 	return pt_lan(skb, false);
 }
 
 SEC("tc")
 int pt_lan_ingress_l3(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pt6_tail(skb, PT6_PROG_LAN_L3, PT_D_LAN);
 	return pt_lan(skb, true);
 }
 
@@ -1728,6 +1806,56 @@ int pt_lan_ingress_l3(struct __sk_buff *skb)
  * only, so a walk of a million entries is preemptible. Needs only the maps
  * that sleepable programs may use (hash and array maps).
  */
+/* The IPv6 walks of pt_sweep: the same as the IPv4 ones over the pt6_ maps.
+ * Functions of their own (not inlined), so that their contexts are not on
+ * pt_sweep's frame along with the IPv4 ones (BPF's 512 bytes of stack are
+ * for the whole call chain, callback frames included). One callback per map,
+ * each map walked once per run (kernel 6.1, see pt_sweep). */
+static __noinline void pt6_sweep_sessions(struct pt_sweep *a, __u32 what)
+{
+	struct pt6_reclaim_ctx c = { .now = a->now, .sweep = what };
+	bool counting = !(what & PT_SWEEP_HOST6);
+	if (counting) {
+		volatile __u32 *live = pt_sweep_data.live6;
+		for (__u32 i = 0; i < PT_MAX_RULES; i++)
+			live[i] = 0;
+	} else {
+		c.by_host = 1;
+		pt6_copy(c.host, a->host6);
+	}
+	bpf_for_each_map_elem(&pt6_sessions, pt6_reclaim_session_cb, &c, 0);
+	if (counting && (what & PT_SWEEP_RECOUNT))
+		bpf_for_each_map_elem(&pt6_host_sessions, pt6_recount_apply_cb, &c, 0);
+	if (!counting) {
+		struct pt6_addr host;
+		pt6_copy(host.a, c.host);
+		struct pt_host *h = bpf_map_lookup_elem(&pt6_host_sessions, &host);
+		if (h && h->sessions != c.live) {
+			h->sessions = c.live;
+			c.fixed++;
+		}
+		if (h)
+			h->recheck_ns = c.host_next_ns;
+	}
+	a->sessions6_next_ns = c.next_ns;
+	a->sessions6 = c.seen;
+	a->sessions6_live = c.live;
+	a->sessions6_expired = c.expired;
+	a->sessions6_closed = c.closed;
+	a->hosts6_fixed = c.fixed;
+	a->hosts6 = c.hosts;
+}
+
+static __noinline void pt6_sweep_flows(struct pt_sweep *a, __u32 what)
+{
+	struct pt6_reclaim_ctx c = { .now = a->now, .sweep = what };
+	bpf_for_each_map_elem(&pt6_flows, pt6_sweep_flow_cb, &c, 0);
+	a->flows6_next_ns = c.next_ns;
+	a->flow6_entries = c.seen;
+	a->flows6_live = c.live;
+	a->flow6_entries_removed = c.removed;
+}
+
 SEC("syscall")
 int pt_sweep(void *ctx)
 {
@@ -1779,6 +1907,10 @@ int pt_sweep(void *ctx)
 		a->flows_live = fc.live;
 		a->flow_entries_removed = fc.removed;
 	}
+	if (what & PT_SWEEP_SESSIONS6)
+		pt6_sweep_sessions(a, what);
+	if (what & PT_SWEEP_FLOWS6)
+		pt6_sweep_flows(a, what);
 	pt_sweep_data.last = *a;
 	return 0;
 }

@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Version of the pinned map layout; a daemon refuses to adopt another one. */
-#define PT_LAYOUT_VERSION 6
+#define PT_LAYOUT_VERSION 7
 
 /* Rule ids are 1..PT_MAX_RULES-1; 0 means "no rule". */
 #define PT_MAX_RULES 1024
@@ -186,6 +186,9 @@ struct pt_reclaim {
 #define PT_SWEEP_SESSIONS (1U << 0)  /* walk pt_sessions: remove what is over, count the live */
 #define PT_SWEEP_FLOWS (1U << 1)     /* walk pt_flows: end flows that are over, count the live */
 #define PT_SWEEP_RECOUNT (1U << 2)   /* with SESSIONS: set pt_host_sessions to the live counts */
+#define PT_SWEEP_SESSIONS6 (1U << 3) /* walk pt6_sessions likewise (with RECOUNT: pt6_host_sessions) */
+#define PT_SWEEP_FLOWS6 (1U << 4)    /* walk pt6_flows likewise */
+#define PT_SWEEP_HOST6 (1U << 5)     /* with SESSIONS6: only host6's sessions (no counts then) */
 
 struct pt_sweep {
 	__u64 now;                /* in: map clock (CLOCK_MONOTONIC + PT_CLOCK_BIAS_NS) */
@@ -203,6 +206,20 @@ struct pt_sweep {
 	__u32 hosts_fixed;        /* out: per-host counts the recount corrected */
 	__u32 hosts;              /* out: pt_host_sessions entries after a recount */
 	__u32 _pad;
+	/* IPv6 (PT_SWEEP_SESSIONS6, PT_SWEEP_FLOWS6): the same, over the pt6_ maps. */
+	__be32 host6[4];          /* in: with PT_SWEEP_HOST6, only this LAN host's sessions */
+	__u64 sessions6_next_ns;  /* out */
+	__u64 flows6_next_ns;     /* out */
+	__u32 sessions6;          /* out */
+	__u32 sessions6_live;     /* out */
+	__u32 sessions6_expired;  /* out */
+	__u32 sessions6_closed;   /* out */
+	__u32 flow6_entries;      /* out */
+	__u32 flows6_live;        /* out */
+	__u32 flow6_entries_removed; /* out */
+	__u32 hosts6_fixed;       /* out */
+	__u32 hosts6;             /* out: pt6_host_sessions entries after a recount */
+	__u32 _pad6;
 };
 
 /* --- load-time options: .rodata.opts, written between open and load ------- */
@@ -262,8 +279,99 @@ struct pt_frag {
 	__u32 ifindex;          /* interface to redirect to */
 };
 
+/* --- IPv6 pinholes (SPEC 9) ------------------------------------------------ */
+/* No address translation: an open session lets inbound connections reach the
+ * LAN host's own address (port translation `A-B -> C` still applies). The
+ * IPv6 state lives in its own maps, sized like the IPv4 ones from `limits`;
+ * `sessions_per_host` counts per address family (SPEC 9: sections 4, 5 and 8
+ * hold per family), per host address. Addresses are in network order. */
+
+/* pt6_sessions: hash. Peer mode `any`: one session per (rule, LAN host)
+ * (IPv6 hosts do not conflict: host = the host, peer = ::). Mode
+ * `contacted`: one per (rule, remote peer) that one host owns (host = ::,
+ * peer = the peer; the owner is in the value), so that `conflict` decides
+ * between hosts as in IPv4. */
+struct pt6_session_key {
+	__u32 rule;             /* rule id, host endianness */
+	__u32 _pad;
+	__be32 host[4];         /* mode any: the LAN host; mode contacted: :: */
+	__be32 peer[4];         /* mode contacted: the remote peer; mode any: :: */
+};
+
+struct pt6_session {
+	__u64 opened_ns;
+	__u64 last_seen_ns;
+	__be32 host[4];         /* LAN host that owns the session */
+	__u32 ifindex;          /* LAN interface the host was last seen on */
+	__u32 _pad;
+};
+
+/* pt6_host_sessions: hash, LAN host address -> struct pt_host. */
+struct pt6_addr {
+	__be32 a[4];
+};
+
+/* pt6_flows: hash, two entries per flow (PT_DIR_IN as the remote's packets
+ * arrive on the WAN, dport = the open WAN port; PT_DIR_OUT as the host's
+ * replies arrive on the LAN, sport = the LAN port). */
+struct pt6_flow_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 dir;               /* PT_DIR_* */
+	__u16 _pad;
+};
+
+#define PT6_FLOW_CONTACTED (1U << 0)  /* its session is keyed by peer (mode contacted) */
+
+struct pt6_flow {
+	__u64 created_ns;
+	__u64 last_seen_ns;
+	__be16 nat_port;        /* IN: LAN port (new dport); OUT: WAN port (new sport) */
+	__u16 rule;             /* rule id, host endianness */
+	__u32 ifindex;          /* interface to redirect to */
+	__u32 seen;             /* PT_SEEN_* in this direction (atomically or'ed) */
+	__u32 flags;            /* PT6_FLOW_* */
+};
+
+/* pt6_frags: LRU hash, first fragments passed recently, so that the later
+ * fragments (no L4 header) follow them (RFC 8200 4.5: identification is 32
+ * bits; the key is the fragment header's, with the upper-layer protocol). */
+struct pt6_frag_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 id;              /* fragment header identification */
+	__u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 dir;               /* PT_DIR_* */
+	__u16 _pad;
+};
+
+struct pt6_frag {
+	__u64 first_ns;
+	__u32 ifindex;          /* interface to redirect to */
+	__u32 _pad;
+};
+
+/* pt6_lan_nets: LPM trie of the LAN's IPv6 prefixes (from the LAN interfaces,
+ * followed; and lan_networks); value: the prefix length. pt6_local_addrs:
+ * hash of the gateway's own IPv6 addresses (never triggers, never pinhole
+ * targets), value 1. */
+struct pt_lpm_v6 {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+
 /* --- counters -------------------------------------------------------------- */
-/* rule_stats: per-CPU array indexed by rule id * PT_RC__COUNT + counter. */
+/* Counters are kept per address family (enum pt_family). */
+enum pt_family {
+	PT_F_IPV4 = 0,
+	PT_F_IPV6,
+	PT_F__COUNT,
+};
+/* rule_stats: per-CPU array indexed by
+ * (family * PT_MAX_RULES + rule id) * PT_RC__COUNT + counter. */
 enum pt_rule_counter {
 	PT_RC_TRIGGER_HITS = 0,
 	PT_RC_SESSIONS_OPENED,
@@ -276,7 +384,8 @@ enum pt_rule_counter {
 	PT_RC__COUNT,
 };
 
-/* pkt_stats: per-CPU array indexed by direction * PT_V__COUNT + verdict. */
+/* pkt_stats: per-CPU array indexed by
+ * (family * PT_D__COUNT + direction) * PT_V__COUNT + verdict. */
 enum pt_direction {
 	PT_D_LAN = 0,             /* packets seen on LAN ingress */
 	PT_D_WAN,                 /* packets seen on WAN ingress */
@@ -287,7 +396,7 @@ enum pt_verdict {
 	PT_V_PASS = 0,            /* matched nothing, passed untouched */
 	PT_V_TRIGGER,             /* trigger packet, passed untouched */
 	PT_V_TRANSLATED,          /* flow packet, rewritten and redirected */
-	PT_V_DROPPED,             /* dropped (TTL exceeded) */
+	PT_V_DROPPED,             /* dropped (TTL / hop limit exceeded) */
 	PT_V_MALFORMED,           /* bad header, passed untouched */
 	PT_V__COUNT,
 };

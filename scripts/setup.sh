@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what porttrig needs on a fresh Debian 12 machine: the BPF toolchain,
 # libbpf, the network tools the tests and demo use, lintian and help2man (make deb), Prometheus (the metrics e2e
-# test runs one; promtool checks the alert rules), and the npm packages.
+# test runs one; promtool checks the alert rules), ngircd and oidentd (the IPv6 application test runs an IRC
+# server that asks an ident server back through the gateway), and the npm packages.
 # Idempotent: installs only what is missing. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,10 @@ have help2man || need_pkgs+=(help2man)         # make deb: the man page from eve
 # Debian's prometheus ships promtool too. Its own service is not wanted here:
 # see the install step below.
 { have prometheus && have promtool; } || need_pkgs+=(prometheus)
+# The IPv6 application test (test/e2e/ipv6-app.test.ts) starts both in its own
+# namespaces; their system services stay off (see the install step below).
+[ -x /usr/sbin/ngircd ] || need_pkgs+=(ngircd)
+[ -x /usr/sbin/oidentd ] || need_pkgs+=(oidentd)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
@@ -47,6 +52,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   # service stays off (a no-op where systemd does not run).
   if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  # Nothing may listen on the host for IRC (6667) or ident (113): oidentd is
+  # socket-activated too, so its socket unit goes as well.
+  if [[ " ${need_pkgs[*]} " == *" ngircd "* || " ${need_pkgs[*]} " == *" oidentd "* ]] && [ -d /run/systemd/system ]; then
+    for unit in ngircd.service oidentd.socket oidentd.service; do
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
   fi
 fi
 

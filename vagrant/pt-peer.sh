@@ -9,11 +9,18 @@
 #                                one TCP connection that sends a numbered line
 #                                every 0.5 s until STOPFILE exists, then "end";
 #                                what comes back goes to OUT (background)
-# Servers run in the background (setsid) and log to /tmp/pt-peer-PORT.log.
+#   pt-peer tcp6-serve PORT TAG, udp6-serve PORT TAG
+#                                the same on IPv6 only (beside an IPv4 server on PORT);
+#                                PEER is then [the expanded address], as socat gives it
+#   pt-peer tcp6-ask HOST PORT, udp6-ask HOST PORT
+#                                the same to an IPv6 HOST (written as usual, no brackets)
+# Servers run in the background (setsid) and log to /tmp/pt-peer-PORT.log
+# (/tmp/pt-peer6-PORT.log on IPv6).
 set -eu
 # Seconds a client waits for a connection or an answer: generous, the VMs are
-# emulated and share two host cores.
-WAIT_S=15
+# emulated and share two host cores. PT_PEER_WAIT_S sets it (a check that
+# expects no answer need not wait as long).
+WAIT_S=${PT_PEER_WAIT_S:-15}
 cmd=$1; shift
 case "$cmd" in
   tcp-serve)
@@ -41,6 +48,20 @@ case "$cmd" in
     ;;
   udp-ask)
     echo ping | socat -t "$WAIT_S" -T "$WAIT_S" - UDP:"$1":"$2" 2>&1 || true
+    ;;
+  tcp6-serve)
+    setsid socat TCP6-LISTEN:"$1",ipv6only=1,reuseaddr,fork SYSTEM:"echo $2 from \$SOCAT_PEERADDR" \
+      </dev/null >"/tmp/pt-peer6-$1.log" 2>&1 &
+    ;;
+  udp6-serve)
+    setsid socat UDP6-RECVFROM:"$1",ipv6only=1,reuseaddr,fork SYSTEM:"echo $2 from \$SOCAT_PEERADDR" \
+      </dev/null >"/tmp/pt-peer6-$1.log" 2>&1 &
+    ;;
+  tcp6-ask)
+    socat -t "$WAIT_S" -T "$WAIT_S" - TCP6:"[$1]":"$2",connect-timeout="$WAIT_S" </dev/null 2>&1 || true
+    ;;
+  udp6-ask)
+    echo ping | socat -t "$WAIT_S" -T "$WAIT_S" - UDP6:"[$1]":"$2" 2>&1 || true
     ;;
   *) echo "pt-peer: unknown command $cmd" >&2; exit 2 ;;
 esac

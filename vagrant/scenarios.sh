@@ -6,7 +6,8 @@
 # on the client and server (run.sh does all three).
 # First the package: apt refuses it without nodejs (>= 20), installs it, leaves
 # it stopped until the configuration is edited, then `systemctl start porttrig`.
-# Then triggering, expiry and metrics; an upgrade under traffic; the same over
+# Then triggering, expiry and metrics; IPv6 pinholes to the client's own
+# address; an upgrade under traffic; the same over
 # PPPoE (ppp0), a PPP hang-up and redial; last `apt remove` (forwarding stays)
 # and `apt purge` (nothing of porttrig left).
 # Prints one line per scenario (PASS/FAIL with the evidence) and a closing
@@ -60,6 +61,20 @@ check_not() {
     passed=$((passed + 1)); results+=("PASS  $name")
     echo "PASS  $name   (got: $(printf '%s' "$got" | tr '\n' ' ' | cut -c1-120))"
   fi
+}
+# expand6 ADDR: ADDR written in full (2001:0db8:0077:0000:...), as socat's
+# SOCAT_PEERADDR gives an IPv6 peer (in brackets).
+expand6() {
+  local head=$1 tail="" i x out=()
+  local -a h=() t=()
+  if [[ $1 == *::* ]]; then head=${1%%::*} tail=${1#*::}; fi
+  [ -n "$head" ] && IFS=: read -ra h <<< "$head"
+  [ -n "$tail" ] && IFS=: read -ra t <<< "$tail"
+  for x in "${h[@]}"; do out+=("$(printf '%04x' "0x$x")"); done
+  for ((i = ${#h[@]} + ${#t[@]}; i < 8; i++)); do out+=(0000); done
+  for x in "${t[@]}"; do out+=("$(printf '%04x' "0x$x")"); done
+  local IFS=:
+  echo "${out[*]}"
 }
 # sessions: "RULE HOST" per open session, from `porttrig sessions --json`
 # (the CLI as an operator runs it; parsed on the host, where node is). The
@@ -157,6 +172,44 @@ check "metrics: porttrig_sessions_opened_total{rule=\"irc-ident\"} >= 1, scraped
   '^porttrig_sessions_opened_total\{[^}]*rule="irc-ident"[^}]*\} +[1-9]' "$metrics"
 check "metrics: porttrig_sessions_opened_total{rule=\"game\"} >= 1, scraped from the client" \
   '^porttrig_sessions_opened_total\{[^}]*rule="game"[^}]*\} +[1-9]' "$metrics"
+
+# ---- IPv6: pinholes to the client's own address -------------------------------
+# Routed, not translated: the server connects to the client's IPv6 address,
+# which the gateway's forward chain (policy drop) lets through only while the
+# client's IPv6 session of the rule is open. The same rules as above; the
+# client's IPv4 sessions are other sessions. IPv6 servers sit beside the IPv4
+# ones on the same ports (ipv6only).
+CLOSED_WAIT_S=8   # a dropped SYN or datagram gets no answer: no need to wait long
+client6=$(expand6 "$PT_LAN6_CLIENT") server6=$(expand6 "$PT_WAN6_SERVER")
+echo "== IPv6: client $PT_LAN6_CLIENT answers on tcp/113, udp/27000; server $PT_WAN6_SERVER on tcp/6667, udp/27015"
+on client "sudo pt-peer tcp6-serve 113 ident6-ok; sudo pt-peer udp6-serve 27000 game6-lan-ok"
+on server "sudo pt-peer tcp6-serve 6667 irc6-ok; sudo pt-peer udp6-serve 27015 game6-wan-ok"
+check "ipv6: gateway forwards IPv6" '^1$' "$(on gateway sudo sysctl -n net.ipv6.conf.all.forwarding)"
+check "ipv6: client's servers answer locally on ::1" 'ident6-ok from \[0000:0000:0000:0000:0000:0000:0000:0001\].*game6-lan-ok from \[0000:0000:0000:0000:0000:0000:0000:0001\]' \
+  "$(on client 'pt-peer tcp6-ask ::1 113; pt-peer udp6-ask ::1 27000' | tr '\n' ' ')"
+check "ipv6: server's servers answer locally on ::1" 'irc6-ok from \[0000:0000:0000:0000:0000:0000:0000:0001\].*game6-wan-ok from \[0000:0000:0000:0000:0000:0000:0000:0001\]' \
+  "$(on server 'pt-peer tcp6-ask ::1 6667; pt-peer udp6-ask ::1 27015' | tr '\n' ' ')"
+check "ipv6 tcp: inbound [$PT_LAN6_CLIENT]:113 dropped by the gateway's firewall before the IPv6 trigger" 'timed out' \
+  "$(on server PT_PEER_WAIT_S=$CLOSED_WAIT_S pt-peer tcp6-ask "$PT_LAN6_CLIENT" 113)"
+check "ipv6 tcp: client reaches [server]:6667 through the gateway, its own address (the trigger)" \
+  "irc6-ok from \\[$client6\\]" "$(on client pt-peer tcp6-ask "$PT_WAN6_SERVER" 6667)"
+check "ipv6 tcp: inbound [$PT_LAN6_CLIENT]:113 forwarded to the client after the trigger" \
+  "ident6-ok from \\[$server6\\]" "$(on server pt-peer tcp6-ask "$PT_LAN6_CLIENT" 113)"
+check_not "ipv6 udp: inbound [$PT_LAN6_CLIENT]:27000 dropped by the gateway's firewall before the IPv6 trigger" 'game6-lan-ok' \
+  "$(on server PT_PEER_WAIT_S=$CLOSED_WAIT_S pt-peer udp6-ask "$PT_LAN6_CLIENT" 27000)"
+check "ipv6 udp: client reaches [server]:27015 through the gateway, its own address (the trigger)" \
+  "game6-wan-ok from \\[$client6\\]" "$(on client pt-peer udp6-ask "$PT_WAN6_SERVER" 27015)"
+check "ipv6 udp: inbound [$PT_LAN6_CLIENT]:27000 forwarded to the client after the trigger, reply back" \
+  "game6-lan-ok from \\[$server6\\]" "$(on server pt-peer udp6-ask "$PT_LAN6_CLIENT" 27000)"
+open_sessions=$(sessions)
+check "ipv6: porttrig sessions: irc-ident open for the client's IPv6 address" "^irc-ident $PT_LAN6_CLIENT\$" "$open_sessions"
+check "ipv6: porttrig sessions: game open for the client's IPv6 address" "^game $PT_LAN6_CLIENT\$" "$open_sessions"
+check "ipv6: porttrig sessions: the client's IPv4 sessions are still open beside them" "^irc-ident $PT_LAN_CLIENT\$" "$open_sessions"
+metrics6=$(on client curl -sS --max-time 10 "http://$PT_LAN_GW:$METRICS_PORT/metrics" 2>&1 | grep 'family="ipv6"')
+check "ipv6 metrics: porttrig_sessions_opened_total{rule=\"irc-ident\",family=\"ipv6\"} >= 1" \
+  '^porttrig_sessions_opened_total\{[^}]*rule="irc-ident"[^}]*\} +[1-9]' "$metrics6"
+check "ipv6 metrics: porttrig_flows_opened_total{rule=\"game\",family=\"ipv6\"} >= 1" \
+  '^porttrig_flows_opened_total\{[^}]*rule="game"[^}]*\} +[1-9]' "$metrics6"
 
 # ---- upgrade under traffic ---------------------------------------------------
 # A connection through a triggered port (stream: tcp/7101 to the client's echo

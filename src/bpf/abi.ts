@@ -3,9 +3,9 @@
  * value types, and their codecs. test/bpf/abi.test.ts proves every codec
  * against the compiled object's BTF.
  */
-import { StructCodec, u16, u32, u64, be16, ipv4, ipv4s, u16s, chars, pad } from './struct.js';
+import { StructCodec, u16, u32, u64, be16, be32, ipv4, ipv6, ipv4s, u16s, chars, pad } from './struct.js';
 
-export const PT_LAYOUT_VERSION = 6;
+export const PT_LAYOUT_VERSION = 7;
 export const PT_MAX_RULES = 1024;
 export const PT_TRIGGER_SLOTS = 4;
 export const PT_PORTS_PER_PROTO = 65536;
@@ -69,6 +69,27 @@ export type RuleCounter = (typeof RULE_COUNTERS)[number];
 /** enum pt_direction and enum pt_verdict, in order. */
 export const DIRECTIONS = ['lan', 'wan'] as const;
 export const VERDICTS = ['pass', 'trigger', 'translated', 'dropped', 'malformed'] as const;
+/** enum pt_family, in order: the counters are kept per address family. */
+export const FAMILIES = ['ipv4', 'ipv6'] as const;
+export type Family = (typeof FAMILIES)[number];
+export const PT_F_IPV4 = 0;
+export const PT_F_IPV6 = 1;
+/** enum pt_family's index of `family`. */
+export function familyIndex(family: Family): number {
+  return family === 'ipv6' ? PT_F_IPV6 : PT_F_IPV4;
+}
+/** pt_rule_stats entries: PT_F__COUNT * PT_MAX_RULES * PT_RC__COUNT. */
+export const RULE_STATS_ENTRIES = FAMILIES.length * PT_MAX_RULES * RULE_COUNTERS.length;
+/** pt_pkt_stats entries: PT_F__COUNT * PT_D__COUNT * PT_V__COUNT. */
+export const PKT_STATS_ENTRIES = FAMILIES.length * DIRECTIONS.length * VERDICTS.length;
+/** Index into pt_rule_stats: (family * PT_MAX_RULES + rule) * PT_RC__COUNT + counter. */
+export function ruleStatsIndex(family: number, rule: number, counter: number): number {
+  return (family * PT_MAX_RULES + rule) * RULE_COUNTERS.length + counter;
+}
+/** Index into pt_pkt_stats: (family * PT_D__COUNT + direction) * PT_V__COUNT + verdict. */
+export function pktStatsIndex(family: number, dir: number, verdict: number): number {
+  return (family * DIRECTIONS.length + dir) * VERDICTS.length + verdict;
+}
 
 /** Map names in the object (and file names under pin_path). */
 export const MAPS = {
@@ -86,7 +107,16 @@ export const MAPS = {
   pktStats: 'pt_pkt_stats',
   attach: 'pt_attach',
   reclaim: 'pt_reclaim_state',
+  sessions6: 'pt6_sessions',
+  hostSessions6: 'pt6_host_sessions',
+  flows6: 'pt6_flows',
+  frags6: 'pt6_frags',
+  lanNets6: 'pt6_lan_nets',
+  localAddrs6: 'pt6_local_addrs',
 } as const;
+/** Capacity of pt6_lan_nets and of pt6_local_addrs. */
+export const PT6_LAN_NETS_MAX = 256;
+export const PT6_LOCAL_ADDRS_MAX = 256;
 /**
  * The TC programs, by role. The `_l3` builds are for layer-3 devices (PPP,
  * TUN, WireGuard: no link-layer header at TC ingress); see linkKind().
@@ -98,12 +128,22 @@ export const PROGRAMS = {
 export const WAN_L3 = 1 << 0;
 /** The daemon's sweep: a SEC("syscall") program run with BPF_PROG_TEST_RUN, never attached. */
 export const SWEEP_PROGRAM = 'pt_sweep';
-/** Global-data section where pt_sweep counts live sessions per rule (pt_sweep_data.live, at offset 0). */
+/**
+ * Global-data section where pt_sweep counts live sessions per rule:
+ * `{ __u32 live[PT_MAX_RULES]; __u32 live6[PT_MAX_RULES]; struct pt_sweep last; }`.
+ */
 export const SWEEP_SECTION = '.data.sweep';
+/** Byte offsets in SWEEP_SECTION of live (IPv4), live6 and last. */
+export const SWEEP_LIVE_OFFSET = 0;
+export const SWEEP_LIVE6_OFFSET = 4 * PT_MAX_RULES;
+export const SWEEP_LAST_OFFSET = 8 * PT_MAX_RULES;
 /** PT_SWEEP_*: what a run of pt_sweep does. */
 export const SWEEP_SESSIONS = 1 << 0;
 export const SWEEP_FLOWS = 1 << 1;
 export const SWEEP_RECOUNT = 1 << 2;
+export const SWEEP_SESSIONS6 = 1 << 3;
+export const SWEEP_FLOWS6 = 1 << 4;
+export const SWEEP_HOST6 = 1 << 5;
 
 /** The gateway's addresses that pt_config carries inline (PT_CONFIG_LOCAL_ADDRS). */
 export const CONFIG_LOCAL_ADDRS = 8;
@@ -183,14 +223,19 @@ export const ReclaimCodec = new StructCodec<PtReclaim>('pt_reclaim', 24, [
   { name: 'more', offset: 20, kind: u32 },
 ]);
 
-/** struct pt_sweep: the context of pt_sweep, in (now, what, host) and out. */
+/** struct pt_sweep: the context of pt_sweep, in (now, what, host, host6) and out. */
 export interface PtSweep {
   now: bigint; what: number; host: string;
   sessions_next_ns: bigint; flows_next_ns: bigint;
   sessions: number; sessions_live: number; sessions_expired: number; sessions_closed: number;
   flow_entries: number; flows_live: number; flow_entries_removed: number; hosts_fixed: number; hosts: number;
+  /** With SWEEP_HOST6: only this LAN host's IPv6 sessions. */
+  host6: string;
+  sessions6_next_ns: bigint; flows6_next_ns: bigint;
+  sessions6: number; sessions6_live: number; sessions6_expired: number; sessions6_closed: number;
+  flow6_entries: number; flows6_live: number; flow6_entries_removed: number; hosts6_fixed: number; hosts6: number;
 }
-export const SweepCodec = new StructCodec<PtSweep>('pt_sweep', 72, [
+export const SweepCodec = new StructCodec<PtSweep>('pt_sweep', 144, [
   { name: 'now', offset: 0, kind: u64 },
   { name: 'what', offset: 8, kind: u32 },
   { name: 'host', offset: 12, kind: ipv4 },
@@ -206,6 +251,19 @@ export const SweepCodec = new StructCodec<PtSweep>('pt_sweep', 72, [
   { name: 'hosts_fixed', offset: 60, kind: u32 },
   { name: 'hosts', offset: 64, kind: u32 },
   { name: '_pad', offset: 68, kind: pad(4) },
+  { name: 'host6', offset: 72, kind: ipv6 },
+  { name: 'sessions6_next_ns', offset: 88, kind: u64 },
+  { name: 'flows6_next_ns', offset: 96, kind: u64 },
+  { name: 'sessions6', offset: 104, kind: u32 },
+  { name: 'sessions6_live', offset: 108, kind: u32 },
+  { name: 'sessions6_expired', offset: 112, kind: u32 },
+  { name: 'sessions6_closed', offset: 116, kind: u32 },
+  { name: 'flow6_entries', offset: 120, kind: u32 },
+  { name: 'flows6_live', offset: 124, kind: u32 },
+  { name: 'flow6_entries_removed', offset: 128, kind: u32 },
+  { name: 'hosts6_fixed', offset: 132, kind: u32 },
+  { name: 'hosts6', offset: 136, kind: u32 },
+  { name: '_pad6', offset: 140, kind: pad(4) },
 ]);
 
 export interface PtLoadOpts { flags: number }
@@ -263,10 +321,91 @@ export const LpmV4Codec = new StructCodec<PtLpmV4>('pt_lpm_v4', 8, [
   { name: 'addr', offset: 4, kind: ipv4 },
 ]);
 
+// --- IPv6 pinholes (SPEC 9) ---------------------------------------------------------
+// Addresses are IPv6 text in canonical form (readIpv6); '::' = none.
+
+/**
+ * pt6_sessions key. Peer mode `any`: (rule, host, '::'); mode `contacted`:
+ * (rule, '::', peer), the owner in the value.
+ */
+export interface Pt6SessionKey { rule: number; host: string; peer: string }
+export const Session6KeyCodec = new StructCodec<Pt6SessionKey>('pt6_session_key', 40, [
+  { name: 'rule', offset: 0, kind: u32 },
+  { name: '_pad', offset: 4, kind: pad(4) },
+  { name: 'host', offset: 8, kind: ipv6 },
+  { name: 'peer', offset: 24, kind: ipv6 },
+]);
+
+export interface Pt6Session { opened_ns: bigint; last_seen_ns: bigint; host: string; ifindex: number }
+export const Session6Codec = new StructCodec<Pt6Session>('pt6_session', 40, [
+  { name: 'opened_ns', offset: 0, kind: u64 },
+  { name: 'last_seen_ns', offset: 8, kind: u64 },
+  { name: 'host', offset: 16, kind: ipv6 },
+  { name: 'ifindex', offset: 32, kind: u32 },
+  { name: '_pad', offset: 36, kind: pad(4) },
+]);
+
+/** struct pt6_addr: key of pt6_host_sessions and pt6_local_addrs. */
+export interface Pt6Addr { a: string }
+export const Addr6Codec = new StructCodec<Pt6Addr>('pt6_addr', 16, [
+  { name: 'a', offset: 0, kind: ipv6 },
+]);
+
+export interface Pt6FlowKey { saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number }
+export const Flow6KeyCodec = new StructCodec<Pt6FlowKey>('pt6_flow_key', 40, [
+  { name: 'saddr', offset: 0, kind: ipv6 },
+  { name: 'daddr', offset: 16, kind: ipv6 },
+  { name: 'sport', offset: 32, kind: be16 },
+  { name: 'dport', offset: 34, kind: be16 },
+  { name: 'proto', offset: 36, kind: { t: 'u8' } },
+  { name: 'dir', offset: 37, kind: { t: 'u8' } },
+  { name: '_pad', offset: 38, kind: pad(2) },
+]);
+
+/** pt6_flow.flags: the flow's session is keyed by peer (mode contacted). */
+export const FLOW6_CONTACTED = 1 << 0;
+
+export interface Pt6Flow {
+  created_ns: bigint; last_seen_ns: bigint; nat_port: number; rule: number; ifindex: number; seen: number; flags: number;
+}
+export const Flow6Codec = new StructCodec<Pt6Flow>('pt6_flow', 32, [
+  { name: 'created_ns', offset: 0, kind: u64 },
+  { name: 'last_seen_ns', offset: 8, kind: u64 },
+  { name: 'nat_port', offset: 16, kind: be16 },
+  { name: 'rule', offset: 18, kind: u16 },
+  { name: 'ifindex', offset: 20, kind: u32 },
+  { name: 'seen', offset: 24, kind: u32 },
+  { name: 'flags', offset: 28, kind: u32 },
+]);
+
+export interface Pt6FragKey { saddr: string; daddr: string; id: number; proto: number; dir: number }
+export const Frag6KeyCodec = new StructCodec<Pt6FragKey>('pt6_frag_key', 40, [
+  { name: 'saddr', offset: 0, kind: ipv6 },
+  { name: 'daddr', offset: 16, kind: ipv6 },
+  { name: 'id', offset: 32, kind: be32 },
+  { name: 'proto', offset: 36, kind: { t: 'u8' } },
+  { name: 'dir', offset: 37, kind: { t: 'u8' } },
+  { name: '_pad', offset: 38, kind: pad(2) },
+]);
+
+export interface Pt6Frag { first_ns: bigint; ifindex: number }
+export const Frag6Codec = new StructCodec<Pt6Frag>('pt6_frag', 16, [
+  { name: 'first_ns', offset: 0, kind: u64 },
+  { name: 'ifindex', offset: 8, kind: u32 },
+  { name: '_pad', offset: 12, kind: pad(4) },
+]);
+
+export interface PtLpmV6 { prefixlen: number; addr: string }
+export const LpmV6Codec = new StructCodec<PtLpmV6>('pt_lpm_v6', 20, [
+  { name: 'prefixlen', offset: 0, kind: u32 },
+  { name: 'addr', offset: 4, kind: ipv6 },
+]);
+
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [
   ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec,
   FragKeyCodec, FragCodec, LpmV4Codec, HostCodec, ReclaimCodec, LoadOptsCodec, SweepCodec,
+  Session6KeyCodec, Session6Codec, Addr6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
 ] as const;
 
 /** Index into pt_ports for (protocol, port). */

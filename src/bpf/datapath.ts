@@ -9,12 +9,13 @@ import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
   ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
-  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
-  SessionCodec, SessionKeyCodec,
+  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
+  SessionCodec, SessionKeyCodec, Session6KeyCodec, Session6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
+  type Pt6Session, type Pt6SessionKey, type Pt6Flow, type Pt6FlowKey, type Pt6Frag, type Pt6FragKey, type PtLpmV6,
   type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
   type PtHost, type PtReclaim, type PtRuleName, type PtSession, type PtSessionKey, type PtSweep,
 } from './abi.js';
-import { IPV4, U32, U64, U8 } from './struct.js';
+import { IPV4, IPV6, U32, U64, U8 } from './struct.js';
 import { PerCpuCounters, RawMap, TypedMap } from './map.js';
 
 /** statfs(2) f_type of a bpffs. */
@@ -66,6 +67,16 @@ export interface DatapathMaps {
   reclaim: TypedMap<number, PtReclaim>;
   ruleStats: PerCpuCounters;
   pktStats: PerCpuCounters;
+  /** IPv6 pinholes (SPEC 9): sessions, per-host counts (struct pt6_addr keys), flows. */
+  sessions6: TypedMap<Pt6SessionKey, Pt6Session>;
+  hostSessions6: TypedMap<string, PtHost>;
+  flows6: TypedMap<Pt6FlowKey, Pt6Flow>;
+  /** First fragments of IPv6 datagrams passed recently: data path only. */
+  frags6: TypedMap<Pt6FragKey, Pt6Frag>;
+  /** The gateway's own IPv6 addresses (struct pt6_addr -> 1). */
+  localAddrs6: TypedMap<string, number>;
+  /** The LAN's IPv6 prefixes (LPM trie; value: the prefix length). */
+  lanNets6: TypedMap<PtLpmV6, number>;
 }
 
 export type ProgramRole = keyof typeof PROGRAMS;
@@ -74,16 +85,20 @@ export type ProgramRole = keyof typeof PROGRAMS;
 export interface SweepRequest {
   /** Map clock (CLOCK_MONOTONIC + CLOCK_BIAS_NS) the expiry decisions are made at. */
   now: bigint;
-  /** SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT. */
+  /** SWEEP_SESSIONS | SWEEP_FLOWS | SWEEP_RECOUNT | SWEEP_SESSIONS6 | SWEEP_FLOWS6 | SWEEP_HOST6. */
   what: number;
-  /** Only this LAN host's sessions (no per-rule counts then); default all. */
+  /** Only this LAN host's IPv4 sessions (no per-rule counts then); default all. */
   host?: string;
+  /** With SWEEP_HOST6: only this LAN host's IPv6 sessions (no per-rule counts then). */
+  host6?: string;
 }
 
 /** One run of the kernel sweep: struct pt_sweep as the program left it, and per-rule live sessions. */
 export interface SweepRun extends PtSweep {
   /** Live sessions by rule id (ids with none left out); only after a SWEEP_SESSIONS run of every host. */
   liveByRule: Map<number, number> | null;
+  /** Live IPv6 sessions by rule id; only after a SWEEP_SESSIONS6 run without SWEEP_HOST6. */
+  liveByRule6: Map<number, number> | null;
 }
 
 /**
@@ -109,7 +124,7 @@ interface MapDef { type: number; keySize: number; valueSize: number; maxEntries:
 /** struct bpf_map_info, up to map_flags: offsets of the fields read here. */
 const MAP_INFO = { size: 96, type: 0, keySize: 8, valueSize: 12, maxEntries: 16, flags: 20 } as const;
 /** enum bpf_map_type values porttrig uses, for messages. */
-const MAP_TYPE_NAMES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 11: 'lpm_trie' };
+const MAP_TYPE_NAMES: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash', 11: 'lpm_trie' };
 const DEF_FIELDS: [keyof MapDef, string][] = [
   ['type', 'type'], ['keySize', 'key size'], ['valueSize', 'value size'], ['maxEntries', 'max_entries'], ['flags', 'map_flags'],
 ];
@@ -194,22 +209,33 @@ export class Datapath {
       now: req.now, what: req.what, host: req.host ?? '0.0.0.0', sessions_next_ns: 0n, flows_next_ns: 0n,
       sessions: 0, sessions_live: 0, sessions_expired: 0, sessions_closed: 0,
       flow_entries: 0, flows_live: 0, flow_entries_removed: 0, hosts_fixed: 0, hosts: 0,
+      host6: req.host6 ?? '::', sessions6_next_ns: 0n, flows6_next_ns: 0n,
+      sessions6: 0, sessions6_live: 0, sessions6_expired: 0, sessions6_closed: 0,
+      flow6_entries: 0, flows6_live: 0, flow6_entries_removed: 0, hosts6_fixed: 0, hosts6: 0,
     });
   }
 
   private sweepOutput(req: SweepRequest, ctx: Buffer): SweepRun {
     const out = SweepCodec.parse(ctx);
+    const want4 = (req.what & SWEEP_SESSIONS) !== 0 && !req.host;
+    const want6 = (req.what & SWEEP_SESSIONS6) !== 0 && !(req.what & SWEEP_HOST6);
     let liveByRule: Map<number, number> | null = null;
-    if (req.what & SWEEP_SESSIONS && !req.host) {
+    let liveByRule6: Map<number, number> | null = null;
+    if (want4 || want6) {
       const v = this.sweepCounts.lookup(U32.format(0));
       if (!v) throw new BpfError(`read ${SWEEP_SECTION}`, ENOENT);
-      liveByRule = new Map();
-      for (let id = 1; id < PT_MAX_RULES; id++) {
-        const n = v.readUInt32LE(4 * id);
-        if (n) liveByRule.set(id, n);
-      }
+      const read = (base: number): Map<number, number> => {
+        const m = new Map<number, number>();
+        for (let id = 1; id < PT_MAX_RULES; id++) {
+          const n = v.readUInt32LE(base + 4 * id);
+          if (n) m.set(id, n);
+        }
+        return m;
+      };
+      if (want4) liveByRule = read(SWEEP_LIVE_OFFSET);
+      if (want6) liveByRule6 = read(SWEEP_LIVE6_OFFSET);
     }
-    return { ...out, liveByRule };
+    return { ...out, liveByRule, liveByRule6 };
   }
 
   /**
@@ -278,9 +304,13 @@ export class Datapath {
         const r = ffi.mapSetMaxEntries(m, n);
         if (r < 0) throw new BpfError(`size map ${name}`, -r);
       };
-      size(MAPS.sessions, opts.limits.sessions);
-      size(MAPS.hostSessions, opts.limits.sessions);
+      // The IPv6 maps are sized like the IPv4 ones (SPEC 9: the limits hold per family).
+      for (const [v4, v6] of [[MAPS.sessions, MAPS.sessions6], [MAPS.hostSessions, MAPS.hostSessions6]] as const) {
+        size(v4, opts.limits.sessions);
+        size(v6, opts.limits.sessions);
+      }
       size(MAPS.flows, 2 * opts.limits.flows);
+      size(MAPS.flows6, 2 * opts.limits.flows);
       const optsMap = ffi.objectFindMap(obj, OPTS_SECTION);
       if (!optsMap) throw new BpfError(`find map ${OPTS_SECTION}`, ENOENT);
       const r0 = ffi.mapSetInitialValue(optsMap, LoadOptsCodec.format({ flags: opts.testClock ? OPT_TEST_CLOCK : 0 }));
@@ -312,6 +342,12 @@ export class Datapath {
         reclaim: new TypedMap(raw(MAPS.reclaim), U32, ReclaimCodec),
         ruleStats: new PerCpuCounters(raw(MAPS.ruleStats)),
         pktStats: new PerCpuCounters(raw(MAPS.pktStats)),
+        sessions6: new TypedMap(raw(MAPS.sessions6), Session6KeyCodec, Session6Codec),
+        hostSessions6: new TypedMap(raw(MAPS.hostSessions6), IPV6, HostCodec),
+        flows6: new TypedMap(raw(MAPS.flows6), Flow6KeyCodec, Flow6Codec),
+        frags6: new TypedMap(raw(MAPS.frags6), Frag6KeyCodec, Frag6Codec),
+        localAddrs6: new TypedMap(raw(MAPS.localAddrs6), IPV6, U8),
+        lanNets6: new TypedMap(raw(MAPS.lanNets6), LpmV6Codec, U8),
       };
       const dp = new Datapath(obj, maps, adopted, opts.pinPath, opts.testClock ? raw(CLOCK_SECTION) : null, raw(SWEEP_SECTION));
       if (!adopted) {
@@ -344,7 +380,7 @@ export class Datapath {
     const missing = names.filter((n) => !pinned.includes(n));
     if (missing.length > 0) problems.push(`${missing.join(', ')}: not pinned (incomplete state)`);
     // Differences that only limits explain: these three maps are sized from them.
-    const resizable = new Set<string>([MAPS.sessions, MAPS.hostSessions, MAPS.flows]);
+    const resizable = new Set<string>([MAPS.sessions, MAPS.hostSessions, MAPS.flows, MAPS.sessions6, MAPS.hostSessions6, MAPS.flows6]);
     let limitsOnly = missing.length === 0;
     const pinnedMax = new Map<string, number>();
     for (const name of pinned) {

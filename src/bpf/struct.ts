@@ -4,10 +4,14 @@
  * (test/bpf/abi.test.ts), so the offsets used here cannot drift unseen.
  */
 
-/** Field kinds. `ipv4` and `be16` are network order in memory and host values here. */
+/**
+ * Field kinds. `ipv4`, `ipv6`, `be16` and `be32` are network order in memory
+ * and host values here (`ipv6`: 16 bytes, a C `__be32[4]`, as text in the
+ * canonical compressed form Node's net module prints).
+ */
 export type FieldKind =
   | { t: 'u8' } | { t: 'u16' } | { t: 'u32' } | { t: 'u64' }
-  | { t: 'be16' } | { t: 'ipv4' }
+  | { t: 'be16' } | { t: 'be32' } | { t: 'ipv4' } | { t: 'ipv6' }
   | { t: 'u16[]'; len: number }
   | { t: 'ipv4[]'; len: number }
   | { t: 'char[]'; len: number }
@@ -20,7 +24,9 @@ export const u16: FieldKind = { t: 'u16' };
 export const u32: FieldKind = { t: 'u32' };
 export const u64: FieldKind = { t: 'u64' };
 export const be16: FieldKind = { t: 'be16' };
+export const be32: FieldKind = { t: 'be32' };
 export const ipv4: FieldKind = { t: 'ipv4' };
+export const ipv6: FieldKind = { t: 'ipv6' };
 export const u16s = (len: number): FieldKind => ({ t: 'u16[]', len });
 export const ipv4s = (len: number): FieldKind => ({ t: 'ipv4[]', len });
 export const chars = (len: number): FieldKind => ({ t: 'char[]', len });
@@ -40,6 +46,88 @@ export function writeIpv4(buf: Buffer, off: number, addr: string): void {
     if (!/^\d{1,3}$/.test(p) || n > 255) throw new TypeError(`not an IPv4 address: "${addr}"`);
     buf[off + i] = n;
   });
+}
+
+/**
+ * Text of the 16-byte network-order IPv6 address at `buf[off]`: RFC 5952's
+ * compressed form exactly as Node's net module (libuv's inet_ntop) prints it:
+ * lower-case hex without leading zeros, the longest run of two or more zero
+ * groups (the first of equal runs) as `::`, and a dotted IPv4 tail for
+ * IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses.
+ */
+export function readIpv6(buf: Buffer, off: number): string {
+  const w: number[] = [];
+  for (let i = 0; i < 8; i++) w.push(buf.readUInt16BE(off + 2 * i));
+  let best = -1; let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (w[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (bestLen < 2) { best = -1; bestLen = 0; }
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (best >= 0 && i >= best && i < best + bestLen) {
+      if (i === best) out += ':';
+      continue;
+    }
+    if (i !== 0) out += ':';
+    if (i === 6 && best === 0 && (bestLen === 6 || (bestLen === 5 && w[5] === 0xffff))) {
+      out += readIpv4(buf, off + 12);
+      return out;
+    }
+    out += w[i]!.toString(16);
+  }
+  if (best >= 0 && best + bestLen === 8) out += ':';
+  return out;
+}
+
+/**
+ * Write an IPv6 address (any RFC 4291 text form, with or without `::` and a
+ * dotted IPv4 tail; no zone index) as 16 network-order bytes; throws on
+ * anything else.
+ */
+export function writeIpv6(buf: Buffer, off: number, addr: string): void {
+  const bad = (): never => { throw new TypeError(`not an IPv6 address: "${addr}"`); };
+  if (typeof addr !== 'string' || addr.length > 45 || !/^[0-9a-fA-F:.]+$/.test(addr)) bad();
+  const halves = addr.split('::');
+  if (halves.length > 2) bad();
+  const groups = (s: string, last: boolean): number[] => {
+    if (s === '') return [];
+    const parts = s.split(':');
+    const out: number[] = [];
+    parts.forEach((p, i) => {
+      if (last && i === parts.length - 1 && p.includes('.')) {
+        const v4 = Buffer.alloc(4);
+        try { writeIpv4(v4, 0, p); } catch { bad(); }
+        out.push(v4.readUInt16BE(0), v4.readUInt16BE(2));
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(p)) bad();
+        out.push(parseInt(p, 16));
+      }
+    });
+    return out;
+  };
+  let words: number[];
+  if (halves.length === 2) {
+    const head = groups(halves[0]!, false);
+    const tail = groups(halves[1]!, true);
+    if (head.length + tail.length > 7) bad();
+    words = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+  } else {
+    words = groups(addr, true);
+    if (words.length !== 8) bad();
+  }
+  words.forEach((x, i) => buf.writeUInt16BE(x, off + 2 * i));
+}
+
+/** The canonical text of an IPv6 address, or null when `addr` is not one. */
+export function canonicalIpv6(addr: string): string | null {
+  const b = Buffer.alloc(16);
+  try { writeIpv6(b, 0, addr); } catch { return null; }
+  return readIpv6(b, 0);
 }
 
 /** A fixed-size value that can go in and out of a map. */
@@ -64,7 +152,9 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'u32': out[f.name] = buf.readUInt32LE(o); break;
         case 'u64': out[f.name] = buf.readBigUInt64LE(o); break;
         case 'be16': out[f.name] = buf.readUInt16BE(o); break;
+        case 'be32': out[f.name] = buf.readUInt32BE(o); break;
         case 'ipv4': out[f.name] = readIpv4(buf, o); break;
+        case 'ipv6': out[f.name] = readIpv6(buf, o); break;
         case 'u16[]': out[f.name] = Array.from({ length: k.len }, (_, i) => buf.readUInt16LE(o + 2 * i)); break;
         case 'ipv4[]': out[f.name] = Array.from({ length: k.len }, (_, i) => readIpv4(buf, o + 4 * i)); break;
         case 'char[]': {
@@ -91,7 +181,9 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'u32': buf.writeUInt32LE(Number(x ?? 0), o); break;
         case 'u64': buf.writeBigUInt64LE(BigInt((x as bigint | number | undefined) ?? 0), o); break;
         case 'be16': buf.writeUInt16BE(Number(x ?? 0), o); break;
+        case 'be32': buf.writeUInt32BE(Number(x ?? 0), o); break;
         case 'ipv4': writeIpv4(buf, o, String(x ?? '0.0.0.0')); break;
+        case 'ipv6': writeIpv6(buf, o, String(x ?? '::')); break;
         case 'u16[]': ((x as number[] | undefined) ?? []).slice(0, k.len).forEach((n, i) => buf.writeUInt16LE(n, o + 2 * i)); break;
         case 'ipv4[]': ((x as string[] | undefined) ?? []).slice(0, k.len).forEach((a, i) => writeIpv4(buf, o + 4 * i, a)); break;
         case 'char[]': {
@@ -128,4 +220,10 @@ export const IPV4: Codec<string> = {
   size: 4,
   parse: (b, o = 0) => readIpv4(b, o),
   format: (v, b = Buffer.alloc(4), o = 0) => { writeIpv4(b, o, v); return b; },
+};
+/** A network-order IPv6 address in its canonical text form. */
+export const IPV6: Codec<string> = {
+  size: 16,
+  parse: (b, o = 0) => readIpv6(b, o),
+  format: (v, b = Buffer.alloc(16), o = 0) => { writeIpv6(b, o, v); return b; },
 };

@@ -16,7 +16,7 @@ import { version } from '../paths.js';
 import { runDoctor, type DoctorReport } from '../doctor/doctor.js';
 import { existsSync } from 'node:fs';
 import { callDaemon, streamDaemon } from './client.js';
-import { table, tableLines } from './table.js';
+import { ruleRow, table, tableLines } from './table.js';
 
 const DEFAULT_CONFIG = '/etc/porttrig/porttrig.yaml';
 const DEFAULT_SOCKET = '/run/porttrig/porttrig.sock';
@@ -41,12 +41,12 @@ function exitCodeOf(e: unknown): number {
   return 1;
 }
 
-interface ListOpts { rule?: string; host?: string; peer?: string; limit?: string }
+interface ListOpts { rule?: string; host?: string; peer?: string; family?: string; limit?: string }
 
 /** The query string of a listing's options (the daemon checks them). */
 function listQuery(o: ListOpts): string {
   const q = new URLSearchParams();
-  for (const k of ['rule', 'host', 'peer', 'limit'] as const) if (o[k] !== undefined) q.set(k, o[k]!);
+  for (const k of ['rule', 'host', 'peer', 'family', 'limit'] as const) if (o[k] !== undefined) q.set(k, o[k]!);
   const s = q.toString();
   return s ? `?${s}` : '';
 }
@@ -160,35 +160,41 @@ export function buildProgram(): Command {
         `LAN:      ${s.lan.map((l) => l.interface).join(', ')}`,
         `attached: ${s.attached.map((a) => `${a.interface}${a.program_id ? `(prog ${a.program_id})` : '(NOT ATTACHED)'}`).join(', ')}`,
         `conntrack check: ${s.conntrack.check === null ? 'unknown' : s.conntrack.check ? 'on' : 'OFF'} (${s.conntrack.reason})`,
-        `rules ${s.rules}, sessions ${s.sessions}, flows ${s.flows}`,
+        `LAN IPv6: ${s.lan_ipv6_prefixes.join(', ') || '(no global or unique-local prefix)'}`,
+        `rules ${s.rules}, sessions ${s.sessions} (IPv4 ${s.by_family.ipv4.sessions}, IPv6 ${s.by_family.ipv6.sessions}), ` +
+          `flows ${s.flows} (IPv4 ${s.by_family.ipv4.flows}, IPv6 ${s.by_family.ipv6.flows})`,
       ].join('\n'));
     });
 
+  const familyOption = (): Option => new Option('--family <family>', 'only this address family').choices(['ipv4', 'ipv6']);
+
   cmd('sessions')
-    .description('open sessions (streamed; filter with --rule, --host, --peer, --limit)')
+    .description('open sessions of both address families (streamed; filter with --rule, --host, --peer, --family, --limit)')
     .option('--rule <name>', 'only sessions of this rule')
-    .option('--host <addr>', 'only sessions of this LAN host')
-    .option('--peer <addr>', 'only sessions for this remote peer (peer: contacted)')
+    .option('--host <addr>', 'only sessions of this LAN host (IPv4 or IPv6)')
+    .option('--peer <addr>', 'only sessions for this remote peer (peer: contacted; IPv4 or IPv6)')
+    .addOption(familyOption())
     .option('--limit <n>', 'at most this many')
     .action(async (o: ListOpts) => {
-      await listing(g(), `/v1/sessions${listQuery(o)}`, ['rule', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows'], 'no open sessions');
+      await listing(g(), `/v1/sessions${listQuery(o)}`, ['rule', 'family', 'host', 'peer', 'opened_at', 'last_seen', 'expires_in_s', 'flows'], 'no open sessions');
     });
 
   cmd('flows')
-    .description('accepted inbound flows (streamed; filter with --rule, --host, --peer, --limit)')
+    .description('accepted inbound flows of both address families (streamed; filter with --rule, --host, --peer, --family, --limit)')
     .option('--rule <name>', 'only flows of this rule')
-    .option('--host <addr>', 'only flows to this LAN host')
-    .option('--peer <addr>', 'only flows from this remote address')
+    .option('--host <addr>', 'only flows to this LAN host (IPv4 or IPv6)')
+    .option('--peer <addr>', 'only flows from this remote address (IPv4 or IPv6)')
+    .addOption(familyOption())
     .option('--limit <n>', 'at most this many')
     .action(async (o: ListOpts) => {
-      await listing(g(), `/v1/flows${listQuery(o)}`, ['rule', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s'], 'no flows');
+      await listing(g(), `/v1/flows${listQuery(o)}`, ['rule', 'family', 'proto', 'remote', 'remote_port', 'wan_port', 'host', 'host_port', 'state', 'idle_s'], 'no flows');
     });
 
   cmd('rules')
-    .description('configured rules with their counters')
+    .description('configured rules with their counters (both families summed; IPv4/IPv6 in parentheses; --json: by_family)')
     .action(async () => {
       const rows = await callDaemon<RuleView[]>(socketOf(g()), 'GET', '/v1/rules');
-      print(g(), rows, () => table(rows as unknown as Record<string, unknown>[], ['name', 'enabled', 'trigger', 'open', 'peer', 'conflict', 'trigger_hits', 'sessions_opened', 'flows_opened']));
+      print(g(), rows, () => table(rows.map(ruleRow), ['name', 'enabled', 'trigger', 'open', 'peer', 'conflict', 'trigger_hits (v4/v6)', 'sessions_opened (v4/v6)', 'flows_opened (v4/v6)']));
     });
 
   cmd('open <rule> <host>')
@@ -196,8 +202,12 @@ export function buildProgram(): Command {
     .option('--peer <addr>', 'remote peer allowed to connect (rules with peer: contacted; required there)')
     .option('--force', 'take the session over from another host even under conflict: first')
     .addHelpText('after', `
-Exit status: 0 opened or refreshed; 2 bad arguments (host not an IPv4 address,
-not inside a LAN subnet, --peer missing or not allowed, rule disabled);
+HOST is an IPv4 or IPv6 address (an IPv6 one global or unique-local, inside a
+LAN prefix); --peer is of the same family. IPv6 hosts hold a rule's session
+each in peer mode any; in peer mode contacted one host per peer (conflict).
+
+Exit status: 0 opened or refreshed; 2 bad arguments (host not an IPv4 or IPv6
+address, not inside a LAN subnet or prefix, --peer missing or not allowed, rule disabled);
 1 refused by the state (unknown rule E_NOT_FOUND, held by another host
 E_CONFLICT, sessions_per_host or map full E_LIMIT) or no daemon.`)
     .action(async (rule: string, host: string, o: { peer?: string; force?: boolean }) => {
@@ -209,7 +219,7 @@ E_CONFLICT, sessions_per_host or map full E_LIMIT) or no daemon.`)
     });
 
   cmd('close <rule> <host>')
-    .description("close HOST's session of RULE; its flows follow the rule's kill_flows_on_expiry")
+    .description("close HOST's session of RULE (HOST IPv4 or IPv6); its flows follow the rule's kill_flows_on_expiry")
     .option('--peer <addr>', 'only the session for this remote peer (peer: contacted; default: all of the host)')
     .addHelpText('after', `
 Exit status: 0 closed; 2 bad arguments; 1 no such rule or no open session

@@ -4,7 +4,8 @@
  */
 import {
   DIR_IN, DIR_OUT, FLOW_ORPHAN_NS, FLOW_TIMEOUT_TCP_EST_NS, FLOW_TIMEOUT_TCP_TRANS_NS, FLOW_TIMEOUT_UDP_NS, IPPROTO_TCP,
-  RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
+  FLOW6_CONTACTED, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN,
+  type Pt6Flow, type Pt6FlowKey, type Pt6Session, type Pt6SessionKey,
   type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
 } from '../bpf/abi.js';
 
@@ -83,7 +84,15 @@ export function flowFate(
   k: PtFlowKey, v: PtFlow, partner: PtFlow | undefined,
   rule: PtRule | undefined, session: PtSession | undefined, now: bigint,
 ): FlowFate {
-  const host = k.dir === DIR_IN ? v.nat_addr : k.saddr;
+  return fateOf(k.dir === DIR_IN ? v.nat_addr : k.saddr, k, v, partner, rule, session, now);
+}
+
+/** flowFate() of either family: `host` is the flow's LAN host. */
+function fateOf(
+  host: string, k: { dir: number; proto: number }, v: { last_seen_ns: bigint; seen: number },
+  partner: { last_seen_ns: bigint; seen: number } | undefined,
+  rule: PtRule | undefined, session: { host: string; last_seen_ns: bigint } | undefined, now: bigint,
+): FlowFate {
   if (!rule || !(rule.flags & RULE_ENABLED)) return 'killed';
   const owned = !!session && session.host === host && !sessionExpired(session, rule, now);
   if ((rule.flags & RULE_KILL_FLOWS) !== 0 && !owned) return 'killed';
@@ -195,4 +204,55 @@ export function nextWalkAt(last: WalkRecord | null, newEntryLifeNs: bigint, poli
   if (fresh < at) at = fresh;
   if (last.next !== 0n && last.next < at) at = last.next;
   return at;
+}
+
+// --- IPv6 (SPEC 9): no address translation; the session of a flow is found
+// from the flow itself (pt6_flow.flags says which key form) ---------------------
+
+/** Stable string id of an IPv6 session key. */
+export function session6Id(k: Pt6SessionKey): string {
+  return `${k.rule}/${k.host}/${k.peer}`;
+}
+
+/** The LAN host of an IPv6 flow entry: the destination inbound, the source of replies. */
+export const flow6Host = (k: Pt6FlowKey): string => (k.dir === DIR_IN ? k.daddr : k.saddr);
+/** The remote peer of an IPv6 flow entry. */
+export const flow6Remote = (k: Pt6FlowKey): string => (k.dir === DIR_IN ? k.saddr : k.daddr);
+
+/**
+ * The pt6_sessions key the flow of entry (`k`, `v`) belongs to: (rule, ::,
+ * remote) when its session is keyed by peer (PT6_FLOW_CONTACTED), else
+ * (rule, host, ::).
+ */
+export function session6KeyOfFlow(k: Pt6FlowKey, v: Pick<Pt6Flow, 'rule' | 'flags'>): Pt6SessionKey {
+  return v.flags & FLOW6_CONTACTED
+    ? { rule: v.rule, host: '::', peer: flow6Remote(k) }
+    : { rule: v.rule, host: flow6Host(k), peer: '::' };
+}
+
+/**
+ * The other direction's key of an IPv6 flow entry: addresses swapped (no
+ * address translation); the inbound entry's nat_port is the LAN port (the
+ * reply's source port), the reply's nat_port the WAN port (the inbound
+ * destination port).
+ */
+export function partnerKey6(k: Pt6FlowKey, v: Pick<Pt6Flow, 'nat_port'>): Pt6FlowKey {
+  return k.dir === DIR_IN
+    ? { saddr: k.daddr, daddr: k.saddr, sport: v.nat_port, dport: k.sport, proto: k.proto, dir: DIR_OUT }
+    : { saddr: k.daddr, daddr: k.saddr, sport: k.dport, dport: v.nat_port, proto: k.proto, dir: DIR_IN };
+}
+
+export function flowKey6Id(k: Pt6FlowKey): string {
+  return `${k.dir}:${k.proto}:[${k.saddr}]:${k.sport}>[${k.daddr}]:${k.dport}`;
+}
+
+/**
+ * flowFate() for an IPv6 flow: `session` is the raw entry of
+ * session6KeyOfFlow(k, v). The same decisions as IPv4.
+ */
+export function flowFate6(
+  k: Pt6FlowKey, v: Pt6Flow, partner: Pt6Flow | undefined,
+  rule: PtRule | undefined, session: Pt6Session | undefined, now: bigint,
+): FlowFate {
+  return fateOf(flow6Host(k), k, v, partner, rule, session, now);
 }

@@ -2,7 +2,7 @@
  * The control API: HTTP + JSON on a Unix socket (mode 0600, root only).
  *
  *   GET  /v1/status     GET /v1/sessions     GET /v1/flows     GET /v1/rules
- *        /v1/sessions and /v1/flows take ?rule=NAME&host=ADDR&peer=ADDR&limit=N
+ *        /v1/sessions and /v1/flows take ?rule=NAME&host=ADDR&peer=ADDR&family=ipv4|ipv6&limit=N
  *        and stream a JSON array, one element per line
  *   POST /v1/reload
  *   POST /v1/sessions/open   {"rule", "host", "peer"?, "force"?}
@@ -68,7 +68,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 
 type Handler = (body: unknown, query: URLSearchParams) => unknown;
 
-const LIST_PARAMS = new Set(['rule', 'host', 'peer', 'limit']);
+const LIST_PARAMS = new Set(['rule', 'host', 'peer', 'family', 'limit']);
 
 /** The listing filter of a query string; E_USAGE for unknown parameters or a bad limit. */
 export function listFilter(q: URLSearchParams): ListFilter {
@@ -78,6 +78,9 @@ export function listFilter(q: URLSearchParams): ListFilter {
     if (k === 'limit') {
       if (!/^[1-9]\d*$/.test(v)) throw new PorttrigError('E_USAGE', `limit must be a positive integer, not "${v}"`, { limit: v });
       f.limit = Number(v);
+    } else if (k === 'family') {
+      if (v !== 'ipv4' && v !== 'ipv6') throw new PorttrigError('E_USAGE', `family must be ipv4 or ipv6, not "${v}"`, { family: v });
+      f.family = v;
     } else {
       f[k as 'rule' | 'host' | 'peer'] = v;
     }

@@ -10,6 +10,7 @@ import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { formatOpenSpec, formatTriggerSpec } from '../config/ports.js';
 import { ConfigError, PorttrigError } from '../errors.js';
+import { canonicalIpv6 } from '../bpf/struct.js';
 import { compileRules } from '../rules/compile.js';
 import {
   PorttrigState, type CloseRequest, type CloseResult, type FlowView, type LanSubnet, type OpenRequest, type OpenResult,
@@ -19,8 +20,11 @@ import { hasCap, missingRequiredCaps, ownCaps } from '../doctor/caps.js';
 import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
 import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
-import { allIpv4, ifindexOf, ipv4Of, linkInfo, programRole, watchAddresses, type AddressWatch, type LinkInfo } from './netinfo.js';
-import { PROGRAMS } from '../bpf/abi.js';
+import {
+  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, lanPrefixes6, linkInfo, programRole, watchAddresses, type AddressWatch, type LinkInfo,
+} from './netinfo.js';
+import { armingClass } from '../core/addr.js';
+import { FAMILIES, PROGRAMS, type Family } from '../bpf/abi.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 import { SweepScheduler, type Table } from './sweeper.js';
@@ -76,9 +80,13 @@ export interface StatusView {
   attached: { interface: string; program_id: number }[];
   conntrack: ConntrackView;
   rules: number;
-  /** Live sessions and flows as the last sweep counted them (at `counted_at`). */
+  /** Live sessions and flows of both families as the last sweep counted them (at `counted_at`). */
   sessions: number;
   flows: number;
+  /** The same per family. */
+  by_family: Record<Family, { sessions: number; flows: number }>;
+  /** The LAN's IPv6 prefixes the data path knows (interfaces' global and unique-local ones, and lan_networks). */
+  lan_ipv6_prefixes: string[];
   counted_at: string | null;
 }
 
@@ -118,10 +126,15 @@ export interface RuleView {
   peer: string;
   conflict: string;
   kill_flows_on_expiry: boolean;
+  /** Counters of both families summed. */
   trigger_hits: number;
   sessions_opened: number;
   flows_opened: number;
+  /** The same counters per family. */
+  by_family: Record<Family, RuleCounters>;
 }
+
+export interface RuleCounters { trigger_hits: number; sessions_opened: number; flows_opened: number }
 
 export class Daemon {
   private config: Config;
@@ -137,6 +150,9 @@ export class Daemon {
   /** The last WAN address the data path translated to (from the pins at start), to drop its flows when it is replaced. */
   private lastWanAddr: string | null = null;
   private localKey = '';
+  private localKey6 = '';
+  /** The IPv6 prefixes last written to pt6_lan_nets. */
+  private lanNets6: string[] = [];
   /** The configured interfaces, by name, as last seen (followLinks()). */
   private links = new Map<string, Link>();
   private readonly startedAt = new Date();
@@ -208,8 +224,6 @@ export class Daemon {
       throw e;
     }
     const d = new Daemon(opts, config, dp, conntrack);
-    const v6 = config.interfaces.lanNetworks.filter((n) => n.includes(':'));
-    if (v6.length > 0) log.warn('IPv6 prefixes in interfaces.lan_networks have no effect yet: the data path handles IPv4 only', { prefixes: v6.join(',') });
     try {
       d.attachAll();
       d.program(config);
@@ -395,6 +409,33 @@ export class Daemon {
       this.state.setLanNets(nets);
       this.localKey = key;
     }
+    this.followAddresses6(table);
+  }
+
+  /**
+   * IPv6 (SPEC 9): the LAN interfaces' global and unique-local prefixes
+   * (never link-local) and the IPv6 prefixes of interfaces.lan_networks go to
+   * pt6_lan_nets; every IPv6 address of the gateway (all interfaces, but
+   * link-local) to pt6_local_addrs. Written when they change: SLAAC and
+   * privacy addresses come and go, each an rtnetlink event.
+   */
+  private followAddresses6(table: ReturnType<typeof networkInterfaces>): void {
+    const log = this.opts.logger;
+    const local6 = allIpv6(table).sort();
+    const nets6 = [...new Set([...this.config.interfaces.lan.flatMap((n) => lanPrefixes6(n, table)), ...this.extraLanNets6()])];
+    const key6 = `${local6.join(',')}|${nets6.join(',')}`;
+    if (key6 === this.localKey6) return;
+    const a = this.state.setLocalAddrs6(local6);
+    const n = this.state.setLanNets6(nets6);
+    if (a.dropped.length > 0) log.warn('more IPv6 addresses on the gateway than pt6_local_addrs holds; these are not known as its own', { dropped: a.dropped.join(',') });
+    if (n.dropped.length > 0) log.warn('more LAN IPv6 prefixes than pt6_lan_nets holds; these are not LAN', { dropped: n.dropped.join(',') });
+    const before = new Set(this.lanNets6);
+    const prefixes = nets6.slice(0, n.written);
+    if (prefixes.length !== this.lanNets6.length || prefixes.some((p) => !before.has(p))) {
+      log.info('LAN IPv6 prefixes', { prefixes: prefixes.join(',') || 'none', local_addresses: a.written });
+    }
+    this.lanNets6 = prefixes;
+    this.localKey6 = key6;
   }
 
   private tick(): void {
@@ -411,7 +452,10 @@ export class Daemon {
     this.metrics?.observeSweep(seconds);
     this.opts.logger.debug('sweep walk', { table, seconds });
     if (r.sessionsExpired || r.sessionsClosed || r.flowsRemoved) {
-      this.opts.logger.info('sweep', { table, sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved, seconds });
+      this.opts.logger.info('sweep', {
+        table, sessions_expired: r.sessionsExpired, sessions_closed: r.sessionsClosed, flows_removed: r.flowsRemoved,
+        ipv6_sessions_expired: r.ipv6.sessionsExpired, ipv6_sessions_closed: r.ipv6.sessionsClosed, ipv6_flows_removed: r.ipv6.flowsRemoved, seconds,
+      });
     }
   }
 
@@ -453,18 +497,31 @@ export class Daemon {
     return this.config.interfaces.lanNetworks.filter((n) => !n.includes(':'));
   }
 
+  /** The IPv6 prefixes of interfaces.lan_networks, in canonical form. */
+  private extraLanNets6(): string[] {
+    return this.config.interfaces.lanNetworks.filter((n) => n.includes(':')).map((n) => {
+      const [addr, len] = n.split('/');
+      return `${canonicalIpv6(addr!) ?? addr}/${len}`;
+    });
+  }
+
   /**
    * The LAN subnets with their interfaces, as they are now. An extra prefix
    * (interfaces.lan_networks) is reached through the first LAN interface:
    * the kernel's route to it picks the next hop (bpf_redirect_neigh).
    */
   private lanSubnets(): LanSubnet[] {
+    const table = networkInterfaces();
     const own = this.config.interfaces.lan.flatMap((name) => {
       const ifindex = ifindexOf(name);
-      return ipv4Of(name).map((a) => ({ interface: name, ifindex, cidr: a.cidr, address: a.address }));
+      return [
+        ...ipv4Of(name, table).map((a) => ({ interface: name, ifindex, cidr: a.cidr, address: a.address })),
+        // IPv6: the prefixes of the interface's global and unique-local addresses (SPEC 9).
+        ...ipv6Of(name, table).filter((a) => armingClass(a.class)).map((a) => ({ interface: name, ifindex, cidr: a.cidr, address: a.address })),
+      ];
     });
     const first = this.config.interfaces.lan[0]!;
-    const extra = this.extraLanNets().map((cidr) => ({ interface: first, ifindex: ifindexOf(first), cidr, address: '' }));
+    const extra = [...this.extraLanNets(), ...this.extraLanNets6()].map((cidr) => ({ interface: first, ifindex: ifindexOf(first), cidr, address: '' }));
     return [...own, ...extra];
   }
 
@@ -497,9 +554,7 @@ export class Daemon {
         trigger: formatTriggerSpec(r.trigger),
         open: r.open.map(formatOpenSpec),
         idle_timeout_ms: r.idleTimeoutMs, peer: r.peer, conflict: r.conflict, kill_flows_on_expiry: r.killFlowsOnExpiry,
-        trigger_hits: Number(this.state.counter(id, 'trigger_hits')),
-        sessions_opened: Number(this.state.counter(id, 'sessions_opened')),
-        flows_opened: Number(this.state.counter(id, 'flows_opened')),
+        ...ruleCounters(this.state, id),
       };
     });
   }
@@ -512,6 +567,11 @@ export class Daemon {
     const counts = this.sweeper.entryCounts();
     const { wan, lan } = this.config.interfaces;
     const ifaces = [...lan, wan];
+    const sum = (m: Map<number, number> | undefined): number => [...(m?.values() ?? [])].reduce((a, b) => a + b, 0);
+    const by_family = {
+      ipv4: { sessions: sum(counts?.sessionsByRule), flows: counts?.flowsLive ?? 0 },
+      ipv6: { sessions: sum(counts?.sessionsByRule6), flows: counts?.flowsLive6 ?? 0 },
+    };
     return {
       version, pid: process.pid, started_at: this.startedAt.toISOString(), config: this.opts.configPath,
       pin_path: this.config.datapath.pinPath, adopted: this.dp.adopted,
@@ -520,8 +580,10 @@ export class Daemon {
       attached: ifaces.map((n) => ({ interface: n, program_id: attachedProgramId(ifindexOf(n)) })),
       conntrack: this.conntrack,
       rules: this.config.rules.length,
-      sessions: [...(counts?.sessionsByRule.values() ?? [])].reduce((a, b) => a + b, 0),
-      flows: counts?.flowsLive ?? 0,
+      sessions: by_family.ipv4.sessions + by_family.ipv6.sessions,
+      flows: by_family.ipv4.flows + by_family.ipv6.flows,
+      by_family,
+      lan_ipv6_prefixes: [...this.lanNets6],
       counted_at: this.sweeper.countedAt()?.toISOString() ?? null,
     };
   }
@@ -543,6 +605,22 @@ export class Daemon {
     this.dp.close();
     this.opts.logger.info('daemon stopped; data path left attached');
   }
+}
+
+/** A rule's counters, both families summed and each on its own. */
+export function ruleCounters(state: Pick<PorttrigState, 'counter'>, id: number): RuleCounters & { by_family: Record<Family, RuleCounters> } {
+  const of = (family: Family): RuleCounters => ({
+    trigger_hits: Number(state.counter(id, 'trigger_hits', family)),
+    sessions_opened: Number(state.counter(id, 'sessions_opened', family)),
+    flows_opened: Number(state.counter(id, 'flows_opened', family)),
+  });
+  const by_family = Object.fromEntries(FAMILIES.map((f) => [f, of(f)])) as Record<Family, RuleCounters>;
+  return {
+    trigger_hits: by_family.ipv4.trigger_hits + by_family.ipv6.trigger_hits,
+    sessions_opened: by_family.ipv4.sessions_opened + by_family.ipv6.sessions_opened,
+    flows_opened: by_family.ipv4.flows_opened + by_family.ipv6.flows_opened,
+    by_family,
+  };
 }
 
 /** E_LINK_TYPE for an interface whose link type the data path cannot handle. */

@@ -1,10 +1,12 @@
 /**
  * What the daemon reads of the gateway's interfaces: the WAN IPv4 address,
- * the gateway's own addresses and the LAN subnets.
+ * the gateway's own addresses and the LAN subnets, of both families.
  */
 import { networkInterfaces } from 'node:os';
 import * as ffi from '../ffi/libbpf.js';
 import type { PROGRAMS } from '../bpf/abi.js';
+import { canonicalIpv6 } from '../bpf/struct.js';
+import { armingClass, ipv6Class, ipv6NetworkCidr, type Ipv6Class } from '../core/addr.js';
 
 export interface Ipv4Addr { address: string; cidr: string }
 
@@ -28,6 +30,52 @@ export function networkCidr(cidr: string): string {
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const net = (n & mask) >>> 0;
   return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}`;
+}
+
+export interface Ipv6Addr {
+  /** Canonical text (node:net's form). */
+  address: string;
+  /** The prefix it is on, host bits zero: 2001:db8:1::/64. */
+  cidr: string;
+  class: Ipv6Class;
+}
+
+/** A network interface entry of os.networkInterfaces(), as far as read here. */
+type IfaceEntry = { family: string | number; address: string; cidr?: string | null };
+
+/** Node < 18.4 said 6 for IPv6; later versions 'IPv6'. */
+const isV6 = (a: IfaceEntry): boolean => a.family === 'IPv6' || a.family === 6;
+
+/** IPv6 addresses of interface `name`, every class (empty when it has none or is missing). */
+export function ipv6Of(name: string, table: NodeJS.Dict<IfaceEntry[]> = networkInterfaces()): Ipv6Addr[] {
+  return (table[name] ?? []).filter(isV6).flatMap((a) => {
+    const address = canonicalIpv6(a.address.split('%')[0]!);
+    if (address === null) return [];
+    const len = Number((a.cidr ?? '').split('/')[1] ?? 128);
+    return [{ address, cidr: ipv6NetworkCidr(`${address}/${Number.isInteger(len) ? len : 128}`), class: ipv6Class(address) }];
+  });
+}
+
+/**
+ * The LAN prefixes of interface `name`: those of its global and unique-local
+ * addresses (SPEC 9: never link-local), each once, in the order found.
+ */
+export function lanPrefixes6(name: string, table: NodeJS.Dict<IfaceEntry[]> = networkInterfaces()): string[] {
+  return [...new Set(ipv6Of(name, table).filter((a) => armingClass(a.class)).map((a) => a.cidr))];
+}
+
+/**
+ * Every IPv6 address of the gateway (this network namespace), for
+ * pt6_local_addrs: all interfaces, link-local ones left out (the data path
+ * never lets a link-local address arm or be a pinhole target, whoever owns
+ * it; they would only fill the 256 slots), as is ::1. Each once.
+ */
+export function allIpv6(table: NodeJS.Dict<IfaceEntry[]> = networkInterfaces()): string[] {
+  const out = new Set<string>();
+  for (const name of Object.keys(table)) {
+    for (const a of ipv6Of(name, table)) if (a.class !== 'link-local' && a.class !== 'loopback') out.add(a.address);
+  }
+  return [...out];
 }
 
 /** ifindex of `name`, 0 when there is no such interface. */
@@ -86,13 +134,14 @@ export function linkInfo(name: string): LinkInfo | null {
 /** How long one wait for address events blocks its worker thread before it checks for close(). */
 const WATCH_POLL_MS = 500;
 
-/** A running subscription to the kernel's IPv4 address and link events. */
+/** A running subscription to the kernel's IPv4 and IPv6 address and link events. */
 export interface AddressWatch { close(): void }
 
 /**
- * Call `onChange` soon after any IPv4 address of this network namespace is
- * added or removed (rtnetlink RTM_NEWADDR / RTM_DELADDR, group
- * RTMGRP_IPV4_IFADDR), and after any interface is created, changed or
+ * Call `onChange` soon after any IPv4 or IPv6 address of this network
+ * namespace is added or removed (rtnetlink RTM_NEWADDR / RTM_DELADDR, groups
+ * RTMGRP_IPV4_IFADDR and RTMGRP_IPV6_IFADDR: SLAAC and privacy addresses
+ * come and go), and after any interface is created, changed or
  * removed (RTM_NEWLINK / RTM_DELLINK, group RTMGRP_LINK: pppd's ppp0 coming
  * and going). The messages are not parsed: any event means "read the
  * interfaces and addresses again", which is cheap and cannot miss a change. Waiting happens on
@@ -101,7 +150,7 @@ export interface AddressWatch { close(): void }
  * then relies on polling.
  */
 export function watchAddresses(onChange: () => void): AddressWatch | { error: number } {
-  const fd = ffi.netlinkOpen(ffi.RTMGRP_IPV4_IFADDR | ffi.RTMGRP_LINK);
+  const fd = ffi.netlinkOpen(ffi.RTMGRP_IPV4_IFADDR | ffi.RTMGRP_IPV6_IFADDR | ffi.RTMGRP_LINK);
   if (fd < 0) return { error: -fd };
   let closed = false;
   const buf = Buffer.alloc(8192);

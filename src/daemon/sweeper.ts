@@ -6,23 +6,32 @@
  * `porttrig status` read instead of the maps. Never prints: results go to
  * the injected callbacks.
  */
-import { SWEEP_FLOWS, SWEEP_RECOUNT, SWEEP_SESSIONS } from '../bpf/abi.js';
+import { SWEEP_FLOWS, SWEEP_FLOWS6, SWEEP_RECOUNT, SWEEP_SESSIONS, SWEEP_SESSIONS6 } from '../bpf/abi.js';
 import type { SweepRequest, SweepRun } from '../bpf/datapath.js';
 import { DEFAULT_SWEEP_POLICY, MIN_FLOW_TIMER_NS, nextWalkAt, type SweepPolicy, type WalkRecord } from '../core/sweep.js';
 
 /** Entry counts as the last walks of each table found them (after their removals). */
 export interface EntryCounts {
-  /** Live sessions by rule id (ids with none are absent). */
+  /** Live IPv4 sessions by rule id (ids with none are absent). */
   sessionsByRule: Map<number, number>;
   /** pt_sessions entries (live, and expired ones the data path has not met yet). */
   sessionEntries: number;
   /** pt_host_sessions entries. */
   hostEntries: number;
-  /** Live flows (one per connection). */
+  /** Live IPv4 flows (one per connection). */
   flowsLive: number;
   /** pt_flows entries (two per flow). */
   flowEntries: number;
+  /** The same for IPv6: pt6_sessions, pt6_host_sessions, pt6_flows. */
+  sessionsByRule6: Map<number, number>;
+  sessionEntries6: number;
+  hostEntries6: number;
+  flowsLive6: number;
+  flowEntries6: number;
 }
+
+/** The earlier of two deadlines, 0n meaning none. */
+const earliest = (a: bigint, b: bigint): bigint => (a === 0n ? b : b === 0n ? a : a < b ? a : b);
 
 export type Table = 'sessions' | 'flows';
 
@@ -46,7 +55,10 @@ export class SweepScheduler {
   private readonly last: Record<Table, WalkRecord | null> = { sessions: null, flows: null };
   private readonly running: Record<Table, Promise<void> | null> = { sessions: null, flows: null };
   private readonly dirty: Record<Table, boolean> = { sessions: true, flows: true };
-  private counts: EntryCounts = { sessionsByRule: new Map(), sessionEntries: 0, hostEntries: 0, flowsLive: 0, flowEntries: 0 };
+  private counts: EntryCounts = {
+    sessionsByRule: new Map(), sessionEntries: 0, hostEntries: 0, flowsLive: 0, flowEntries: 0,
+    sessionsByRule6: new Map(), sessionEntries6: 0, hostEntries6: 0, flowsLive6: 0, flowEntries6: 0,
+  };
   private readonly known: Record<Table, boolean> = { sessions: false, flows: false };
   /** Wall clock (ms) when each table's last walk finished. */
   private readonly doneAt: Record<Table, number | null> = { sessions: null, flows: null };
@@ -113,21 +125,26 @@ export class SweepScheduler {
 
   private start(table: Table, now: bigint): void {
     this.dirty[table] = false;
-    const what = table === 'sessions' ? SWEEP_SESSIONS | SWEEP_RECOUNT : SWEEP_FLOWS;
+    // One walk per table covers both families: the IPv4 map, then the IPv6 one.
+    const what = table === 'sessions' ? SWEEP_SESSIONS | SWEEP_SESSIONS6 | SWEEP_RECOUNT : SWEEP_FLOWS | SWEEP_FLOWS6;
     const t0 = process.hrtime.bigint();
     this.running[table] = this.opts.run({ now, what }).then((r) => {
       const costNs = process.hrtime.bigint() - t0;
       if (table === 'sessions') {
-        this.last.sessions = { at: now, next: r.sessions_next_ns, costNs };
+        this.last.sessions = { at: now, next: earliest(r.sessions_next_ns, r.sessions6_next_ns), costNs };
         this.counts = {
           ...this.counts, sessionsByRule: r.liveByRule ?? new Map(),
           sessionEntries: r.sessions - r.sessions_expired - r.sessions_closed, hostEntries: r.hosts,
+          sessionsByRule6: r.liveByRule6 ?? new Map(),
+          sessionEntries6: r.sessions6 - r.sessions6_expired - r.sessions6_closed, hostEntries6: r.hosts6,
         };
         // kill_flows_on_expiry: flows of the sessions just removed end now.
-        if (r.sessions_expired + r.sessions_closed > 0) this.dirty.flows = true;
+        if (r.sessions_expired + r.sessions_closed + r.sessions6_expired + r.sessions6_closed > 0) this.dirty.flows = true;
       } else {
-        this.last.flows = { at: now, next: r.flows_next_ns, costNs };
-        this.counts = { ...this.counts, flowsLive: r.flows_live, flowEntries: r.flow_entries };
+        this.last.flows = { at: now, next: earliest(r.flows_next_ns, r.flows6_next_ns), costNs };
+        this.counts = {
+          ...this.counts, flowsLive: r.flows_live, flowEntries: r.flow_entries, flowsLive6: r.flows6_live, flowEntries6: r.flow6_entries,
+        };
       }
       this.known[table] = true;
       this.doneAt[table] = Date.now();

@@ -15,7 +15,8 @@ import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { PorttrigError } from '../errors.js';
 import * as ffi from '../ffi/libbpf.js';
-import { ipv4Of, linkInfo, programRole } from '../daemon/netinfo.js';
+import { ipv4Of, ipv6Of, linkInfo, programRole, type Ipv6Addr } from '../daemon/netinfo.js';
+import { armingClass } from '../core/addr.js';
 import { CT_FIX_CAPS, CT_KFUNC, CT_LOST, CT_MODULE, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import { CAPS, hasCap, missingRequiredCaps, ownCaps, type CapName } from './caps.js';
 
@@ -86,10 +87,13 @@ export function runDoctor(opts: DoctorOptions = {}): DoctorReport {
 
   const caps = ownCaps();
   checks.push(kernelCheck(), bpfSyscallCheck(), btfCheck(), tcBpfCheck(), conntrackCheck(caps, opts.btfDir), clsactCheck(proc), tcxCheck(), libbpfCheck(),
-    capsCheck(caps), bpffsCheck(config?.datapath.pinPath ?? DEFAULT_PIN_PATH, caps), forwardingCheck(proc, config));
+    capsCheck(caps), bpffsCheck(config?.datapath.pinPath ?? DEFAULT_PIN_PATH, caps), forwardingCheck(proc, config), ipv6ForwardingCheck(proc, config));
   if (config) {
     const names = [config.interfaces.wan, ...config.interfaces.lan];
     for (const name of names) checks.push(interfaceCheck(name, name === config.interfaces.wan ? 'WAN' : 'LAN'));
+    for (const name of config.interfaces.lan) {
+      if (linkInfo(name)) checks.push(lanIpv6Check(name, ipv6Of(name), config.interfaces.lanNetworks.filter((n) => n.includes(':'))));
+    }
     for (const name of names) {
       const c = attachmentsCheck(name, opts.tc ?? 'tc');
       if (c) checks.push(c);
@@ -266,6 +270,54 @@ function forwardingCheck(proc: string, config: Config | null): Check {
     detail: `${off.join(', ')} = 0: the gateway does not route, so LAN hosts never reach a trigger port`,
     fix: `sysctl -w ${off.map((s) => `${s}=1`).join(' ')} (persist in /etc/sysctl.d/)`,
   };
+}
+
+/**
+ * IPv6 forwarding (SPEC 9): net.ipv6.conf.all.forwarding, and the configured
+ * interfaces' own. Not required: an IPv4-only gateway runs without it; its
+ * IPv6 pinholes then never carry anything. `proc`: /proc, or a directory
+ * laid out like it (tests).
+ */
+export function ipv6ForwardingCheck(proc: string, config: Config | null): Check {
+  const read = (p: string): string | null => { try { return readFileSync(`${proc}/sys/net/ipv6/${p}`, 'utf8').trim(); } catch { return null; } };
+  const base = { id: 'ip6_forward', title: 'IPv6 forwarding', required: false };
+  const all = read('conf/all/forwarding');
+  if (all === null) {
+    return { ...base, status: 'warn', detail: 'net.ipv6.conf.all.forwarding not readable: the kernel has no IPv6 (disabled or not built); IPv6 pinholes do nothing' };
+  }
+  const off: string[] = [];
+  if (all !== '1') off.push('net.ipv6.conf.all.forwarding');
+  for (const name of config ? [config.interfaces.wan, ...config.interfaces.lan] : []) {
+    const v = read(`conf/${name}/forwarding`);
+    if (v !== null && v !== '1') off.push(`net.ipv6.conf.${name}.forwarding`);
+  }
+  if (off.length === 0) return { ...base, status: 'ok', detail: 'net.ipv6.conf.all.forwarding = 1' };
+  return {
+    ...base, status: 'warn',
+    detail: `${off.join(', ')} = 0: the gateway does not route IPv6, so IPv6 pinholes carry nothing (IPv4 is not affected)`,
+    fix: `sysctl -w ${off.map((v) => `${v}=1`).join(' ')} (persist in /etc/sysctl.d/); with forwarding on, the WAN needs net.ipv6.conf.<wan>.accept_ra=2 to keep taking router advertisements`,
+  };
+}
+
+/**
+ * A LAN interface's IPv6 addresses and the prefixes porttrig takes from them
+ * (SPEC 9: global and unique-local; link-local ones never arm). A warning,
+ * not a failure, when there is none (and no IPv6 lan_networks): IPv6 hosts
+ * on it then never open a pinhole.
+ */
+export function lanIpv6Check(name: string, addrs: readonly Ipv6Addr[], extraPrefixes: readonly string[] = []): Check {
+  const base = { id: `ipv6:${name}`, title: `LAN interface ${name} IPv6`, required: false };
+  const shown = addrs.map((a) => `${a.address}/${a.cidr.split('/')[1]} (${a.class})`);
+  const prefixes = [...new Set(addrs.filter((a) => armingClass(a.class)).map((a) => a.cidr))];
+  const extra = extraPrefixes.length ? `; lan_networks adds ${extraPrefixes.join(', ')}` : '';
+  if (prefixes.length === 0) {
+    return {
+      ...base, status: 'warn',
+      detail: `${shown.length ? shown.join(', ') : 'no IPv6 address'}: no global or unique-local prefix, so no LAN IPv6 prefix from ${name}${extra}`,
+      fix: `give ${name} an address of the LAN's IPv6 prefix (e.g. ip -6 addr add 2001:db8:1::1/64 dev ${name}, or a delegated prefix) if its hosts are to use IPv6 pinholes`,
+    };
+  }
+  return { ...base, status: 'ok', detail: `LAN prefixes ${prefixes.join(', ')} (addresses ${shown.join(', ')})${extra}` };
 }
 
 function interfaceCheck(name: string, role: 'WAN' | 'LAN'): Check {

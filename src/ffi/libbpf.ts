@@ -272,6 +272,8 @@ const POLLIN = 1;
 const MSG_DONTWAIT = 0x40;
 /** RTMGRP_IPV4_IFADDR: IPv4 address added or removed (RTM_NEWADDR/RTM_DELADDR). */
 export const RTMGRP_IPV4_IFADDR = 0x10;
+/** RTMGRP_IPV6_IFADDR: IPv6 address added or removed (RTM_NEWADDR/RTM_DELADDR). */
+export const RTMGRP_IPV6_IFADDR = 0x100;
 /** RTMGRP_LINK: interface created, changed or removed (RTM_NEWLINK/RTM_DELLINK). */
 export const RTMGRP_LINK = 0x1;
 

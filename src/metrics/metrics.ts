@@ -5,7 +5,7 @@
  * maps; see snapshot.ts. No label carries a host address.
  */
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
-import type { RuleCounter } from '../bpf/abi.js';
+import { FAMILIES, type Family, type RuleCounter } from '../bpf/abi.js';
 import { ScrapeReader, type DatapathSnapshot, type SnapshotSource } from './snapshot.js';
 
 /** Nanoseconds per second, as a float divisor. */
@@ -73,9 +73,11 @@ function kernelGauge<L extends string>(
   });
 }
 
-/** Per-rule series of one rule counter. */
-const perRule = (c: RuleCounter) => (s: DatapathSnapshot, set: (l: { rule: string }, v: number) => void): void => {
-  for (const [id, name] of s.rules) set({ rule: name }, s.ruleCounters.get(id)?.[c] ?? 0);
+/** Per-rule, per-family series of one rule counter (both families always exported). */
+const perRule = (c: RuleCounter) => (s: DatapathSnapshot, set: (l: { rule: string; family: Family }, v: number) => void): void => {
+  for (const family of FAMILIES) {
+    for (const [id, name] of s.rules) set({ rule: name, family }, s.ruleCounters[family].get(id)?.[c] ?? 0);
+  }
 };
 
 /**
@@ -89,28 +91,34 @@ export function registerMetrics(registry: Registry, source: SnapshotSource, opts
   const gauge = <L extends string>(name: string, help: string, labels: readonly L[], fill: Parameters<typeof kernelGauge<L>>[4]) =>
     kernelGauge(registry, name, help, labels, fill, reader);
 
-  counter('porttrig_trigger_hits_total', 'Trigger packets seen from LAN hosts, per rule.', ['rule'], perRule('trigger_hits'));
-  counter('porttrig_sessions_opened_total', 'Sessions opened (or taken over) by a trigger, per rule.', ['rule'], perRule('sessions_opened'));
-  counter('porttrig_sessions_expired_total', 'Sessions removed after their idle timeout, per rule.', ['rule'], perRule('sessions_expired'));
-  counter('porttrig_sessions_refused_total', 'Triggers that could not open a session, per rule and reason (conflict, host_limit, map_full).',
-    ['rule', 'reason'], (s, set) => {
-      for (const [id, name] of s.rules) {
-        for (const [reason, c] of REFUSAL_REASONS) set({ rule: name, reason }, s.ruleCounters.get(id)?.[c] ?? 0);
+  // `family` (ipv4, ipv6): the counts that differ by address family (SPEC 9). Never an address.
+  const RF = ['rule', 'family'] as const;
+  counter('porttrig_trigger_hits_total', 'Trigger packets seen from LAN hosts, per rule and address family.', RF, perRule('trigger_hits'));
+  counter('porttrig_sessions_opened_total', 'Sessions opened (or taken over) by a trigger, per rule and address family.', RF, perRule('sessions_opened'));
+  counter('porttrig_sessions_expired_total', 'Sessions removed after their idle timeout, per rule and address family.', RF, perRule('sessions_expired'));
+  counter('porttrig_sessions_refused_total', 'Triggers that could not open a session, per rule, address family and reason (conflict, host_limit, map_full).',
+    ['rule', 'family', 'reason'], (s, set) => {
+      for (const family of FAMILIES) {
+        for (const [id, name] of s.rules) {
+          for (const [reason, c] of REFUSAL_REASONS) set({ rule: name, family, reason }, s.ruleCounters[family].get(id)?.[c] ?? 0);
+        }
       }
     });
-  counter('porttrig_flows_opened_total', 'Inbound connections accepted through a session, per rule.', ['rule'], perRule('flows_opened'));
-  counter('porttrig_flows_refused_total', 'Inbound connections on an open session that could not be added to the flow table (full, or a clashing entry), per rule.', ['rule'], perRule('flows_refused'));
-  counter('porttrig_packets_total', 'Packets seen by the data path, by interface side (lan, wan) and verdict.', ['direction', 'verdict'],
-    (s, set) => { for (const p of s.packets) set({ direction: p.direction, verdict: p.verdict }, p.value); });
+  counter('porttrig_flows_opened_total', 'Inbound connections accepted through a session, per rule and address family.', RF, perRule('flows_opened'));
+  counter('porttrig_flows_refused_total', 'Inbound connections on an open session that could not be added to the flow table (full, or a clashing entry), per rule and address family.', RF, perRule('flows_refused'));
+  counter('porttrig_packets_total', 'Packets seen by the data path, by address family, interface side (lan, wan) and verdict.', ['family', 'direction', 'verdict'],
+    (s, set) => { for (const p of s.packets) set({ family: p.family, direction: p.direction, verdict: p.verdict }, p.value); });
   counter('porttrig_bpf_run_time_seconds_total', 'Time the kernel spent running each data path program (needs BPF run-time statistics).', ['program'],
     (s, set) => { for (const p of s.programs) set({ program: p.program }, Number(p.runTimeNs) / NS_PER_S); });
   counter('porttrig_bpf_run_count_total', 'Runs of each data path program, i.e. packets it saw (needs BPF run-time statistics).', ['program'],
     (s, set) => { for (const p of s.programs) set({ program: p.program }, Number(p.runCount)); });
 
-  gauge('porttrig_sessions_active', 'Open (unexpired) sessions, per rule.', ['rule'], (s, set) => {
-    for (const [id, name] of s.rules) set({ rule: name }, s.sessionsActive.get(id) ?? 0);
+  gauge('porttrig_sessions_active', 'Open (unexpired) sessions, per rule and address family.', RF, (s, set) => {
+    for (const family of FAMILIES) for (const [id, name] of s.rules) set({ rule: name, family }, s.sessionsActive[family].get(id) ?? 0);
   });
-  gauge('porttrig_flows_active', 'Accepted flows in the flow table.', [], (s, set) => set({}, s.flowsActive));
+  gauge('porttrig_flows_active', 'Accepted flows in the flow tables, per address family.', ['family'], (s, set) => {
+    for (const family of FAMILIES) set({ family }, s.flowsActive[family]);
+  });
   gauge('porttrig_map_entries', 'Entries in each data path map (flows: two per flow, one per direction).', ['map'],
     (s, set) => { for (const m of s.maps) set({ map: m.map }, m.entries); });
   gauge('porttrig_map_capacity', 'Capacity of each data path map.', ['map'],

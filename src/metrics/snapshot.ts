@@ -5,8 +5,8 @@
  * copies, so counters kept in the kernel carry on across daemon restarts.
  */
 import {
-  DIR_IN, DIRECTIONS, FlowKeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec, VERDICTS,
-  type PtRule, type RuleCounter,
+  DIR_IN, DIRECTIONS, FAMILIES, FlowKeyCodec, Flow6KeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec,
+  Session6Codec, Session6KeyCodec, VERDICTS, familyIndex, pktStatsIndex, ruleStatsIndex, type Family, type PtRule, type RuleCounter,
 } from '../bpf/abi.js';
 import type { StructCodec } from '../bpf/struct.js';
 import type { RawMap } from '../bpf/map.js';
@@ -23,8 +23,11 @@ const offsetOf = (c: StructCodec<object>, field: string): number => {
   return f.offset;
 };
 const FLOW_KEY_DIR = offsetOf(FlowKeyCodec, 'dir');
+const FLOW6_KEY_DIR = offsetOf(Flow6KeyCodec, 'dir');
 const SESSION_KEY_RULE = offsetOf(SessionKeyCodec, 'rule');
 const SESSION_LAST_SEEN = offsetOf(SessionCodec, 'last_seen_ns');
+const SESSION6_KEY_RULE = offsetOf(Session6KeyCodec, 'rule');
+const SESSION6_LAST_SEEN = offsetOf(Session6Codec, 'last_seen_ns');
 const U32_BYTES = 4;
 const U64_BYTES = 8;
 
@@ -62,13 +65,13 @@ export interface MapFill { map: string; entries: number; capacity: number }
 export interface DatapathSnapshot {
   /** Rules in use: id -> name. */
   rules: Map<number, string>;
-  /** Per-rule counters summed over CPUs, by rule id. */
-  ruleCounters: Map<number, Record<RuleCounter, number>>;
-  /** Live (unexpired, enabled) sessions by rule id; every rule in use has an entry. */
-  sessionsActive: Map<number, number>;
-  /** Accepted flows (one per connection, not per direction). */
-  flowsActive: number;
-  packets: { direction: Direction; verdict: Verdict; value: number }[];
+  /** Per-rule counters summed over CPUs, by address family and rule id. */
+  ruleCounters: Record<Family, Map<number, Record<RuleCounter, number>>>;
+  /** Live (unexpired, enabled) sessions by family and rule id; every rule in use has an entry in each. */
+  sessionsActive: Record<Family, Map<number, number>>;
+  /** Accepted flows per family (one per connection, not per direction). */
+  flowsActive: Record<Family, number>;
+  packets: { family: Family; direction: Direction; verdict: Verdict; value: number }[];
   maps: MapFill[];
   programs: { program: string; runTimeNs: bigint; runCount: bigint }[];
   attached: { interface: string; program: string; attached: boolean; present: boolean }[];
@@ -112,12 +115,12 @@ export function idRuns(ids: Iterable<number>): [number, number][] {
  * per run of consecutive ids (ids are handed out lowest first, so usually
  * one), reading only the counters of those ids.
  */
-function readRuleCounters(raw: RawMap, ids: Iterable<number>): Map<number, Record<RuleCounter, number>> {
+function readRuleCounters(raw: RawMap, ids: Iterable<number>, family: Family): Map<number, Record<RuleCounter, number>> {
   const out = new Map<number, Record<RuleCounter, number>>();
   const per = RULE_COUNTERS.length;
   for (const [first, last] of idRuns(ids)) {
     const after = Buffer.alloc(U32_BYTES);
-    after.writeUInt32LE(first * per - 1);  // id >= 1, so never below 0
+    after.writeUInt32LE(ruleStatsIndex(familyIndex(family), first, 0) - 1);  // id >= 1, so never below 0
     let id = first;
     let k = 0;
     let c = {} as Record<RuleCounter, number>;
@@ -131,17 +134,17 @@ function readRuleCounters(raw: RawMap, ids: Iterable<number>): Map<number, Recor
   return out;
 }
 
-/** Live sessions per rule: enabled rule, not idle past its timeout. */
-function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: bigint): { entries: number; active: Map<number, number> } {
+/** Live sessions per rule: enabled rule, not idle past its timeout (`at`: offsets of the key's rule and the value's last_seen_ns). */
+function readSessions(raw: RawMap, settings: ReadonlyMap<number, PtRule>, now: bigint, at: { rule: number; lastSeen: number }): { entries: number; active: Map<number, number> } {
   const active = new Map<number, number>();
   let entries = 0;
   for (const { keys, values, count } of raw.batches()) {
     entries += count;
     for (let i = 0; i < count; i++) {
-      const id = keys.readUInt32LE(i * raw.info.keySize + SESSION_KEY_RULE);
+      const id = keys.readUInt32LE(i * raw.info.keySize + at.rule);
       const rule = settings.get(id);
       if (!rule || !(rule.flags & RULE_ENABLED)) continue;
-      if (sessionExpired({ last_seen_ns: values.readBigUInt64LE(i * raw.valueBytes + SESSION_LAST_SEEN) }, rule, now)) continue;
+      if (sessionExpired({ last_seen_ns: values.readBigUInt64LE(i * raw.valueBytes + at.lastSeen) }, rule, now)) continue;
       active.set(id, (active.get(id) ?? 0) + 1);
     }
   }
@@ -157,7 +160,10 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   const now = (src.clock ?? monotonicNs)();
 
   const rules = readRuleNames(maps);
-  const ruleCounters = readRuleCounters(maps.ruleStats.raw, rules.keys());
+  const ruleCounters = {
+    ipv4: readRuleCounters(maps.ruleStats.raw, rules.keys(), 'ipv4'),
+    ipv6: readRuleCounters(maps.ruleStats.raw, rules.keys(), 'ipv6'),
+  };
   const settings = new Map<number, PtRule>();
   for (const id of rules.keys()) {
     const r = maps.rules.get(id);
@@ -166,19 +172,29 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   const kept = src.counts?.() ?? null;
   const sessions = kept
     ? { entries: kept.sessionEntries, active: kept.sessionsByRule }
-    : readSessions(maps.sessions.raw, settings, now);
-  const sessionsActive = new Map<number, number>([...rules.keys()].map((id) => [id, sessions.active.get(id) ?? 0]));
+    : readSessions(maps.sessions.raw, settings, now, { rule: SESSION_KEY_RULE, lastSeen: SESSION_LAST_SEEN });
+  const sessions6 = kept
+    ? { entries: kept.sessionEntries6, active: kept.sessionsByRule6 }
+    : readSessions(maps.sessions6.raw, settings, now, { rule: SESSION6_KEY_RULE, lastSeen: SESSION6_LAST_SEEN });
+  const perRule = (m: Map<number, number>): Map<number, number> => new Map([...rules.keys()].map((id) => [id, m.get(id) ?? 0]));
+  const sessionsActive = { ipv4: perRule(sessions.active), ipv6: perRule(sessions6.active) };
 
   let flowEntries = kept?.flowEntries ?? 0;
-  const flowsActive = kept ? kept.flowsLive : countEntries(maps.flows.raw, (keys, i) => {
+  const flowsLive4 = kept ? kept.flowsLive : countEntries(maps.flows.raw, (keys, i) => {
     flowEntries++;
     return keys[i * maps.flows.raw.info.keySize + FLOW_KEY_DIR] === DIR_IN;
   });
+  let flowEntries6 = kept?.flowEntries6 ?? 0;
+  const flowsLive6 = kept ? kept.flowsLive6 : countEntries(maps.flows6.raw, (keys, i) => {
+    flowEntries6++;
+    return keys[i * maps.flows6.raw.info.keySize + FLOW6_KEY_DIR] === DIR_IN;
+  });
+  const flowsActive = { ipv4: flowsLive4, ipv6: flowsLive6 };
 
   const pkt = maps.pktStats.sumAll();
-  const packets = DIRECTIONS.flatMap((direction, d) => VERDICTS.map((verdict, v) => ({
-    direction, verdict, value: Number(pkt[d * VERDICTS.length + v] ?? 0n),
-  })));
+  const packets = FAMILIES.flatMap((family) => DIRECTIONS.flatMap((direction, d) => VERDICTS.map((verdict, v) => ({
+    family, direction, verdict, value: Number(pkt[pktStatsIndex(familyIndex(family), d, v)] ?? 0n),
+  }))));
 
   const fill = (map: string, raw: RawMap, entries: number): MapFill => ({ map, entries, capacity: raw.info.maxEntries });
   const mapFill = [
@@ -187,6 +203,12 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
     fill('host_sessions', maps.hostSessions.raw, kept ? kept.hostEntries : countEntries(maps.hostSessions.raw)),
     fill('local_addrs', maps.localAddrs.raw, countEntries(maps.localAddrs.raw)),
     fill('lan_nets', maps.lanNets.raw, countEntries(maps.lanNets.raw)),
+    // The IPv6 maps (SPEC 9), named like the IPv4 ones with a 6.
+    fill('sessions6', maps.sessions6.raw, sessions6.entries),
+    fill('flows6', maps.flows6.raw, flowEntries6),
+    fill('host_sessions6', maps.hostSessions6.raw, kept ? kept.hostEntries6 : countEntries(maps.hostSessions6.raw)),
+    fill('local_addrs6', maps.localAddrs6.raw, countEntries(maps.localAddrs6.raw)),
+    fill('lan_nets6', maps.lanNets6.raw, countEntries(maps.lanNets6.raw)),
     // Id 0 means "no rule": PT_MAX_RULES - 1 usable ids.
     { map: 'rules', entries: rules.size, capacity: PT_MAX_RULES - 1 },
   ];

@@ -21,7 +21,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { btfStruct } from '../../src/ffi/libbpf.js';
 import * as abi from '../../src/bpf/abi.js';
-import type { FieldKind } from '../../src/bpf/struct.js';
+import { readIpv6, writeIpv6, canonicalIpv6, IPV6, type FieldKind } from '../../src/bpf/struct.js';
+import { isIPv6, SocketAddress } from 'node:net';
 import { BPF_OBJECT, REPO_ROOT } from '../helpers/bpffs.js';
 
 const HEADER = join(REPO_ROOT, 'bpf/porttrig_abi.h');
@@ -161,7 +162,8 @@ function kindSize(k: FieldKind): number {
   switch (k.t) {
     case 'u8': return 1;
     case 'u16': case 'be16': return 2;
-    case 'u32': case 'ipv4': return 4;
+    case 'u32': case 'be32': case 'ipv4': return 4;
+    case 'ipv6': return 16;
     case 'u64': return 8;
     case 'u16[]': return 2 * k.len;
     case 'ipv4[]': return 4 * k.len;
@@ -224,10 +226,17 @@ for (const codec of abi.ALL_CODECS) {
       const mt = b.resolve(m.type);
       const names = b.typeNames(mt.kind === BTF_KIND.ARRAY ? mt.array!.type : m.type);
       const bigEndian = names.some((n) => n.startsWith('__be'));
-      if (f.kind.t === 'ipv4' || f.kind.t === 'ipv4[]' || f.kind.t === 'be16') {
+      if (f.kind.t === 'ipv4' || f.kind.t === 'ipv4[]' || f.kind.t === 'be16' || f.kind.t === 'be32' || f.kind.t === 'ipv6') {
         assert.ok(bigEndian, `struct ${codec.cName}.${f.name}: codec reads network order (${f.kind.t}) but the C type is ${names.join(' -> ')}`);
       } else if (f.kind.t !== 'pad') {
         assert.ok(!bigEndian, `struct ${codec.cName}.${f.name}: codec reads host order (${f.kind.t}) but the C type is ${names.join(' -> ')}`);
+      }
+      if (f.kind.t === 'ipv6') {
+        // An IPv6 address is a __be32[4] in the ABI (16 bytes checked above).
+        const arr = b.resolve(m.type);
+        assert.equal(arr.kind, BTF_KIND.ARRAY, `struct ${codec.cName}.${f.name}: an ipv6 field must be a __be32[4], the C member is not an array`);
+        assert.equal(arr.array!.nelems, 4, `struct ${codec.cName}.${f.name}: an ipv6 field must be a __be32[4]`);
+        assert.equal(b.sizeOf(arr.array!.type), 4, `struct ${codec.cName}.${f.name}: an ipv6 field must be a __be32[4]`);
       }
       if (f.kind.t === 'u16[]' || f.kind.t === 'ipv4[]' || f.kind.t === 'char[]') {
         const arr = b.resolve(m.type);
@@ -242,11 +251,30 @@ for (const codec of abi.ALL_CODECS) {
 // --- 3. the map definitions ---------------------------------------------------------------------
 
 interface MapDef { name: string; fields: Map<string, number> }
-/** Each map of the .maps section: its __uint() values and __type() type ids. */
+/** BPF_MAP_TYPE_PROG_ARRAY: a table of programs (pt6_progs, the IPv6 tail calls), not state. */
+const BPF_MAP_TYPE_PROG_ARRAY = 3;
+/** The __uint(type, N) of a map definition. */
+function mapType(b: Btf, def: ReturnType<Btf['resolve']>): number | undefined {
+  const m = def.members.find((x) => x.name === 'type');
+  if (!m) return undefined;
+  return b.types[b.types[m.type]!.sizeOrType]!.array?.nelems;
+}
+/** The prog arrays of the .maps section, by name. */
+function progArrays(b: Btf): string[] {
+  const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps');
+  assert.ok(sec, 'no .maps DATASEC in the BTF');
+  return sec.vars!.map((v) => b.types[v.type]!).filter((vt) => mapType(b, b.resolve(vt.sizeOrType)) === BPF_MAP_TYPE_PROG_ARRAY).map((vt) => vt.name);
+}
+/**
+ * Each map of the .maps section that holds state: its __uint() values and
+ * __type() type ids. Prog arrays (filled by libbpf with the object's own
+ * programs at load, never pinned) are not state: see progArrays().
+ */
 function mapDefs(b: Btf): MapDef[] {
   const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps');
   assert.ok(sec, 'no .maps DATASEC in the BTF');
-  return sec.vars!.map((v) => {
+  const state = sec.vars!.filter((v) => mapType(b, b.resolve(b.types[v.type]!.sizeOrType)) !== BPF_MAP_TYPE_PROG_ARRAY);
+  return state.map((v) => {
     const vt = b.types[v.type]!;
     const def = b.resolve(vt.sizeOrType);
     const fields = new Map<string, number>();
@@ -274,6 +302,16 @@ test('every map of the object is in MAPS and vice versa, and each is pinned by n
   for (const d of defs) assert.equal(d.fields.get('pinning'), 1, `map ${d.name}: pinning must be LIBBPF_PIN_BY_NAME (1)`);
 });
 
+test('the only prog array is pt6_progs (the IPv6 programs\' tail calls), never pinned', SKIP ? { skip: SKIP } : {}, () => {
+  const b = btf();
+  assert.deepEqual(progArrays(b), ['pt6_progs']);
+  const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps')!;
+  const vt = sec.vars!.map((v) => b.types[v.type]!).find((t) => t.name === 'pt6_progs')!;
+  const def = b.resolve(vt.sizeOrType);
+  assert.equal(def.members.find((m) => m.name === 'pinning'), undefined, 'pt6_progs is not pinned: each object fills its own');
+  assert.ok(!Object.values(abi.MAPS).includes('pt6_progs' as never), 'not a state map (MAPS)');
+});
+
 test('every struct a map uses as key or value has a codec of the same size', SKIP ? { skip: SKIP } : {}, () => {
   const b = btf();
   const codecs = new Map<string, number>(abi.ALL_CODECS.map((c) => [c.cName, c.size]));
@@ -299,10 +337,70 @@ test('map capacities in the object agree with the TS constants', SKIP ? { skip: 
   assert.equal(defs.get(abi.MAPS.ruleNames), abi.PT_MAX_RULES, `${abi.MAPS.ruleNames} max_entries = PT_MAX_RULES`);
   assert.equal(defs.get(abi.MAPS.ports), abi.PT_PORT_SLOTS, `${abi.MAPS.ports} max_entries = PT_PORT_SLOTS`);
   assert.equal(defs.get(abi.MAPS.frags), abi.PT_FRAG_SLOTS, `${abi.MAPS.frags} max_entries = PT_FRAG_SLOTS`);
-  assert.equal(defs.get(abi.MAPS.ruleStats), abi.PT_MAX_RULES * abi.RULE_COUNTERS.length,
-    `${abi.MAPS.ruleStats} max_entries = PT_MAX_RULES * PT_RC__COUNT: RULE_COUNTERS has ${abi.RULE_COUNTERS.length} entries`);
-  assert.equal(defs.get(abi.MAPS.pktStats), abi.DIRECTIONS.length * abi.VERDICTS.length,
-    `${abi.MAPS.pktStats} max_entries = PT_D__COUNT * PT_V__COUNT: DIRECTIONS x VERDICTS is ${abi.DIRECTIONS.length} x ${abi.VERDICTS.length}`);
+  assert.equal(defs.get(abi.MAPS.ruleStats), abi.FAMILIES.length * abi.PT_MAX_RULES * abi.RULE_COUNTERS.length,
+    `${abi.MAPS.ruleStats} max_entries = PT_F__COUNT * PT_MAX_RULES * PT_RC__COUNT: FAMILIES x RULE_COUNTERS is ${abi.FAMILIES.length} x ${abi.RULE_COUNTERS.length}`);
+  assert.equal(abi.RULE_STATS_ENTRIES, defs.get(abi.MAPS.ruleStats), 'RULE_STATS_ENTRIES');
+  assert.equal(defs.get(abi.MAPS.pktStats), abi.FAMILIES.length * abi.DIRECTIONS.length * abi.VERDICTS.length,
+    `${abi.MAPS.pktStats} max_entries = PT_F__COUNT * PT_D__COUNT * PT_V__COUNT: FAMILIES x DIRECTIONS x VERDICTS is ${abi.FAMILIES.length} x ${abi.DIRECTIONS.length} x ${abi.VERDICTS.length}`);
+  assert.equal(abi.PKT_STATS_ENTRIES, defs.get(abi.MAPS.pktStats), 'PKT_STATS_ENTRIES');
+  assert.equal(defs.get(abi.MAPS.frags6), abi.PT_FRAG_SLOTS, `${abi.MAPS.frags6} max_entries = PT_FRAG_SLOTS`);
+  assert.equal(defs.get(abi.MAPS.lanNets6), abi.PT6_LAN_NETS_MAX, `${abi.MAPS.lanNets6} max_entries`);
+  assert.equal(defs.get(abi.MAPS.localAddrs6), abi.PT6_LOCAL_ADDRS_MAX, `${abi.MAPS.localAddrs6} max_entries`);
+});
+
+test('the IPv6 maps have the key, value and type of the ABI (common.md)', SKIP ? { skip: SKIP } : {}, () => {
+  const b = btf();
+  const defs = new Map(mapDefs(b).map((d) => [d.name, d]));
+  const BPF_MAP_TYPE = { HASH: 1, LRU_HASH: 9, LPM_TRIE: 11 } as const;
+  const BPF_F_NO_PREALLOC = 1;
+  const want: [string, number, string, string][] = [
+    [abi.MAPS.sessions6, BPF_MAP_TYPE.HASH, 'pt6_session_key', 'pt6_session'],
+    [abi.MAPS.hostSessions6, BPF_MAP_TYPE.HASH, 'pt6_addr', 'pt_host'],
+    [abi.MAPS.flows6, BPF_MAP_TYPE.HASH, 'pt6_flow_key', 'pt6_flow'],
+    [abi.MAPS.frags6, BPF_MAP_TYPE.LRU_HASH, 'pt6_frag_key', 'pt6_frag'],
+    [abi.MAPS.lanNets6, BPF_MAP_TYPE.LPM_TRIE, 'pt_lpm_v6', '__u8'],
+    [abi.MAPS.localAddrs6, BPF_MAP_TYPE.HASH, 'pt6_addr', '__u8'],
+  ];
+  for (const [name, type, key, value] of want) {
+    const d = defs.get(name);
+    assert.ok(d, `map ${name} is not in the object`);
+    assert.equal(d.fields.get('type'), type, `map ${name}: type`);
+    for (const [role, cName] of [['key', key], ['value', value]] as const) {
+      const id = d.fields.get(role);
+      assert.ok(id !== undefined, `map ${name} has no __type(${role})`);
+      assert.ok(b.typeNames(id).includes(cName) || b.resolve(id).name === cName,
+        `map ${name}: ${role} is ${b.typeNames(id).join(' -> ')}, expected ${cName}`);
+    }
+  }
+  assert.equal(defs.get(abi.MAPS.lanNets6)!.fields.get('map_flags'), BPF_F_NO_PREALLOC, `${abi.MAPS.lanNets6}: BPF_F_NO_PREALLOC`);
+});
+
+test('.data.sweep holds live[PT_MAX_RULES], live6[PT_MAX_RULES] and struct pt_sweep last at the TS offsets', SKIP ? { skip: SKIP } : {}, () => {
+  const b = btf();
+  const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === abi.SWEEP_SECTION);
+  assert.ok(sec, `no ${abi.SWEEP_SECTION} DATASEC in the BTF`);
+  assert.equal(sec.vars!.length, 1, `${abi.SWEEP_SECTION} holds one variable`);
+  const v = sec.vars![0]!;
+  assert.equal(v.offset, 0, `${abi.SWEEP_SECTION}: the variable at offset 0`);
+  const st = b.resolve(b.types[v.type]!.sizeOrType);
+  assert.equal(st.kind, BTF_KIND.STRUCT, `${abi.SWEEP_SECTION}: a struct`);
+  const member = (n: string): BtfMemberRec => {
+    const m = st.members.find((x) => x.name === n);
+    assert.ok(m, `${abi.SWEEP_SECTION}: no member ${n}`);
+    return m;
+  };
+  const arrOf = (m: BtfMemberRec): number => {
+    const a = b.resolve(m.type);
+    assert.equal(a.kind, BTF_KIND.ARRAY, `${abi.SWEEP_SECTION}.${m.name} is an array`);
+    assert.equal(b.sizeOf(a.array!.type), 4, `${abi.SWEEP_SECTION}.${m.name}: __u32 elements`);
+    return a.array!.nelems;
+  };
+  assert.equal(member('live').offsetBits / 8, abi.SWEEP_LIVE_OFFSET, 'live offset');
+  assert.equal(arrOf(member('live')), abi.PT_MAX_RULES, 'live length');
+  assert.equal(member('live6').offsetBits / 8, abi.SWEEP_LIVE6_OFFSET, 'live6 offset');
+  assert.equal(arrOf(member('live6')), abi.PT_MAX_RULES, 'live6 length');
+  assert.equal(member('last').offsetBits / 8, abi.SWEEP_LAST_OFFSET, 'last offset');
+  assert.equal(b.resolve(member('last').type).name, 'pt_sweep', 'last is a struct pt_sweep');
 });
 
 // --- 4. the header's constants and enums ----------------------------------------------------------
@@ -311,10 +409,10 @@ test('map capacities in the object agree with the TS constants', SKIP ? { skip: 
 function headerDefines(text: string): Map<string, bigint> {
   const out = new Map<string, bigint>();
   for (const line of text.split('\n')) {
-    const m = /^#define\s+(PT_\w+)\s+(.+?)\s*(?:\/\*.*)?$/.exec(line);
+    const m = /^#define\s+(PT6?_\w+)\s+(.+?)\s*(?:\/\*.*)?$/.exec(line);
     if (!m) continue;
     let expr = m[2]!;
-    expr = expr.replace(/\bPT_\w+\b/g, (n) => (out.has(n) ? `(${out.get(n)}n)` : n));
+    expr = expr.replace(/\bPT6?_\w+\b/g, (n) => (out.has(n) ? `(${out.get(n)}n)` : n));
     expr = expr.replace(/\b(0x[0-9a-fA-F]+|\d+)(?:ULL|UL|LL|U|L)?\b/g, '$1n');
     if (!/^[\s\dxa-fA-Fn()+\-*<|]+$/.test(expr)) continue;
     out.set(m[1]!, (new Function(`return (${expr});`) as () => bigint)());
@@ -354,6 +452,9 @@ test('#defines of porttrig_abi.h equal the TS constants', () => {
     ['PT_RULE_CONFLICT_LAST', abi.RULE_CONFLICT_LAST], ['PT_RULE_KILL_FLOWS', abi.RULE_KILL_FLOWS],
     ['PT_DIR_IN', abi.DIR_IN], ['PT_DIR_OUT', abi.DIR_OUT],
     ['PT_SEEN_SYN', abi.SEEN_SYN], ['PT_SEEN_ACK', abi.SEEN_ACK], ['PT_SEEN_FIN', abi.SEEN_FIN], ['PT_SEEN_RST', abi.SEEN_RST],
+    ['PT_SWEEP_SESSIONS', abi.SWEEP_SESSIONS], ['PT_SWEEP_FLOWS', abi.SWEEP_FLOWS], ['PT_SWEEP_RECOUNT', abi.SWEEP_RECOUNT],
+    ['PT_SWEEP_SESSIONS6', abi.SWEEP_SESSIONS6], ['PT_SWEEP_FLOWS6', abi.SWEEP_FLOWS6], ['PT_SWEEP_HOST6', abi.SWEEP_HOST6],
+    ['PT6_FLOW_CONTACTED', abi.FLOW6_CONTACTED],
   ];
   for (const [name, ts] of want) {
     assert.ok(d.has(name), `${name} not found (or not evaluable) in ${HEADER}`);
@@ -378,4 +479,71 @@ test('enums of porttrig_abi.h equal RULE_COUNTERS, DIRECTIONS and VERDICTS, in o
   check('pt_rule_counter', 'PT_RC_', abi.RULE_COUNTERS);
   check('pt_direction', 'PT_D_', abi.DIRECTIONS);
   check('pt_verdict', 'PT_V_', abi.VERDICTS);
+  check('pt_family', 'PT_F_', abi.FAMILIES);
+  assert.equal(abi.PT_F_IPV4, abi.FAMILIES.indexOf('ipv4'));
+  assert.equal(abi.PT_F_IPV6, abi.FAMILIES.indexOf('ipv6'));
+});
+
+// --- 5. the IPv6 field kind and the per-family counter indices -----------------------------------
+
+test('ipv6 fields: text is the canonical form of node:net, bytes are network order, both ways', () => {
+  const b = Buffer.alloc(16);
+  writeIpv6(b, 0, '2001:db8::1');
+  assert.equal(b.toString('hex'), '20010db8000000000000000000000001');
+  assert.equal(readIpv6(b, 0), '2001:db8::1');
+  const cases: [string, string][] = [
+    ['::', '::'], ['::1', '::1'], ['2001:0DB8:0000:0000:0001:0000:0000:0001', '2001:db8::1:0:0:1'],
+    ['2001:db8:0:0:1:0:0:0', '2001:db8:0:0:1::'], ['fe80::', 'fe80::'], ['1:0:2:3:4:5:6:7', '1:0:2:3:4:5:6:7'],
+    ['::ffff:192.0.2.1', '::ffff:192.0.2.1'], ['::ffff:c000:201', '::ffff:192.0.2.1'], ['::192.0.2.1', '::192.0.2.1'],
+    ['::2', '::2'], ['fd00:1:2:3::abcd', 'fd00:1:2:3::abcd'], ['1:2:3:4:5:6:7::', '1:2:3:4:5:6:7:0'],
+  ];
+  for (const [input, want] of cases) {
+    assert.equal(canonicalIpv6(input), want, input);
+    assert.equal(canonicalIpv6(input), new SocketAddress({ address: input, family: 'ipv6' }).address, `${input}: as node:net prints it`);
+  }
+  // Random addresses with runs of zero groups: the same text as node:net's inet_ntop.
+  let seed = 12345;
+  const rnd = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed >>> 16; };
+  for (let i = 0; i < 2000; i++) {
+    for (let w = 0; w < 8; w++) b.writeUInt16BE(rnd() % 3 === 0 ? 0 : (rnd() % 4 === 0 ? 0xffff : rnd()), 2 * w);
+    const text = readIpv6(b, 0);
+    assert.ok(isIPv6(text), text);
+    assert.equal(text, new SocketAddress({ address: text, family: 'ipv6' }).address, `bytes ${b.toString('hex')}`);
+    assert.equal(IPV6.format(text).toString('hex'), b.toString('hex'), `${text} back to bytes`);
+  }
+  for (const bad of ['', ':', '1::2::3', '12345::', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', 'fe80::1%eth0', '::1.2.3', '::256.1.1.1',
+    'g::', '1:2:3:4:5:6:7:8::', '192.0.2.1', '::1.2.3.4:5']) {
+    assert.equal(canonicalIpv6(bad), null, `"${bad}" must be refused`);
+    assert.throws(() => writeIpv6(Buffer.alloc(16), 0, bad), TypeError, `"${bad}"`);
+  }
+});
+
+test('IPv6 codecs: a pt6_session_key and a pt6_flow_key go out and back in network order', () => {
+  const k = abi.Session6KeyCodec.format({ rule: 7, host: '2001:db8:1::10', peer: '::' });
+  assert.equal(k.length, 40);
+  assert.equal(k.readUInt32LE(0), 7);
+  assert.equal(k.subarray(8, 24).toString('hex'), '20010db8000100000000000000000010');
+  assert.equal(k.subarray(24, 40).toString('hex'), '0'.repeat(32));
+  assert.deepEqual(abi.Session6KeyCodec.parse(k), { rule: 7, host: '2001:db8:1::10', peer: '::' });
+  const f = abi.Flow6KeyCodec.format({ saddr: '2001:db8::5', daddr: 'fd00::1', sport: 0x1234, dport: 80, proto: 6, dir: abi.DIR_IN });
+  assert.equal(f.readUInt16BE(32), 0x1234);
+  assert.equal(f.readUInt16BE(34), 80);
+  assert.equal(f[36], 6);
+  assert.equal(f[37], abi.DIR_IN);
+  const fk = abi.Frag6KeyCodec.format({ saddr: '::1', daddr: '::2', id: 0x01020304, proto: 17, dir: 2 });
+  assert.equal(fk.subarray(32, 36).toString('hex'), '01020304', 'fragment id is network order');
+  assert.equal(abi.Frag6KeyCodec.parse(fk).id, 0x01020304);
+});
+
+test('per-family counter indices: family 0 keeps the IPv4 indices; IPv6 follows them', () => {
+  const rc = abi.RULE_COUNTERS.length;
+  assert.equal(abi.ruleStatsIndex(abi.PT_F_IPV4, 5, 2), 5 * rc + 2);
+  assert.equal(abi.ruleStatsIndex(abi.PT_F_IPV6, 5, 2), (abi.PT_MAX_RULES + 5) * rc + 2);
+  assert.equal(abi.ruleStatsIndex(abi.PT_F_IPV6, abi.PT_MAX_RULES - 1, rc - 1), abi.RULE_STATS_ENTRIES - 1);
+  const v = abi.VERDICTS.length;
+  assert.equal(abi.pktStatsIndex(abi.PT_F_IPV4, 1, 3), 1 * v + 3);
+  assert.equal(abi.pktStatsIndex(abi.PT_F_IPV6, 0, 0), abi.DIRECTIONS.length * v);
+  assert.equal(abi.pktStatsIndex(abi.PT_F_IPV6, abi.DIRECTIONS.length - 1, v - 1), abi.PKT_STATS_ENTRIES - 1);
+  assert.equal(abi.familyIndex('ipv4'), 0);
+  assert.equal(abi.familyIndex('ipv6'), 1);
 });

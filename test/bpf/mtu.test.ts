@@ -22,9 +22,9 @@ import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
 import type { Rule } from '../../src/config/types.js';
-import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, VERDICTS } from '../../src/bpf/abi.js';
+import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, VERDICTS, pktStatsIndex, PT_F_IPV6 } from '../../src/bpf/abi.js';
 import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
-import { ETH_HLEN, ICMP, TCP, buildPacket, icmpError, inetChecksum, type PacketSpec } from '../helpers/packet.js';
+import { ETH_HLEN, ICMP, TCP, buildPacket, buildPacket6, icmpError, inetChecksum, type PacketSpec, type Packet6Spec } from '../helpers/packet.js';
 
 const skip = bpfSkipReason();
 const WAN = '192.0.2.1';
@@ -173,4 +173,59 @@ test('outbound reply too big for the WAN (DF or not): passed to the stack untran
   const fits = run(f, 'lan', buildPacket(tcpOf(HOST, 113, REMOTE, 40000, NARROW_MTU)));
   assert.equal(fits.retval, TC_ACT_REDIRECT, 'a reply that fits is translated');
   assert.deepEqual(stats(f), { 'lan/pass': 2, 'lan/translated': 1 });
+});
+
+// --- IPv6 (SPEC 9): no fragmentation by routers, so a packet too big for its
+// egress goes to the stack untouched either way, whose ip6_forward() sends
+// ICMPv6 Packet Too Big before the forward hook. ---------------------------------------
+const HOST6 = '2001:db8:1::2';
+const REMOTE6 = '2001:db8:99::7';
+
+function seeded6(t: { after: (fn: () => void) => void }, wanIfindex: number, lanIfindex: number): TestDatapath {
+  const f = useDatapath(t);
+  const compiled = compileRules(RULES);
+  f.state.applyRules(compiled);
+  f.state.setRuntime(WAN, wanIfindex, 8);
+  f.state.setLanNets6(['2001:db8:1::/64']);
+  const now = monotonicNs();
+  const rid = compiled.ids.get('irc')!;
+  f.dp.maps.sessions6.set({ rule: rid, host: HOST6, peer: '::' }, { opened_ns: now - 2_000_000_000n, last_seen_ns: now - 1_000_000_000n, host: HOST6, ifindex: lanIfindex });
+  const common = { created_ns: now - 2_000_000_000n, last_seen_ns: now - 1_000_000_000n, rule: rid, seen: SEEN_SYN_ACK, flags: 0, nat_port: 113 };
+  f.dp.maps.flows6.set({ saddr: REMOTE6, daddr: HOST6, sport: 40000, dport: 113, proto: IPPROTO_TCP, dir: DIR_IN }, { ...common, ifindex: lanIfindex });
+  f.dp.maps.flows6.set({ saddr: HOST6, daddr: REMOTE6, sport: 113, dport: 40000, proto: IPPROTO_TCP, dir: DIR_OUT }, { ...common, ifindex: wanIfindex });
+  return f;
+}
+
+/** A TCP segment of the IPv6 irc flow, `ipLen` bytes of IPv6 datagram (40 + 20 + payload). */
+function tcp6Of(src: string, sport: number, dst: string, dport: number, ipLen: number): Packet6Spec {
+  return { ip6: { src, dst, hopLimit: 64 }, l4: { tcp: { sport, dport, flags: TCP.ACK, seq: 0x10002000, ack: 0x30004000, payload: Buffer.alloc(ipLen - 60, 0x5a) } } };
+}
+
+function stats6(f: TestDatapath): Record<string, number> {
+  const got: Record<string, number> = {};
+  for (const [di, d] of ['lan', 'wan'].entries()) {
+    for (const [vi, v] of VERDICTS.entries()) {
+      const n = f.dp.maps.pktStats.sum(pktStatsIndex(PT_F_IPV6, di, vi));
+      if (n !== 0n) got[`${d}/${v}`] = Number(n);
+    }
+  }
+  return got;
+}
+
+test('IPv6: a packet of a flow too big for its egress goes to the stack untouched, both ways; one that fits is sent on', { skip: skip ?? false }, (t) => {
+  const dev = enterTestNetns(t);
+  const f = seeded6(t, dev.narrow, dev.narrow);
+  for (const [prog, spec] of [['wan', tcp6Of(REMOTE6, 40000, HOST6, 113, 1400)], ['lan', tcp6Of(HOST6, 113, REMOTE6, 40000, 1400)]] as const) {
+    const input = buildPacket6(spec);
+    const r = run(f, prog, input);
+    assert.equal(r.retval, TC_ACT_UNSPEC, `${prog}: to the stack (ip6_forward() sends Packet Too Big)`);
+    assert.equal(r.out.toString('hex'), input.toString('hex'), `${prog}: untouched`);
+  }
+  for (const [prog, spec] of [['wan', tcp6Of(REMOTE6, 40000, HOST6, 113, NARROW_MTU)], ['lan', tcp6Of(HOST6, 113, REMOTE6, 40000, NARROW_MTU)]] as const) {
+    const r = run(f, prog, buildPacket6(spec));
+    assert.equal(r.retval, TC_ACT_REDIRECT, `${prog}: ${NARROW_MTU} bytes fit`);
+    assert.equal(r.out[ETH_HLEN + 7], 63, `${prog}: hop limit - 1`);
+  }
+  assert.deepEqual(stats6(f), { 'lan/pass': 1, 'wan/pass': 1, 'lan/translated': 1, 'wan/translated': 1 });
+  assert.deepEqual(stats(f), {}, 'no IPv4 counter moved');
 });

@@ -146,3 +146,43 @@ test('a pin path that cannot be created is E_STATE naming the path, not a crash'
   assert.throws(() => ensureBpffs(dir), (e: unknown) =>
     e instanceof PorttrigError && e.code === 'E_STATE' && e.message.includes(dir));
 });
+
+test('IPv6 (layout 7): the pt6_ maps are sized from limits like the IPv4 ones, pinned and adopted with their contents', { skip }, (t) => {
+  const f = useDatapath(t, { limits: { sessions: 96, flows: 80 } });
+  const m = f.dp.maps;
+  assert.deepEqual([m.sessions6.raw.info.maxEntries, m.hostSessions6.raw.info.maxEntries, m.flows6.raw.info.maxEntries],
+    [m.sessions.raw.info.maxEntries, m.hostSessions.raw.info.maxEntries, m.flows.raw.info.maxEntries]);
+  assert.deepEqual([m.sessions6.raw.info.maxEntries, m.flows6.raw.info.maxEntries], [96, 160]);
+  for (const name of [MAPS.sessions6, MAPS.hostSessions6, MAPS.flows6, MAPS.frags6, MAPS.lanNets6, MAPS.localAddrs6]) {
+    assert.ok(existsSync(join(f.pinPath, name)), `${name} is pinned`);
+  }
+  m.sessions6.set({ rule: 1, host: '2001:db8:1::10', peer: '::' }, { opened_ns: 1n, last_seen_ns: 2n, host: '2001:db8:1::10', ifindex: 3 });
+  m.lanNets6.set({ prefixlen: 64, addr: '2001:db8:1::' }, 64);
+  f.dp.close();
+  const dp = Datapath.load({ objectPath: BPF_OBJECT, pinPath: f.pinPath, limits: { sessions: 96, flows: 80 } });
+  try {
+    assert.equal(dp.adopted, true);
+    assert.equal(dp.maps.sessions6.get({ rule: 1, host: '2001:db8:1::10', peer: '::' })?.host, '2001:db8:1::10');
+    assert.deepEqual([...dp.maps.lanNets6.entries()], [[{ prefixlen: 64, addr: '2001:db8:1::' }, 64]]);
+  } finally {
+    dp.close();
+  }
+  refused(f.pinPath, [/pt6_sessions: max_entries 96 pinned, 64 in this object/, /pt6_flows: max_entries 160 pinned, 128 in this object/, /restore those limits/]);
+});
+
+test('pins of the IPv4-only layout 6 (no pt6_ maps) are refused with the layout version first and "porttrig detach"', { skip }, (t) => {
+  const f = pinnedState(t);
+  writePinnedVersion(f.pinPath, 6);
+  for (const name of [MAPS.sessions6, MAPS.hostSessions6, MAPS.flows6, MAPS.frags6, MAPS.lanNets6, MAPS.localAddrs6]) unlinkSync(join(f.pinPath, name));
+  const before = pins(f.pinPath);
+  assert.throws(() => load(f.pinPath), (e: unknown) => {
+    assert.ok(e instanceof PorttrigError, String(e));
+    assert.equal(e.code, 'E_STATE');
+    const lines = e.message.split('\n');
+    assert.equal(lines[1], `  pt_config: layout version 6 pinned, ${PT_LAYOUT_VERSION} in this object`, 'the version comes first');
+    assert.match(e.message, /pt6_sessions, pt6_host_sessions, pt6_flows, pt6_frags, pt6_lan_nets, pt6_local_addrs: not pinned/);
+    assert.match(e.message, /another porttrig version .*run "porttrig detach" and start again/);
+    return true;
+  });
+  assert.equal(pins(f.pinPath), before, 'nothing was pinned to fill the gap');
+});

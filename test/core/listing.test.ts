@@ -10,10 +10,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLOCK_BIAS_NS, IPPROTO_UDP, NSEC_PER_SEC } from '../../src/bpf/abi.js';
+import { CLOCK_BIAS_NS, DIR_IN, DIR_OUT, FLOW6_CONTACTED, IPPROTO_UDP, NSEC_PER_SEC } from '../../src/bpf/abi.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { planSweep, sessionId } from '../../src/core/sweep.js';
 import { listFlows, listSessions } from '../../src/core/listing.js';
+import { PorttrigState } from '../../src/core/state.js';
 import { ControlServer, listFilter } from '../../src/daemon/control.js';
 import { nullLogger } from '../../src/daemon/log.js';
 import { PorttrigError } from '../../src/errors.js';
@@ -135,4 +136,72 @@ test('the control socket streams listings as a JSON array, one element per line'
   assert.equal(bad.status, 404);
   assert.equal((JSON.parse(bad.text) as { error: { code: string } }).error.code, 'E_NOT_FOUND');
   assert.equal((await get(socket, '/v1/sessions?limit=abc')).status, 400);
+});
+
+test('IPv6 (SPEC 9): both families listed with `family`, IPv6 flow counts as flowFate6 decides, filters by IPv6 host and peer, --family, limit across families', SKIP ? { skip: SKIP } : {}, async (t) => {
+  const f = useDatapath(t, { limits: { sessions: 1024, flows: 1024 } });
+  const c = compileRules([rule('game', 5000), { ...rule('any', 5001), peer: 'any' }]);
+  f.state.applyRules(c);
+  const now = CLOCK_BIAS_NS + 3600n * S;
+  const game = c.ids.get('game')!;
+  const anyRule = c.ids.get('any')!;
+  const host = (i: number): string => `2001:db8:1::${(i + 16).toString(16)}`;
+  const remote = (i: number): string => `2001:db8:ff::${(i + 16).toString(16)}`;
+  const live = { opened_ns: now - 10n * S, last_seen_ns: now - 5n * S, ifindex: 3 };
+  // game (contacted): 20 sessions keyed by peer, every 5th expired; `any`: 6 hosts keyed by host.
+  for (let i = 0; i < 20; i++) {
+    f.dp.maps.sessions6.set({ rule: game, host: '::', peer: remote(i) }, { ...live, host: host(i % 4), last_seen_ns: i % 5 === 0 ? now - 61n * S : live.last_seen_ns });
+  }
+  for (let i = 0; i < 6; i++) f.dp.maps.sessions6.set({ rule: anyRule, host: host(i), peer: '::' }, { ...live, host: host(i) });
+  // One IPv4 session of `any` (dual stack).
+  f.dp.maps.sessions.set({ rule: anyRule, peer: '0.0.0.0' }, { ...live, host: '10.0.0.5' });
+  // Flows: game flow of peer 1 (live), of peer 2 (past its UDP timer), of peer 5 (session expired: still counted nowhere);
+  // `any` flows of host 0: two live, one whose reply entry is missing.
+  const flow = (rule: number, flags: number, h: string, r: string, rport: number, seenAgo: bigint, partner = true): void => {
+    const base = { created_ns: now - 500n * S, last_seen_ns: now - seenAgo * S, rule, ifindex: 3, seen: 0, flags };
+    f.dp.maps.flows6.set({ saddr: r, daddr: h, sport: rport, dport: 6000, proto: IPPROTO_UDP, dir: DIR_IN }, { ...base, nat_port: 6000 });
+    if (partner) f.dp.maps.flows6.set({ saddr: h, daddr: r, sport: 6000, dport: rport, proto: IPPROTO_UDP, dir: DIR_OUT }, { ...base, nat_port: 6000 });
+  };
+  flow(game, FLOW6_CONTACTED, host(1), remote(1), 40001, 1n);
+  flow(game, FLOW6_CONTACTED, host(2), remote(2), 40002, 400n);
+  flow(game, FLOW6_CONTACTED, host(1), remote(5), 40005, 1n);
+  flow(anyRule, 0, host(0), remote(7), 40007, 1n);
+  flow(anyRule, 0, host(0), remote(8), 40008, 1n);
+  flow(anyRule, 0, host(0), remote(9), 40009, 1n, false);
+
+  const rows = await all(listSessions(f.state, {}, now));
+  assert.equal(rows.length, 16 + 6 + 1);
+  assert.deepEqual(rows.slice(0, 3).map((r) => [r.rule, r.family, r.host]), [['any', 'ipv4', '10.0.0.5'], ['any', 'ipv6', host(0)], ['any', 'ipv6', host(1)]],
+    'sorted by rule, IPv4 before IPv6, then host');
+  const flowsOf = (rule: string, h: string, p: string | null): number | undefined => rows.find((r) => r.rule === rule && r.host === h && r.peer === p)?.flows;
+  assert.equal(flowsOf('any', host(0), null), 2, 'the flow without its reply entry does not count');
+  assert.equal(flowsOf('game', host(1), remote(1)), 1);
+  assert.equal(flowsOf('game', host(2), remote(2)), 0, 'a flow past its timer does not count');
+  assert.equal(flowsOf('game', host(1), remote(5)), undefined, 'an expired session is not listed');
+  // The same counts as PorttrigState.sessions() at the same clock.
+  const atNow = new PorttrigState(f.dp.maps, () => now, f.dp);
+  assert.deepEqual(rows.map((r) => [r.rule, r.family, r.host, r.peer, r.flows]).sort(),
+    atNow.sessions().map((r) => [r.rule, r.family, r.host, r.peer, r.flows]).sort());
+
+  assert.deepEqual((await all(listSessions(f.state, { host: '2001:DB8:1:0::10' }, now))).map((r) => [r.rule, r.host]).sort(),
+    [['any', host(0)], ...Array(4).fill(['game', host(0)])].sort(), 'an IPv6 host filter in any text form; game: remote(0,4,8,12,16) minus the expired 0');
+  assert.deepEqual((await all(listSessions(f.state, { peer: remote(3) }, now))).map((r) => [r.host, r.peer]), [[host(3), remote(3)]]);
+  assert.equal((await all(listSessions(f.state, { family: 'ipv4' }, now))).length, 1);
+  assert.equal((await all(listSessions(f.state, { family: 'ipv6' }, now))).length, 22);
+  assert.equal((await all(listSessions(f.state, { host: '10.0.0.5' }, now))).length, 1, 'an IPv4 host lists IPv4 only');
+  assert.equal((await all(listSessions(f.state, { limit: 3 }, now))).length, 3, 'limit counts both families');
+
+  const flows = await all(listFlows(f.state, {}, now));
+  assert.equal(flows.length, 6);
+  assert.ok(flows.every((x) => x.family === 'ipv6'));
+  assert.deepEqual((await all(listFlows(f.state, { host: host(0) }, now))).map((x) => x.remote).sort(), [remote(7), remote(8), remote(9)].sort());
+  assert.deepEqual((await all(listFlows(f.state, { peer: remote(1), rule: 'game' }, now))).map((x) => [x.host, x.wan_port, x.host_port]), [[host(1), 6000, 6000]]);
+  assert.equal((await all(listFlows(f.state, { family: 'ipv4' }, now))).length, 0);
+
+  const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'none', (e: unknown) => (e as PorttrigError).code);
+  assert.equal(await code(all(listSessions(f.state, { host: host(0), peer: '198.51.100.1' }, now))), 'E_USAGE');
+  assert.equal(await code(all(listSessions(f.state, { host: host(0), family: 'ipv4' }, now))), 'E_USAGE');
+  assert.equal(await code(all(listSessions(f.state, { host: 'fe80::1%lan0' }, now))), 'E_USAGE');
+  assert.deepEqual(listFilter(new URLSearchParams('host=2001:db8::1&family=ipv6')), { host: '2001:db8::1', family: 'ipv6' });
+  assert.throws(() => listFilter(new URLSearchParams('family=ipx')), { code: 'E_USAGE' });
 });

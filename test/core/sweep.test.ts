@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planSweep, flowFate, flowState, nextWalkAt, partnerKey } from '../../src/core/sweep.js';
 import {
-  DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_SYN,
-  type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
+  planSweep, flowFate, flowFate6, flowKey6Id, flowState, nextWalkAt, partnerKey, partnerKey6, session6Id, session6KeyOfFlow,
+} from '../../src/core/sweep.js';
+import {
+  DIR_IN, DIR_OUT, FLOW6_CONTACTED, IPPROTO_TCP, IPPROTO_UDP, RULE_ENABLED, RULE_KILL_FLOWS, SEEN_ACK, SEEN_FIN, SEEN_SYN,
+  type Pt6Flow, type Pt6FlowKey, type Pt6Session, type PtFlow, type PtFlowKey, type PtRule, type PtSession, type PtSessionKey,
 } from '../../src/bpf/abi.js';
 
 const S = 1_000_000_000n;
@@ -102,4 +104,56 @@ test('nextWalkAt: deadlines first, counts at an interval bounded by the walk cos
   assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 2n * S }, 5n * S, policy), 105n * S);
   // Never more than maxIntervalNs apart.
   assert.equal(nextWalkAt({ at: 100n * S, next: 0n, costNs: 60n * S }, 7n * 86400n * S, policy), 400n * S);
+});
+
+// --- IPv6 (SPEC 9): no address translation; a flow finds its session from itself ---------
+
+const HOST6 = '2001:db8:1::10';
+const REMOTE6 = '2001:db8:ff::7';
+
+/** An IPv6 flow: remote port `rport` to open port 6000, translated to LAN port 7000. */
+function flow6(rule: number, flags: number, proto: number, inSeen: number, outSeen: number, idleS: bigint, rport = 40000): [Pt6FlowKey, Pt6Flow][] {
+  const base = { created_ns: NOW - 500n * S, last_seen_ns: NOW - idleS * S, rule, ifindex: 2, flags };
+  return [
+    [{ saddr: REMOTE6, daddr: HOST6, sport: rport, dport: 6000, proto, dir: DIR_IN }, { ...base, nat_port: 7000, seen: inSeen }],
+    [{ saddr: HOST6, daddr: REMOTE6, sport: 7000, dport: rport, proto, dir: DIR_OUT }, { ...base, nat_port: 6000, seen: outSeen }],
+  ];
+}
+
+test('partnerKey6 maps each direction of an IPv6 flow onto the other (addresses swapped, ports through nat_port)', () => {
+  const [[inK, inV], [outK, outV]] = flow6(1, 0, IPPROTO_TCP, 0, 0, 1n);
+  assert.deepEqual(partnerKey6(inK, inV), outK);
+  assert.deepEqual(partnerKey6(outK, outV), inK);
+  assert.notEqual(flowKey6Id(inK), flowKey6Id(outK));
+});
+
+test('session6KeyOfFlow: (rule, host, ::) in mode any, (rule, ::, peer) with PT6_FLOW_CONTACTED, from either direction', () => {
+  const [[inK, inV], [outK, outV]] = flow6(4, 0, IPPROTO_UDP, 0, 0, 1n);
+  assert.deepEqual(session6KeyOfFlow(inK, inV), { rule: 4, host: HOST6, peer: '::' });
+  assert.deepEqual(session6KeyOfFlow(outK, outV), { rule: 4, host: HOST6, peer: '::' });
+  const [[cK, cV], [coK, coV]] = flow6(4, FLOW6_CONTACTED, IPPROTO_UDP, 0, 0, 1n);
+  assert.deepEqual(session6KeyOfFlow(cK, cV), { rule: 4, host: '::', peer: REMOTE6 });
+  assert.deepEqual(session6KeyOfFlow(coK, coV), { rule: 4, host: '::', peer: REMOTE6 });
+  assert.notEqual(session6Id({ rule: 4, host: HOST6, peer: '::' }), session6Id({ rule: 4, host: '::', peer: HOST6 }));
+});
+
+test('flowFate6: IPv6 flows live on the IPv4 timers; kill_flows_on_expiry follows the session and its owner', () => {
+  const sess6 = (host: string, idleS: bigint): Pt6Session => ({ opened_ns: NOW - 100n * S, last_seen_ns: NOW - idleS * S, host, ifindex: 3 });
+  const fate = (f: [Pt6FlowKey, Pt6Flow][], s: Pt6Session | undefined, rule = 1): string => {
+    const [[k, v], [, p]] = f;
+    return flowFate6(k, v, p, rules.get(rule), s, NOW);
+  };
+  assert.equal(fate(flow6(1, 0, IPPROTO_UDP, 0, 0, 299n), undefined), 'live');
+  assert.equal(fate(flow6(1, 0, IPPROTO_UDP, 0, 0, 301n), undefined), 'expired');
+  assert.equal(fate(flow6(1, 0, IPPROTO_TCP, SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 7000n), undefined), 'live');
+  assert.equal(fate(flow6(1, 0, IPPROTO_TCP, SEEN_SYN, SEEN_SYN | SEEN_FIN, 241n), undefined), 'expired');
+  assert.equal(fate(flow6(3, 0, IPPROTO_UDP, 0, 0, 1n), undefined, 3), 'killed', 'disabled rule');
+  assert.equal(fate(flow6(2, 0, IPPROTO_UDP, 0, 0, 1n), sess6(HOST6, 1n), 2), 'live', 'kill rule, session live and the host\'s');
+  assert.equal(fate(flow6(2, 0, IPPROTO_UDP, 0, 0, 1n), sess6(HOST6, 61n), 2), 'killed', 'kill rule, session expired');
+  assert.equal(fate(flow6(2, FLOW6_CONTACTED, IPPROTO_UDP, 0, 0, 1n), sess6('2001:db8:1::11', 1n), 2), 'killed', 'kill rule, session taken over by another host');
+  const [[k, v]] = flow6(1, 0, IPPROTO_UDP, 0, 0, 11n);
+  assert.equal(flowFate6(k, v, undefined, rules.get(1), undefined, NOW), 'orphan');
+  // The same decision as the IPv4 flowFate for the same timers.
+  const [[k4, v4], [, p4]] = flow(1, '10.0.0.2', IPPROTO_UDP, 0, 0, 301n);
+  assert.equal(flowFate(k4, v4, p4, rules.get(1), undefined, NOW), fate(flow6(1, 0, IPPROTO_UDP, 0, 0, 301n), undefined));
 });

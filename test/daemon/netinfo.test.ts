@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { networkCidr } from '../../src/daemon/netinfo.js';
+import { allIpv6, ipv6Of, lanPrefixes6, networkCidr } from '../../src/daemon/netinfo.js';
 
 const root = process.getuid?.() === 0;
 const CHILD = fileURLToPath(new URL('./watch-child.js', import.meta.url));
@@ -24,6 +24,46 @@ test('networkCidr gives the network of an address', () => {
   assert.equal(networkCidr('10.1.2.3/24'), '10.1.2.0/24');
   assert.equal(networkCidr('203.0.113.9/32'), '203.0.113.9/32');
   assert.equal(networkCidr('192.168.7.200/0'), '0.0.0.0/0');
+});
+
+/** A networkInterfaces() table as Node gives it, with the IPv6 entries SPEC 9 cares about. */
+const TABLE = {
+  lo: [
+    { address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: true, cidr: '127.0.0.1/8' },
+    { address: '::1', netmask: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', family: 'IPv6', mac: '00:00:00:00:00:00', internal: true, cidr: '::1/128', scopeid: 0 },
+  ],
+  lan0: [
+    { address: '192.168.1.1', netmask: '255.255.255.0', family: 'IPv4', mac: '02:00:00:00:00:01', internal: false, cidr: '192.168.1.1/24' },
+    { address: '2001:DB8:1::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: '2001:DB8:1::1/64', scopeid: 0 },
+    { address: '2001:db8:1::2', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: '2001:db8:1::2/64', scopeid: 0 },
+    { address: 'fd00:1::1', netmask: 'ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: 'fd00:1::1/48', scopeid: 0 },
+    { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: 'fe80::1/64', scopeid: 3 },
+  ],
+  wan0: [
+    { address: '203.0.113.1', netmask: '255.255.255.0', family: 'IPv4', mac: '02:00:00:00:00:02', internal: false, cidr: '203.0.113.1/24' },
+    { address: '2001:db8:ffff::2', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:02', internal: false, cidr: '2001:db8:ffff::2/64', scopeid: 0 },
+    { address: 'fe80::2', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:02', internal: false, cidr: 'fe80::2/64', scopeid: 4 },
+  ],
+} as const;
+const table = TABLE as unknown as NodeJS.Dict<{ family: string; address: string; cidr: string }[]>;
+
+test('IPv6 of an interface: every class, canonical text, the prefix of each', () => {
+  assert.deepEqual(ipv6Of('lan0', table), [
+    { address: '2001:db8:1::1', cidr: '2001:db8:1::/64', class: 'global' },
+    { address: '2001:db8:1::2', cidr: '2001:db8:1::/64', class: 'global' },
+    { address: 'fd00:1::1', cidr: 'fd00:1::/48', class: 'unique-local' },
+    { address: 'fe80::1', cidr: 'fe80::/64', class: 'link-local' },
+  ]);
+  assert.deepEqual(ipv6Of('nosuch0', table), []);
+});
+
+test('LAN IPv6 prefixes: global and unique-local, each once, never link-local', () => {
+  assert.deepEqual(lanPrefixes6('lan0', table), ['2001:db8:1::/64', 'fd00:1::/48']);
+  assert.deepEqual(lanPrefixes6('lo', table), [], 'loopback is no LAN prefix');
+});
+
+test("the gateway's own IPv6 addresses: all interfaces, without link-local and loopback ones", () => {
+  assert.deepEqual(allIpv6(table).sort(), ['2001:db8:1::1', '2001:db8:1::2', '2001:db8:ffff::2', 'fd00:1::1']);
 });
 
 test('address events reach the callback within milliseconds; close() lets the process exit', { skip: !root && 'needs root' }, async (t) => {
@@ -59,6 +99,15 @@ test('address events reach the callback within milliseconds; close() lets the pr
 
   execFileSync('ip', ['-n', ns, 'addr', 'del', '192.0.2.1/32', 'dev', 'lo']);
   await waitEvent('change', 2, EVENT_MS);
+
+  // IPv6 addresses too (RTMGRP_IPV6_IFADDR): a LAN prefix coming and going.
+  await sleep(QUIET_MS);  // late events of the IPv4 changes are in by now
+  const n2 = events.filter((e) => e.event === 'change').length;
+  execFileSync('ip', ['-n', ns, '-6', 'addr', 'add', '2001:db8:77::1/64', 'dev', 'lo', 'nodad']);
+  await waitEvent('change', n2 + 1, EVENT_MS);
+  const n3 = events.filter((e) => e.event === 'change').length;
+  execFileSync('ip', ['-n', ns, '-6', 'addr', 'del', '2001:db8:77::1/64', 'dev', 'lo']);
+  await waitEvent('change', n3 + 1, EVENT_MS);
 
   child.stdin.write('close\n');
   await waitEvent('closed', 1, EVENT_MS);

@@ -1,5 +1,5 @@
 /**
- * Run inside a test namespace: watch IPv4 address events with
+ * Run inside a test namespace: watch IPv4 and IPv6 address events with
  * watchAddresses() and print one JSON line per callback, with the
  * CLOCK_MONOTONIC time (shared with the parent test). "close" on stdin closes
  * the watch; the process must then exit by itself.

@@ -5,13 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, ROOT, Topology } from '../e2e/topology.js';
 import type { Check, DoctorReport } from '../../src/doctor/doctor.js';
 import { effectiveCaps, hasCap, missingRequiredCaps, ownCaps } from '../../src/doctor/caps.js';
-import { runDoctor } from '../../src/doctor/doctor.js';
+import { ipv6ForwardingCheck, lanIpv6Check, runDoctor } from '../../src/doctor/doctor.js';
+import { parseConfig } from '../../src/config/load.js';
 import { rawBtf } from '../helpers/btf.js';
 
 const root = process.getuid?.() === 0;
@@ -163,4 +164,68 @@ test('doctor: without CAP_BPF the bpf() probe and the capabilities are reported 
   assert.match(caps.detail, /holds CAP_NET_ADMIN; .*missing CAP_BPF, CAP_PERFMON/);
   assert.equal(find(report, 'bpf_syscall').status, 'missing');
   assert.match(find(report, 'bpf_syscall').detail, /EPERM/);
+});
+
+// --- IPv6 (SPEC 9) --------------------------------------------------------------------------
+
+test('doctor: IPv6 forwarding from net.ipv6.conf.all.forwarding and the interfaces\' own; a warning, never a failure', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pt-doctor-proc-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const config = parseConfig('interfaces: {wan: wan0, lan: [lan0]}\nrules: []\n', 'test.yaml');
+  const conf = (name: string, v: string): void => {
+    mkdirSync(join(dir, 'sys/net/ipv6/conf', name), { recursive: true });
+    writeFileSync(join(dir, 'sys/net/ipv6/conf', name, 'forwarding'), `${v}\n`);
+  };
+  const none = ipv6ForwardingCheck(dir, config);
+  assert.deepEqual([none.id, none.status, none.required], ['ip6_forward', 'warn', false]);
+  assert.match(none.detail, /no IPv6/);
+
+  conf('all', '0');
+  conf('lan0', '0');
+  const off = ipv6ForwardingCheck(dir, config);
+  assert.equal(off.status, 'warn');
+  assert.match(off.detail, /^net\.ipv6\.conf\.all\.forwarding, net\.ipv6\.conf\.lan0\.forwarding = 0/);
+  assert.match(off.fix!, /sysctl -w net\.ipv6\.conf\.all\.forwarding=1 net\.ipv6\.conf\.lan0\.forwarding=1/);
+
+  conf('all', '1');
+  conf('lan0', '1');
+  const on = ipv6ForwardingCheck(dir, config);
+  assert.deepEqual([on.status, on.detail], ['ok', 'net.ipv6.conf.all.forwarding = 1']);
+});
+
+test('doctor: a LAN interface\'s IPv6 addresses and the prefixes taken from them (global, unique-local; not link-local)', () => {
+  const ok = lanIpv6Check('lan0', [
+    { address: '2001:db8:1::1', cidr: '2001:db8:1::/64', class: 'global' },
+    { address: 'fd00:1::1', cidr: 'fd00:1::/48', class: 'unique-local' },
+    { address: 'fe80::1', cidr: 'fe80::/64', class: 'link-local' },
+  ], ['2001:db8:9::/48']);
+  assert.deepEqual([ok.id, ok.status, ok.required], ['ipv6:lan0', 'ok', false]);
+  assert.equal(ok.detail, 'LAN prefixes 2001:db8:1::/64, fd00:1::/48 (addresses 2001:db8:1::1/64 (global), fd00:1::1/48 (unique-local), fe80::1/64 (link-local)); lan_networks adds 2001:db8:9::/48');
+  const linkLocal = lanIpv6Check('lan0', [{ address: 'fe80::1', cidr: 'fe80::/64', class: 'link-local' }]);
+  assert.equal(linkLocal.status, 'warn');
+  assert.match(linkLocal.detail, /^fe80::1\/64 \(link-local\): no global or unique-local prefix/);
+  assert.match(linkLocal.fix!, /ip -6 addr add .* dev lan0/);
+  assert.match(lanIpv6Check('lan0', []).detail, /^no IPv6 address: /);
+});
+
+test('doctor in the gateway namespace: IPv6 forwarding and the LAN\'s IPv6 prefixes are reported', { skip: !root && 'needs root' }, async (t) => {
+  const topo = new Topology();
+  t.after(() => topo.destroy());
+  topo.create();
+  const cfg = topo.writeConfig(RULES);
+  topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=0');
+  const before = await doctor(topo, '--config', cfg);
+  assert.equal(find(before.report, 'ip6_forward').status, 'warn');
+  assert.equal(before.report.ok, find(before.report, 'ip_forward').status === 'ok', 'IPv6 forwarding off never fails the report');
+
+  topo.exec(topo.ns.gw, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1');
+  topo.exec(topo.ns.gw, 'ip', '-6', 'addr', 'add', '2001:db8:5::1/64', 'dev', 'lan0', 'nodad');
+  const after = await doctor(topo, '--config', cfg);
+  assert.equal(find(after.report, 'ip6_forward').status, 'ok', find(after.report, 'ip6_forward').detail);
+  const lan = find(after.report, 'ipv6:lan0');
+  assert.equal(lan.status, 'ok', lan.detail);
+  assert.match(lan.detail, /^LAN prefixes 2001:db8:5::\/64 \(addresses .*2001:db8:5::1\/64 \(global\)/);
+  const human = await topo.cli('doctor', '--config', cfg);
+  assert.match(human.stdout, /^ok +IPv6 forwarding: net\.ipv6\.conf\.all\.forwarding = 1$/m);
+  assert.match(human.stdout, /^ok +LAN interface lan0 IPv6: LAN prefixes 2001:db8:5::\/64/m);
 });

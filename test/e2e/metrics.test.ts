@@ -104,7 +104,7 @@ scrape_configs:
 
   test('Prometheus sees the session and the flow that traffic opened', async () => {
     await waitForValue(topo, 'up{job="porttrig"}', 1, prom);
-    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident"}', 0, prom);
+    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident", family="ipv4"}', 0, prom);
 
     const ident = topo.peer(topo.ns.lan, 'tcp-echo', 113);
     await ident.waitFor((e) => e.event === 'listening');
@@ -115,13 +115,13 @@ scrape_configs:
     const flow = await topo.once(topo.ns.wan, 'tcp-once', GW_WAN, 113, 'hello', 3000);
     assert.equal(flow.ok, true, `inbound connection not forwarded: ${JSON.stringify(flow)}`);
 
-    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident"}', 1, prom);
-    await waitForValue(topo, 'porttrig_flows_opened_total{rule="irc-ident"}', 1, prom);
-    await waitForValue(topo, 'porttrig_sessions_active{rule="irc-ident"}', 1, prom);
-    await waitForValue(topo, 'porttrig_flows_opened_total{rule="game"}', 0, prom);
+    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident", family="ipv4"}', 1, prom);
+    await waitForValue(topo, 'porttrig_flows_opened_total{rule="irc-ident", family="ipv4"}', 1, prom);
+    await waitForValue(topo, 'porttrig_sessions_active{rule="irc-ident", family="ipv4"}', 1, prom);
+    await waitForValue(topo, 'porttrig_flows_opened_total{rule="game", family="ipv4"}', 0, prom);
     await waitForValue(topo, 'min(porttrig_datapath_attached)', 1, prom);
     await waitForValue(topo, 'porttrig_bpf_stats_enabled', 1, prom);
-    const hits = await promValue(topo, 'porttrig_trigger_hits_total{rule="irc-ident"}');
+    const hits = await promValue(topo, 'porttrig_trigger_hits_total{rule="irc-ident", family="ipv4"}');
     assert.ok(hits !== null && hits >= 1, `trigger hits ${hits}`);
     const translated = await promValue(topo, 'sum(porttrig_packets_total{verdict="translated"})');
     assert.ok(translated !== null && translated >= 2, `translated packets ${translated}: the flow's SYN and its reply at least`);
@@ -158,10 +158,10 @@ scrape_configs:
     await waitForValue(topo, 'up{job="porttrig"}', 0, prom);
     daemon = await topo.startDaemon(config);
     await waitForValue(topo, 'up{job="porttrig"}', 1, prom);
-    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident"}', 1, prom);
-    await waitForValue(topo, 'porttrig_flows_opened_total{rule="irc-ident"}', 1, prom);
-    assert.equal(await promValue(topo, 'resets(porttrig_sessions_opened_total{rule="irc-ident"}[10m])'), 0);
-    assert.equal(await promValue(topo, 'resets(porttrig_packets_total{direction="wan", verdict="translated"}[10m])'), 0);
+    await waitForValue(topo, 'porttrig_sessions_opened_total{rule="irc-ident", family="ipv4"}', 1, prom);
+    await waitForValue(topo, 'porttrig_flows_opened_total{rule="irc-ident", family="ipv4"}', 1, prom);
+    assert.equal(await promValue(topo, 'resets(porttrig_sessions_opened_total{rule="irc-ident", family="ipv4"}[10m])'), 0);
+    assert.equal(await promValue(topo, 'resets(porttrig_packets_total{family="ipv4", direction="wan", verdict="translated"}[10m])'), 0);
   });
 
   test('the endpoint answers 404 beside /metrics', async () => {

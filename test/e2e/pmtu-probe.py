@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Path MTU discovery probes for the end-to-end MTU tests (test/e2e/mtu.test.ts).
+"""Path MTU discovery probes for the end-to-end MTU tests (test/e2e/mtu.test.ts,
+test/e2e/ipv6-mtu.test.ts).
 
-    pmtu-probe.py bulk-server PORT SIZE
+    pmtu-probe.py bulk-server PORT SIZE [6]
     pmtu-probe.py bulk-client HOST PORT SIZE TIMEOUT_S
     pmtu-probe.py udp-df HOST PORT SIZE TIMEOUT_S
 
@@ -21,6 +22,10 @@ sender (SO_EE_OFFENDER). The kernel queues an ICMP error on a socket only if
 the datagram it quotes matches the socket's addresses and ports, so an
 error here shows that the quote is the datagram as this socket sent it.
 
+IPv6: bulk-server listens on IPv6 with a last argument 6; the clients use the
+family of HOST. The path MTU is then IPV6_MTU, the error an ICMPv6 one
+(origin icmp6) and the sizes include the 40-byte IPv6 header.
+
 Every mode prints one JSON line with its result and only ever talks to
 HOST:PORT given to it (addresses inside the test's namespaces).
 """
@@ -38,6 +43,22 @@ IP_RECVERR = 11
 IP_MTU = 14
 SO_EE_ORIGIN_ICMP = 2
 IP_UDP_HLEN = 28
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_PROBE = 3
+IPV6_RECVERR = 25
+IPV6_MTU = 24
+SO_EE_ORIGIN_ICMP6 = 3
+IP6_UDP_HLEN = 48
+
+
+def is_v6(host):
+    return ':' in host
+
+
+def path_mtu(sock):
+    if sock.family == socket.AF_INET6:
+        return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+    return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
 
 
 def out(obj):
@@ -85,16 +106,16 @@ def exchange(sock, size, timeout):
     }
 
 
-def bulk_server(port, size):
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def bulk_server(port, size, v6=False):
+    srv = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(('0.0.0.0', port))
+    srv.bind(('::' if v6 else '0.0.0.0', port))
     srv.listen(1)
     out({'event': 'listening', 'port': port})
     conn, peer = srv.accept()
     out({'event': 'accept', 'remote': peer[0]})
     r = exchange(conn, size, 120)
-    r.update({'event': 'done', 'pmtu': conn.getsockopt(socket.IPPROTO_IP, IP_MTU)})
+    r.update({'event': 'done', 'pmtu': path_mtu(conn)})
     out(r)
     time.sleep(1)
     conn.close()
@@ -105,7 +126,7 @@ def bulk_client(host, port, size, timeout):
     sock = socket.create_connection((host, port), timeout=10)
     r = exchange(sock, size, timeout)
     try:
-        pmtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        pmtu = path_mtu(sock)
     except OSError:  # reset or timed out: no route cached for it any more
         pmtu = None
     r.update({'ok': r['received_ok'] and r['sent_all'], 'secs': round(time.monotonic() - t0, 2), 'pmtu': pmtu})
@@ -114,9 +135,12 @@ def bulk_client(host, port, size, timeout):
 
 
 def udp_df(host, port, size, timeout):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
-    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    v6 = is_v6(host)
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+    recverr = IPV6_RECVERR if v6 else IP_RECVERR
+    sock.setsockopt(level, IPV6_MTU_DISCOVER if v6 else IP_MTU_DISCOVER, IPV6_PMTUDISC_PROBE if v6 else IP_PMTUDISC_PROBE)
+    sock.setsockopt(level, recverr, 1)
     sock.connect((host, port))
     sock.settimeout(3)
     sock.send(b'open')
@@ -125,7 +149,7 @@ def udp_df(host, port, size, timeout):
     except OSError as e:
         out({'ok': False, 'stage': 'open', 'error': str(e)})
         return
-    sock.send(b'x' * (size - IP_UDP_HLEN))
+    sock.send(b'x' * (size - (IP6_UDP_HLEN if v6 else IP_UDP_HLEN)))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         p = select.poll()
@@ -134,15 +158,19 @@ def udp_df(host, port, size, timeout):
             continue
         data, anc, _flags, _addr = sock.recvmsg(65535, 1024, socket.MSG_ERRQUEUE)
         for level, typ, val in anc:
-            if level != socket.IPPROTO_IP or typ != IP_RECVERR:
+            if level != (socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP) or typ != recverr:
                 continue
             ee_errno, origin, icmp_type, icmp_code, _pad, info, _data = struct.unpack_from('=IBBBBII', val)
-            offender = socket.inet_ntoa(val[20:24]) if len(val) >= 24 else None
+            # SO_EE_OFFENDER: the sockaddr after the 16-byte sock_extended_err.
+            if v6:
+                offender = socket.inet_ntop(socket.AF_INET6, val[24:40]) if len(val) >= 40 else None
+            else:
+                offender = socket.inet_ntoa(val[20:24]) if len(val) >= 24 else None
             out({
                 'ok': True, 'echo': echo.decode(errors='replace'), 'errno': ee_errno,
-                'origin': 'icmp' if origin == SO_EE_ORIGIN_ICMP else origin,
+                'origin': {SO_EE_ORIGIN_ICMP: 'icmp', SO_EE_ORIGIN_ICMP6: 'icmp6'}.get(origin, origin),
                 'type': icmp_type, 'code': icmp_code, 'mtu': info, 'offender': offender,
-                'quoted_payload': len(data), 'ip_mtu': sock.getsockopt(socket.IPPROTO_IP, IP_MTU),
+                'quoted_payload': len(data), 'ip_mtu': path_mtu(sock),
             })
             return
     out({'ok': False, 'stage': 'error', 'echo': echo.decode(errors='replace'), 'error': 'no ICMP error within the timeout'})
@@ -151,7 +179,7 @@ def udp_df(host, port, size, timeout):
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == 'bulk-server':
-        bulk_server(int(args[0]), int(args[1]))
+        bulk_server(int(args[0]), int(args[1]), len(args) > 2 and args[2] == '6')
     elif mode == 'bulk-client':
         bulk_client(args[0], int(args[1]), int(args[2]), float(args[3]))
     elif mode == 'udp-df':

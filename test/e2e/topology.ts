@@ -10,6 +10,16 @@
  *
  * The gateway forwards with the usual stateful firewall (forward policy drop,
  * established/related accepted, LAN to WAN accepted, masquerade on wan0).
+ *
+ * With `ipv6: true` every host and the gateway are dual-stack (2001:db8::/32,
+ * documentation addresses; `nodad` so they are usable at once):
+ *
+ *   lan host 2001:db8:77::2 (::3) --- lan0 2001:db8:77::1 [gateway] wan0 2001:db8:cb::1 --- 2001:db8:cb::2 (::3) wan server
+ *
+ * the gateway forwards IPv6 and runs examples/gateway-firewall-dualstack.nft
+ * (the same IPv4 rules, ICMPv6 per RFC 4890; IPv6 is routed, not translated),
+ * LAN hosts and WAN servers route IPv6 via the gateway, and the peers
+ * (peer.ts) listen on both families.
  * Pinned state goes to a bpffs mounted on a per-run temp dir. Everything is
  * removed by destroy(), which tests call from t.after() so it also runs when
  * a test fails. No traffic leaves these namespaces.
@@ -42,6 +52,14 @@ export const GW_WAN = '203.0.113.1';
 export const WAN_SERVER = '203.0.113.2';
 export const LAN_HOST2 = '10.77.0.3';
 export const WAN_SERVER2 = '203.0.113.3';
+/** IPv6 addresses (with `ipv6: true`): the LAN /64 and the WAN /64. */
+export const LAN6_HOST = '2001:db8:77::2';
+export const GW_LAN6 = '2001:db8:77::1';
+export const GW_WAN6 = '2001:db8:cb::1';
+export const WAN6_SERVER = '2001:db8:cb::2';
+export const LAN6_HOST2 = '2001:db8:77::3';
+export const WAN6_SERVER2 = '2001:db8:cb::3';
+const PREFIX6 = 64;
 
 /** How long a peer process may take to start listening. */
 const PEER_START_MS = 15000;
@@ -105,6 +123,12 @@ export interface TopologyOptions {
    * server only. replaceWan() takes it away and brings it back.
    */
   wanLink?: 'veth' | 'tun';
+  /**
+   * Dual stack: IPv6 addresses and routes beside the IPv4 ones, IPv6
+   * forwarding on the gateway, the dual-stack firewall, peers listening on
+   * both families. Ethernet WAN only.
+   */
+  ipv6?: boolean;
 }
 
 /** Namespaces of a topology; lan2 and wan2 exist with lanHosts / wanServers 2. */
@@ -134,21 +158,25 @@ export class Topology {
     const { gw } = this.ns;
     sh('ip', ['netns', 'add', gw]);
     this.exec(gw, 'ip', 'link', 'set', 'lo', 'up');
-    const lanHosts: [string, string][] = [[this.ns.lan, LAN_HOST]];
-    if (this.ns.lan2) lanHosts.push([this.ns.lan2, LAN_HOST2]);
-    const wanHosts: [string, string][] = [[this.ns.wan, WAN_SERVER]];
-    if (this.ns.wan2) wanHosts.push([this.ns.wan2, WAN_SERVER2]);
-    this.side('lan0', `${GW_LAN}/24`, lanHosts, GW_LAN);
+    const v6 = this.opts.ipv6 === true;
+    const lanHosts: Host[] = [{ ns: this.ns.lan, addr: LAN_HOST, addr6: LAN6_HOST }];
+    if (this.ns.lan2) lanHosts.push({ ns: this.ns.lan2, addr: LAN_HOST2, addr6: LAN6_HOST2 });
+    const wanHosts: Host[] = [{ ns: this.ns.wan, addr: WAN_SERVER, addr6: WAN6_SERVER }];
+    if (this.ns.wan2) wanHosts.push({ ns: this.ns.wan2, addr: WAN_SERVER2, addr6: WAN6_SERVER2 });
+    this.side('lan0', { addr: `${GW_LAN}/24`, addr6: GW_LAN6 }, lanHosts, { via: GW_LAN, via6: GW_LAN6 });
     if (this.opts.wanLink === 'tun') {
       if (this.ns.wan2) throw new Error('wanLink tun has one WAN server');
+      if (v6) throw new Error('wanLink tun is IPv4 only');
       sh('ip', ['netns', 'add', this.ns.wan]);
       this.exec(this.ns.wan, 'ip', 'link', 'set', 'lo', 'up');
       this.tunWan();
     } else {
-      this.side('wan0', `${GW_WAN}/24`, wanHosts, null);
+      // IPv4 is masqueraded (WAN servers need no route back); IPv6 is routed.
+      this.side('wan0', { addr: `${GW_WAN}/24`, addr6: GW_WAN6 }, wanHosts, { via: null, via6: GW_WAN6 });
     }
     this.exec(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    this.exec(gw, 'nft', '-f', join(ROOT, 'examples/gateway-firewall.nft'));
+    if (v6) this.exec(gw, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1');
+    this.exec(gw, 'nft', '-f', join(ROOT, v6 ? 'examples/gateway-firewall-dualstack.nft' : 'examples/gateway-firewall.nft'));
     mkdirSync(this.pinPath);
     sh('mount', ['-t', 'bpf', 'bpf', this.pinPath]);
     this.waitCarrier();
@@ -170,21 +198,27 @@ export class Topology {
   }
 
   /**
-   * One side of the gateway: interface `gwIf` with address `gwAddr`, and one
+   * One side of the gateway: interface `gwIf` with address `gw.addr`, and one
    * namespace per host, each linked by a veth (straight to `gwIf` for one
-   * host, through a bridge `gwIf` for two). Hosts route via `via` if given.
+   * host, through a bridge `gwIf` for two). Hosts route via `via.via` if
+   * given. With IPv6 on, the `addr6` addresses (/64, nodad) and IPv6 default
+   * routes via `via.via6` too.
    */
-  private side(gwIf: string, gwAddr: string, hosts: [string, string][], via: string | null): void {
+  private side(gwIf: string, gwAddrs: { addr: string; addr6: string }, hosts: Host[], via: { via: string | null; via6: string }): void {
     const { gw } = this.ns;
+    const v6 = this.opts.ipv6 === true;
     const bridged = hosts.length > 1;
-    if (bridged) this.exec(gw, 'ip', 'link', 'add', gwIf, 'type', 'bridge');
-    hosts.forEach(([ns, addr], i) => {
+    // Without a multicast querier, a snooping bridge may stop flooding the
+    // neighbour solicitations of a group it has seen one report for.
+    if (bridged) this.exec(gw, 'ip', 'link', 'add', gwIf, 'type', 'bridge', ...(v6 ? ['mcast_snooping', '0'] : []));
+    hosts.forEach(({ ns, addr, addr6 }, i) => {
       sh('ip', ['netns', 'add', ns]);
       const [hostEnd, gwEnd] = [`${this.id}${gwIf[0]}${i}h`, `${this.id}${gwIf[0]}${i}g`];
       sh('ip', ['link', 'add', hostEnd, 'netns', ns, 'type', 'veth', 'peer', 'name', gwEnd, 'netns', gw]);
-      const route = via ? [`route add default via ${via}`] : [];
+      const route = via.via ? [`route add default via ${via.via}`] : [];
+      const inet6 = v6 ? [`addr add ${addr6}/${PREFIX6} dev eth0 nodad`, `route add default via ${via.via6} dev eth0`] : [];
       sh('ip', ['-n', ns, '-batch', '-'], `${[`link set ${hostEnd} name eth0`, 'link set eth0 up', 'link set lo up',
-        `addr add ${addr}/24 dev eth0`, ...route].join('\n')}\n`);
+        `addr add ${addr}/24 dev eth0`, ...route, ...inet6].join('\n')}\n`);
       // Receivers verify checksums in software.
       this.exec(ns, 'ethtool', '-K', 'eth0', 'rx', 'off');
       if (this.opts.hostTxOffload === false) this.exec(ns, 'ethtool', '-K', 'eth0', 'tx', 'off');
@@ -195,7 +229,8 @@ export class Topology {
         this.exec(gw, 'ip', 'link', 'set', gwEnd, 'name', gwIf);
       }
     });
-    this.exec(gw, 'ip', 'addr', 'add', gwAddr, 'dev', gwIf);
+    this.exec(gw, 'ip', 'addr', 'add', gwAddrs.addr, 'dev', gwIf);
+    if (v6) this.exec(gw, 'ip', 'addr', 'add', `${gwAddrs.addr6}/${PREFIX6}`, 'dev', gwIf, 'nodad');
     this.exec(gw, 'ip', 'link', 'set', gwIf, 'up');
     // The gateway's egress finalises CHECKSUM_PARTIAL skbs in software, so a
     // wrong pseudo-header sum shows.
@@ -252,17 +287,17 @@ export class Topology {
     return sh('ip', ['netns', 'exec', ns, cmd, ...args]);
   }
 
-  /** Start a long-running process in `ns` ('/': this process's own namespace). */
-  spawn(ns: string, cmd: string, args: string[]): Proc {
+  /** Start a long-running process in `ns` ('/': this process's own namespace), with `env` added to ours. */
+  spawn(ns: string, cmd: string, args: string[], env: Record<string, string> = {}): Proc {
     const argv = ns === '/' ? [cmd, args] as const : ['ip', ['netns', 'exec', ns, cmd, ...args]] as const;
-    const p = new Proc(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const p = new Proc(spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
     this.procs.push(p);
     return p;
   }
 
-  /** Start peer.js MODE ARGS in `ns`. */
+  /** Start peer.js MODE ARGS in `ns` (its servers listen on both families in a dual-stack topology). */
   peer(ns: string, mode: string, ...args: (string | number)[]): Proc {
-    return this.spawn(ns, process.execPath, [PEER, mode, ...args.map(String)]);
+    return this.spawn(ns, process.execPath, [PEER, mode, ...args.map(String)], this.opts.ipv6 ? { PT_PEER_DUAL: '1' } : {});
   }
 
   /** Start peer.js MODE ARGS in `ns` and wait until it listens (node starts slowly on a loaded machine). */
@@ -366,12 +401,17 @@ ${rulesYaml}`);
 /** One entry of `porttrig sessions --json`. */
 export interface SessionJson {
   rule: string; host: string; peer: string | null; opened_at: string; last_seen: string; expires_in_s: number; flows: number;
+  family?: 'ipv4' | 'ipv6';
 }
 
 /** One entry of `porttrig flows --json`. */
 export interface FlowJson {
   rule: string; proto: 'tcp' | 'udp'; remote: string; remote_port: number; wan_port: number; host: string; host_port: number;
+  family?: 'ipv4' | 'ipv6';
 }
+
+/** A host of one side of the gateway: its namespace, IPv4 and IPv6 address. */
+interface Host { ns: string; addr: string; addr6: string }
 
 /** One entry of `porttrig rules --json` (the fields the tests read). */
 export interface RuleJson { name: string; id: number; trigger_hits: number; sessions_opened: number; flows_opened: number }

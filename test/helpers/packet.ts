@@ -459,3 +459,290 @@ export function describe(buf: Buffer): string {
     : `proto ${ip.protocol} ${ip.src} > ${ip.dst}`;
   return `${l4} ttl ${ip.ttl} ihl ${ip.ihl} len ${ip.totLen} ipck 0x${ip.checksum.toString(16)} (${buf.length} bytes)`;
 }
+
+// --- IPv6 (RFC 8200), ICMPv6 (RFC 4443) ---------------------------------------------
+// Built and read here from scratch, like the IPv4 side: nothing is shared with
+// src/ (whose IPv6 text form comes from node:net) or bpf/.
+
+export const ETH_P_IPV6 = 0x86dd;
+export const IPPROTO_ICMPV6 = 58;
+/** Next header values of the extension headers (RFC 8200 4). */
+export const NH = { HOP: 0, ROUTING: 43, FRAGMENT: 44, DSTOPTS: 60, NONE: 59, AH: 51, ESP: 50 } as const;
+/** ICMPv6 types (RFC 4443) the tests use. */
+export const ICMP6 = {
+  DEST_UNREACH: 1, PKT_TOO_BIG: 2, TIME_EXCEEDED: 3, PARAM_PROBLEM: 4, ECHO_REQUEST: 128, ECHO_REPLY: 129,
+  NEIGHBOR_SOLICIT: 135,
+  /** DEST_UNREACH codes. */
+  ADM_PROHIBITED: 1, PORT_UNREACH: 4,
+} as const;
+
+/** The 16 bytes of an IPv6 address in text form (RFC 4291 2.2: '::' once, hex groups; no embedded IPv4). */
+export function ip6Bytes(addr: string): Buffer {
+  const halves = addr.toLowerCase().split('::');
+  if (halves.length > 2) throw new TypeError(`not an IPv6 address: ${addr}`);
+  const groups = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => {
+    if (!/^[0-9a-f]{1,4}$/.test(g)) throw new TypeError(`not an IPv6 address: ${addr}`);
+    return parseInt(g, 16);
+  }));
+  const head = groups(halves[0]!);
+  const tail = halves.length === 2 ? groups(halves[1]!) : [];
+  const fill = 8 - head.length - tail.length;
+  if ((halves.length === 1 && fill !== 0) || fill < 0 || (halves.length === 2 && fill < 1)) throw new TypeError(`not an IPv6 address: ${addr}`);
+  const all = [...head, ...new Array<number>(halves.length === 2 ? fill : 0).fill(0), ...tail];
+  const b = Buffer.alloc(16);
+  all.forEach((g, i) => b.writeUInt16BE(g, 2 * i));
+  return b;
+}
+
+/** Text of the 16 bytes at `off`: lowercase groups, the longest run (>= 2) of zero groups as '::' (RFC 5952). */
+export function ip6String(buf: Uint8Array, off: number): string {
+  const g = Array.from({ length: 8 }, (_, i) => (buf[off + 2 * i]! << 8) | buf[off + 2 * i + 1]!);
+  let best = -1; let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (a: number[]): string => a.map((x) => x.toString(16)).join(':');
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+/** The IPv6 pseudo-header (RFC 8200 8.1) for `len` bytes of upper-layer packet `nh`. */
+export function pseudoHeader6(src: string, dst: string, nh: number, len: number): Buffer {
+  const ph = Buffer.alloc(40);
+  ip6Bytes(src).copy(ph, 0);
+  ip6Bytes(dst).copy(ph, 16);
+  ph.writeUInt32BE(len >>> 0, 32);
+  ph[39] = nh;
+  return ph;
+}
+
+/** An extension header: hop-by-hop, routing or destination options (PadN-filled, `len` 8-octet units after the first 8), or a fragment header. */
+export type Ext6 =
+  | { type: 'hop' | 'dstopts' | 'routing'; len?: number }
+  | { type: 'frag'; offset?: number; more?: boolean; id?: number };
+
+export interface Ipv6Opts {
+  src: string;
+  dst: string;
+  hopLimit?: number;       // default 64
+  trafficClass?: number;
+  flowLabel?: number;
+  ext?: Ext6[];
+  /** Overrides, written as given even when they make the packet bogus. */
+  payloadLen?: number;
+  version?: number;
+  /** The fixed header's next header (default: the first extension header's, or the L4 protocol). */
+  nextHeader?: number;
+}
+
+export interface Packet6Spec {
+  eth?: EthOpts;
+  ip6: Ipv6Opts;
+  l4: L4;
+}
+
+const extCode = (e: Ext6): number =>
+  e.type === 'hop' ? NH.HOP : e.type === 'routing' ? NH.ROUTING : e.type === 'dstopts' ? NH.DSTOPTS : NH.FRAGMENT;
+
+/** The bytes of one extension header whose next header is `nh`. */
+export function extHeader(e: Ext6, nh: number): Buffer {
+  if (e.type === 'frag') {
+    const h = Buffer.alloc(8);
+    h[0] = nh;
+    h.writeUInt16BE((((e.offset ?? 0) & 0x1fff) << 3) | (e.more ? 1 : 0), 2);
+    h.writeUInt32BE((e.id ?? 0x12345678) >>> 0, 4);
+    return h;
+  }
+  const len = e.len ?? 0;
+  const h = Buffer.alloc(8 * (len + 1));
+  h[0] = nh;
+  h[1] = len;
+  if (e.type === 'routing') {
+    h[2] = 253;              // routing type: experimental (RFC 4727); segments left 0: ignored
+    h[3] = 0;
+  } else {
+    h[2] = 1;                // PadN (RFC 8200 4.2) over the rest
+    h[3] = h.length - 4;
+  }
+  return h;
+}
+
+/** The L4 part of `spec` as the upper-layer packet (TCP/UDP checksummed over the IPv6 pseudo-header). */
+function l4Bytes6(ip6: Ipv6Opts, l4: L4): { proto: number; body: Buffer } {
+  if ('tcp' in l4) {
+    const seg = tcpSegment('0.0.0.0', '0.0.0.0', { ...l4.tcp, checksum: 0 });
+    seg.writeUInt16BE(l4.tcp.checksum ?? inetChecksum(pseudoHeader6(ip6.src, ip6.dst, IPPROTO_TCP, seg.length), seg), 16);
+    return { proto: IPPROTO_TCP, body: seg };
+  }
+  if ('udp' in l4) {
+    const dg = udpDatagram('0.0.0.0', '0.0.0.0', { ...l4.udp, checksum: 0 });
+    let ck: number;
+    if (l4.udp.checksum !== undefined) ck = l4.udp.checksum;
+    else if (l4.udp.zeroChecksum) ck = 0;
+    else {
+      ck = inetChecksum(pseudoHeader6(ip6.src, ip6.dst, IPPROTO_UDP, dg.length), dg);
+      if (ck === 0) ck = 0xffff;
+    }
+    dg.writeUInt16BE(ck, 6);
+    return { proto: IPPROTO_UDP, body: dg };
+  }
+  return { proto: l4.proto, body: Buffer.from(l4.raw) };
+}
+
+/** The IPv6 datagram (fixed header, extension headers, upper-layer packet) of `spec`, no Ethernet. */
+export function ipv6Datagram(spec: Packet6Spec): Buffer {
+  const { ip6 } = spec;
+  const { proto, body } = l4Bytes6(ip6, spec.l4);
+  const exts = ip6.ext ?? [];
+  const parts: Buffer[] = exts.map((e, i) => extHeader(e, i + 1 < exts.length ? extCode(exts[i + 1]!) : proto));
+  const payload = Buffer.concat([...parts, body]);
+  const h = Buffer.alloc(40);
+  h.writeUInt32BE((((ip6.version ?? 6) & 0xf) << 28 | ((ip6.trafficClass ?? 0) & 0xff) << 20 | ((ip6.flowLabel ?? 0) & 0xfffff)) >>> 0, 0);
+  h.writeUInt16BE(ip6.payloadLen ?? payload.length, 4);
+  h[6] = ip6.nextHeader ?? (exts.length ? extCode(exts[0]!) : proto);
+  h[7] = ip6.hopLimit ?? 64;
+  ip6Bytes(ip6.src).copy(h, 8);
+  ip6Bytes(ip6.dst).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** A whole frame: Ethernet (type 0x86dd) + IPv6 + extension headers + L4, every checksum computed unless forced. */
+export function buildPacket6(spec: Packet6Spec): Buffer {
+  return Buffer.concat([ethHeader({ type: ETH_P_IPV6, ...spec.eth }), ipv6Datagram(spec)]);
+}
+
+/**
+ * One fragment of `frame` (built by buildPacket6 with a fragment header in
+ * its chain, offset 0 and M clear: the whole datagram): the fragmentable
+ * part's bytes [offset, offset + len) after the fragment header (offset a
+ * multiple of 8), its offset and M (set unless it is the last) in the
+ * fragment header, the payload length fixed. Checksums stay the whole
+ * datagram's, as on the wire.
+ */
+export function fragment6(frame: Buffer, offset: number, len: number): Buffer {
+  if (offset % 8 !== 0) throw new RangeError('fragment offset must be a multiple of 8');
+  let nh = frame[ETH_HLEN + 6]!;
+  let off = ETH_HLEN + 40;
+  let nhField = ETH_HLEN + 6;
+  while (nh !== NH.FRAGMENT) {
+    if (nh !== NH.HOP && nh !== NH.ROUTING && nh !== NH.DSTOPTS) throw new Error('fragment6: no fragment header in the chain');
+    nhField = off;
+    nh = frame[off]!;
+    off += 8 * (frame[off + 1]! + 1);
+  }
+  void nhField;
+  const rest = frame.subarray(off + 8);
+  if (offset + len > rest.length) throw new RangeError('fragment past the end of the datagram');
+  const last = offset + len === rest.length;
+  const head = Buffer.from(frame.subarray(0, off + 8));
+  head.writeUInt16BE(((offset / 8) << 3) | (last ? 0 : 1), off + 2);
+  head.writeUInt16BE(head.length - ETH_HLEN - 40 + len, ETH_HLEN + 4);
+  return Buffer.concat([head, rest.subarray(offset, offset + len)]);
+}
+
+/** An ICMPv6 message (type, code, 4 more header bytes, body), checksummed over the pseudo-header of src -> dst. */
+export function icmp6Message(src: string, dst: string, type: number, code: number, rest: number, body: Uint8Array): Buffer {
+  const m = Buffer.concat([Buffer.alloc(8), Buffer.from(body)]);
+  m[0] = type;
+  m[1] = code;
+  m.writeUInt32BE(rest >>> 0, 4);
+  m.writeUInt16BE(inetChecksum(pseudoHeader6(src, dst, IPPROTO_ICMPV6, m.length), m), 2);
+  return m;
+}
+
+/** An ICMPv6 error from `ip6.src` to `ip6.dst` quoting the datagram of `quoted` (all of it, or its first `quoteLen` bytes). */
+export function icmp6Error(o: { type: number; code: number; rest?: number; ip6: Ipv6Opts; quoted: Packet6Spec; quoteLen?: number; eth?: EthOpts }): Packet6Spec {
+  const inner = ipv6Datagram(o.quoted);
+  const quote = inner.subarray(0, Math.min(inner.length, o.quoteLen ?? inner.length));
+  return {
+    ...(o.eth ? { eth: o.eth } : {}),
+    ip6: o.ip6,
+    l4: { raw: icmp6Message(o.ip6.src, o.ip6.dst, o.type, o.code, o.rest ?? 0, quote), proto: IPPROTO_ICMPV6 },
+  };
+}
+
+export interface ParsedIpv6 {
+  version: number; payloadLen: number; nextHeader: number; hopLimit: number; src: string; dst: string;
+  /** Extension headers walked, in order (next header codes). */
+  exts: number[];
+  /** The upper-layer protocol and where it starts (from the IPv6 header); fragment: offset and M. */
+  proto: number; l4Off: number; frag?: { offset: number; more: boolean; id: number };
+}
+
+/** Read an IPv6 datagram at `buf` (fixed header and extension headers); undefined where it runs out. */
+export function parseIpv6(buf: Buffer): ParsedIpv6 | undefined {
+  if (buf.length < 40) return undefined;
+  const p: ParsedIpv6 = {
+    version: buf[0]! >> 4, payloadLen: buf.readUInt16BE(4), nextHeader: buf[6]!, hopLimit: buf[7]!,
+    src: ip6String(buf, 8), dst: ip6String(buf, 24), exts: [], proto: buf[6]!, l4Off: 40,
+  };
+  let nh = buf[6]!;
+  let off = 40;
+  for (;;) {
+    if (nh === NH.HOP || nh === NH.ROUTING || nh === NH.DSTOPTS) {
+      if (off + 8 > buf.length) return p;
+      p.exts.push(nh);
+      const next = buf[off]!;
+      off += 8 * (buf[off + 1]! + 1);
+      nh = next;
+    } else if (nh === NH.FRAGMENT) {
+      if (off + 8 > buf.length) return p;
+      p.exts.push(nh);
+      const fo = buf.readUInt16BE(off + 2);
+      p.frag = { offset: fo >> 3, more: (fo & 1) === 1, id: buf.readUInt32BE(off + 4) };
+      nh = buf[off]!;
+      off += 8;
+      if (p.frag.offset !== 0) break;
+    } else break;
+  }
+  p.proto = nh;
+  p.l4Off = off;
+  return p;
+}
+
+export interface Checksum6Report {
+  /** The TCP/UDP/ICMPv6 checksum is right; null when it cannot be checked (fragment, cut short, other protocol). */
+  l4: boolean | null;
+  /** An ICMPv6 error's quoted UDP/TCP checksum, when the quote holds the whole quoted datagram; else null. */
+  quotedL4: boolean | null;
+  detail: string;
+}
+
+function l4Ok6(dg: Buffer, p: ParsedIpv6): boolean | null {
+  const end = 40 + p.payloadLen;
+  if (end > dg.length || p.frag) return null;
+  const l4 = dg.subarray(p.l4Off, end);
+  if (p.proto === IPPROTO_UDP && l4.length >= 8 && l4.readUInt16BE(6) === 0) return false;  // mandatory over IPv6
+  if (![IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6].includes(p.proto)) return null;
+  return fold(sum16(l4, sum16(pseudoHeader6(p.src, p.dst, p.proto, l4.length)))) === 0xffff;
+}
+
+/** Re-check the checksums of an IPv6 frame from scratch. */
+export function verifyChecksums6(frame: Buffer): Checksum6Report {
+  const dg = frame.subarray(ETH_HLEN);
+  const p = parseIpv6(dg);
+  if (!p || p.version !== 6) return { l4: null, quotedL4: null, detail: 'not an IPv6 frame' };
+  const l4 = l4Ok6(dg, p);
+  let quotedL4: boolean | null = null;
+  if (p.proto === IPPROTO_ICMPV6 && l4 !== null && dg[p.l4Off]! < 128) {
+    const q = dg.subarray(p.l4Off + 8, 40 + p.payloadLen);
+    const qp = parseIpv6(q);
+    if (qp && 40 + qp.payloadLen === q.length) quotedL4 = l4Ok6(q, qp);
+  }
+  return { l4, quotedL4, detail: `l4 ${l4 === null ? 'unchecked' : l4 ? 'ok' : 'BAD'}; quoted l4 ${quotedL4 === null ? 'unchecked' : quotedL4 ? 'ok' : 'BAD'}` };
+}
+
+/** A short description of an IPv6 frame, for assertion messages. */
+export function describe6(frame: Buffer): string {
+  const dg = frame.subarray(ETH_HLEN);
+  const p = parseIpv6(dg);
+  if (!p) return `<${frame.length} bytes>`;
+  const l4 = dg.subarray(p.l4Off);
+  const ports = (p.proto === IPPROTO_TCP || p.proto === IPPROTO_UDP) && l4.length >= 4 && !p.frag?.offset
+    ? ` ${l4.readUInt16BE(0)} > ${l4.readUInt16BE(2)}` : '';
+  return `ipv6 ${p.src} > ${p.dst} hlim ${p.hopLimit} plen ${p.payloadLen} exts [${p.exts.join(',')}] proto ${p.proto}${ports} (${frame.length} bytes)`;
+}

@@ -8,7 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { Datapath } from '../../src/bpf/datapath.js';
-import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, PT_MAX_RULES, RULE_COUNTERS, VERDICTS, type RuleCounter } from '../../src/bpf/abi.js';
+import {
+  DIR_IN, DIR_OUT, DIRECTIONS, IPPROTO_TCP, IPPROTO_UDP, PT_F_IPV6, PT_MAX_RULES, RULE_COUNTERS, VERDICTS, pktStatsIndex, ruleStatsIndex,
+  type RuleCounter,
+} from '../../src/bpf/abi.js';
 import type { RawMap } from '../../src/bpf/map.js';
 import { monotonicNs } from '../../src/core/state.js';
 import { compileRules } from '../../src/rules/compile.js';
@@ -108,24 +111,25 @@ test('every SPEC 7 metric, its labels, and values summed over all CPUs', opts, a
   for (const n of SPEC_NAMES) assert.ok(e.types.has(n), `${n} is not exported`);
   assert.equal(e.types.get('porttrig_sweep_duration_seconds'), 'histogram');
   for (const [name, c] of want) {
-    assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { rule: name }), c.trigger_hits, `${name} trigger hits`);
-    assert.equal(valueOf(e, 'porttrig_sessions_opened_total', { rule: name }), c.sessions_opened);
-    assert.equal(valueOf(e, 'porttrig_sessions_expired_total', { rule: name }), c.sessions_expired);
-    assert.equal(valueOf(e, 'porttrig_flows_opened_total', { rule: name }), c.flows_opened);
-    assert.equal(valueOf(e, 'porttrig_flows_refused_total', { rule: name }), c.flows_refused);
-    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { rule: name, reason: 'conflict' }), c.refused_conflict);
-    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { rule: name, reason: 'host_limit' }), c.refused_host_limit);
-    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { rule: name, reason: 'map_full' }), c.refused_map_full);
+    assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { family: 'ipv4', rule: name }), c.trigger_hits, `${name} trigger hits`);
+    assert.equal(valueOf(e, 'porttrig_sessions_opened_total', { family: 'ipv4', rule: name }), c.sessions_opened);
+    assert.equal(valueOf(e, 'porttrig_sessions_expired_total', { family: 'ipv4', rule: name }), c.sessions_expired);
+    assert.equal(valueOf(e, 'porttrig_flows_opened_total', { family: 'ipv4', rule: name }), c.flows_opened);
+    assert.equal(valueOf(e, 'porttrig_flows_refused_total', { family: 'ipv4', rule: name }), c.flows_refused);
+    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { family: 'ipv4', rule: name, reason: 'conflict' }), c.refused_conflict);
+    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { family: 'ipv4', rule: name, reason: 'host_limit' }), c.refused_host_limit);
+    assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { family: 'ipv4', rule: name, reason: 'map_full' }), c.refused_map_full);
   }
-  assert.equal(e.samples.filter((s) => s.name === 'porttrig_sessions_refused_total').length, RULES.length * 3);
-  assert.equal(valueOf(e, 'porttrig_packets_total', { direction: 'wan', verdict: 'translated' }), wanTranslated);
-  assert.equal(valueOf(e, 'porttrig_packets_total', { direction: 'lan', verdict: 'trigger' }), lanTrigger);
-  assert.equal(valueOf(e, 'porttrig_packets_total', { direction: 'lan', verdict: 'dropped' }), 0);
-  assert.equal(e.samples.filter((s) => s.name === 'porttrig_packets_total').length, 2 * VERDICTS.length);
+  assert.equal(e.samples.filter((s) => s.name === 'porttrig_sessions_refused_total').length, 2 * RULES.length * 3, 'per family, rule and reason');
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv4', direction: 'wan', verdict: 'translated' }), wanTranslated);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv4', direction: 'lan', verdict: 'trigger' }), lanTrigger);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv4', direction: 'lan', verdict: 'dropped' }), 0);
+  assert.equal(e.samples.filter((s) => s.name === 'porttrig_packets_total').length, 2 * 2 * VERDICTS.length, 'per family, direction and verdict');
 
-  assert.equal(valueOf(e, 'porttrig_sessions_active', { rule: 'irc' }), 1);
-  assert.equal(valueOf(e, 'porttrig_sessions_active', { rule: 'game' }), 0, 'an expired, unswept session is not active');
-  assert.equal(valueOf(e, 'porttrig_flows_active'), 2);
+  assert.equal(valueOf(e, 'porttrig_sessions_active', { family: 'ipv4', rule: 'irc' }), 1);
+  assert.equal(valueOf(e, 'porttrig_sessions_active', { family: 'ipv4', rule: 'game' }), 0, 'an expired, unswept session is not active');
+  assert.equal(valueOf(e, 'porttrig_flows_active', { family: 'ipv4' }), 2);
+  assert.equal(valueOf(e, 'porttrig_flows_active', { family: 'ipv6' }), 0);
   const fill = (map: string): [number, number] => [valueOf(e, 'porttrig_map_entries', { map }), valueOf(e, 'porttrig_map_capacity', { map })];
   assert.deepEqual(fill('sessions'), [2, 64]);
   assert.deepEqual(fill('flows'), [4, 128]);
@@ -155,7 +159,7 @@ test('one scrape reads the data path once; the next scrape reads it again', opts
   const n = seedPerCpu(f.dp.maps.ruleStats.raw, idx, 5);
   const e = await scrape(registry);
   assert.equal(m.reader.reads, 2);
-  assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { rule: 'irc' }), n, 'the second scrape sees the new count');
+  assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { family: 'ipv4', rule: 'irc' }), n, 'the second scrape sees the new count');
 });
 
 test('series follow the rules: a removed rule disappears, a new one starts at its kernel value', opts, async (t) => {
@@ -164,7 +168,8 @@ test('series follow the rules: a removed rule disappears, a new one starts at it
   const registry = new Registry();
   registerMetrics(registry, source(f), { defaultMetrics: false });
   const before = await scrape(registry);
-  assert.deepEqual(before.samples.filter((s) => s.name === 'porttrig_trigger_hits_total').map((s) => s.labels.rule).sort(), ['game', 'irc']);
+  assert.deepEqual(before.samples.filter((s) => s.name === 'porttrig_trigger_hits_total').map((s) => `${s.labels.rule}/${s.labels.family}`).sort(),
+    ['game/ipv4', 'game/ipv6', 'irc/ipv4', 'irc/ipv6']);
   programRules(f, [RULES[1]!, rule('voip', 5060, 5061)]);
   const after = await scrape(registry);
   for (const name of ['porttrig_trigger_hits_total', 'porttrig_sessions_active', 'porttrig_sessions_refused_total']) {
@@ -189,8 +194,8 @@ test('counters kept in the kernel carry on across a daemon restart (pinned maps 
     maps: dp2.maps, programs: () => [{ name: 'pt_lan_ingress', fd: dp2.programFd('lan') }], interfaces: () => [], isAttached: () => false,
   }, { defaultMetrics: false });
   const e = await scrape(registry);
-  assert.equal(valueOf(e, 'porttrig_sessions_opened_total', { rule: 'game' }), n);
-  assert.equal(valueOf(e, 'porttrig_packets_total', { direction: 'lan', verdict: 'pass' }), pkts);
+  assert.equal(valueOf(e, 'porttrig_sessions_opened_total', { family: 'ipv4', rule: 'game' }), n);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv4', direction: 'lan', verdict: 'pass' }), pkts);
 });
 
 test('the programs\' run count and run time grow with BPF statistics enabled', opts, async (t) => {
@@ -243,11 +248,63 @@ test('counters of rules with gaps between their ids are read from the right slot
   const registry = new Registry();
   registerMetrics(registry, source(f), { defaultMetrics: false });
   const e = await scrape(registry);
-  for (const [name, v] of want) assert.equal(valueOf(e, 'porttrig_flows_opened_total', { rule: name }), v, name);
+  for (const [name, v] of want) assert.equal(valueOf(e, 'porttrig_flows_opened_total', { family: 'ipv4', rule: name }), v, name);
   const expiredIdx = RULE_COUNTERS.indexOf('sessions_expired');
   for (const [name, id] of ids) {
     const perCpuSum = Array.from({ length: f.dp.maps.ruleStats.raw.ncpu }, (_, c) => (100 * id + expiredIdx) * (c + 1)).reduce((a, b) => a + b, 0);
-    assert.equal(valueOf(e, 'porttrig_sessions_expired_total', { rule: name }), perCpuSum, `${name} (id ${id})`);
+    assert.equal(valueOf(e, 'porttrig_sessions_expired_total', { family: 'ipv4', rule: name }), perCpuSum, `${name} (id ${id})`);
   }
-  assert.equal(e.samples.filter((s) => s.name === 'porttrig_flows_opened_total').length, 3);
+  assert.equal(e.samples.filter((s) => s.name === 'porttrig_flows_opened_total').length, 2 * 3);
+});
+
+test('IPv6 (SPEC 9): the family label carries the per-family counters, sessions and flows; the pt6_ maps have their fill; no address in a label', opts, async (t) => {
+  const f = useDatapath(t);
+  const ids = programRules(f, RULES);
+  const irc = ids.get('irc')!;
+  const hits6 = seedPerCpu(f.dp.maps.ruleStats.raw, ruleStatsIndex(PT_F_IPV6, irc, RULE_COUNTERS.indexOf('trigger_hits')), 17);
+  const hits4 = seedPerCpu(f.dp.maps.ruleStats.raw, ruleStatsIndex(0, irc, RULE_COUNTERS.indexOf('trigger_hits')), 2);
+  const conflict6 = seedPerCpu(f.dp.maps.ruleStats.raw, ruleStatsIndex(PT_F_IPV6, irc, RULE_COUNTERS.indexOf('refused_conflict')), 4);
+  const wanTranslated6 = seedPerCpu(f.dp.maps.pktStats.raw, pktStatsIndex(PT_F_IPV6, DIRECTIONS.indexOf('wan'), VERDICTS.indexOf('translated')), 9);
+  const lanMalformed6 = seedPerCpu(f.dp.maps.pktStats.raw, pktStatsIndex(PT_F_IPV6, DIRECTIONS.indexOf('lan'), VERDICTS.indexOf('malformed')), 1);
+
+  const now = monotonicNs();
+  const host = '2001:db8:1::10';
+  const remote = '2001:db8:ff::7';
+  // Two hosts hold irc at once (mode any: no conflict between IPv6 hosts); one session of game is expired.
+  for (const h of [host, '2001:db8:1::11']) f.dp.maps.sessions6.set({ rule: irc, host: h, peer: '::' }, { opened_ns: now, last_seen_ns: now, host: h, ifindex: 3 });
+  const old = now - 2n * BigInt(MIN_MS) * NS_PER_MS;
+  f.dp.maps.sessions6.set({ rule: ids.get('game')!, host, peer: '::' }, { opened_ns: old, last_seen_ns: old, host, ifindex: 3 });
+  f.dp.maps.hostSessions6.set(host, { sessions: 1, recheck_ns: 0n });
+  const base = { created_ns: now, last_seen_ns: now, rule: irc, ifindex: 3, seen: 0, flags: 0 };
+  f.dp.maps.flows6.set({ saddr: remote, daddr: host, sport: 40000, dport: 113, proto: IPPROTO_TCP, dir: DIR_IN }, { ...base, nat_port: 113 });
+  f.dp.maps.flows6.set({ saddr: host, daddr: remote, sport: 113, dport: 40000, proto: IPPROTO_TCP, dir: DIR_OUT }, { ...base, nat_port: 113 });
+  f.dp.maps.lanNets6.set({ prefixlen: 64, addr: '2001:db8:1::' }, 64);
+  f.dp.maps.localAddrs6.set('2001:db8:1::1', 1);
+
+  const registry = new Registry();
+  registerMetrics(registry, source(f), { defaultMetrics: false });
+  const e = await scrape(registry);
+  assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { rule: 'irc', family: 'ipv6' }), hits6);
+  assert.equal(valueOf(e, 'porttrig_trigger_hits_total', { rule: 'irc', family: 'ipv4' }), hits4);
+  assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { rule: 'irc', family: 'ipv6', reason: 'conflict' }), conflict6);
+  assert.equal(valueOf(e, 'porttrig_sessions_refused_total', { rule: 'irc', family: 'ipv4', reason: 'conflict' }), 0);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv6', direction: 'wan', verdict: 'translated' }), wanTranslated6);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv4', direction: 'wan', verdict: 'translated' }), 0);
+  assert.equal(valueOf(e, 'porttrig_packets_total', { family: 'ipv6', direction: 'lan', verdict: 'malformed' }), lanMalformed6);
+  assert.equal(valueOf(e, 'porttrig_sessions_active', { rule: 'irc', family: 'ipv6' }), 2);
+  assert.equal(valueOf(e, 'porttrig_sessions_active', { rule: 'game', family: 'ipv6' }), 0, 'an expired, unswept session is not active');
+  assert.equal(valueOf(e, 'porttrig_sessions_active', { rule: 'irc', family: 'ipv4' }), 0);
+  assert.equal(valueOf(e, 'porttrig_flows_active', { family: 'ipv6' }), 1);
+  assert.equal(valueOf(e, 'porttrig_flows_active', { family: 'ipv4' }), 0);
+  const fill = (map: string): [number, number] => [valueOf(e, 'porttrig_map_entries', { map }), valueOf(e, 'porttrig_map_capacity', { map })];
+  assert.deepEqual(fill('sessions6'), [3, 64]);
+  assert.deepEqual(fill('host_sessions6'), [1, 64]);
+  assert.deepEqual(fill('flows6'), [2, 128]);
+  assert.deepEqual(fill('lan_nets6'), [1, 256]);
+  assert.deepEqual(fill('local_addrs6'), [1, 256]);
+  assert.deepEqual(fill('sessions'), [0, 64]);
+  for (const smp of e.samples) {
+    assert.equal('family' in smp.labels ? ['ipv4', 'ipv6'].includes(smp.labels.family!) : true, true, `${smp.name} family="${smp.labels.family}"`);
+    for (const [k, v] of Object.entries(smp.labels)) assert.ok(!v.includes(':') && !IPV4.test(v), `${smp.name} label ${k}="${v}" carries an address`);
+  }
 });
