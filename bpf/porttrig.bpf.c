@@ -1754,9 +1754,12 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 		pt_frag_forget(&p, PT_DIR_OUT);
 
 	/* Replies of accepted flows: only from ports that some open spec maps to.
-	 * A reply is also a trigger when the remote's port is a trigger port
-	 * (SPEC 4.1: a LAN host's packet to a remote's trigger port arms, whatever
-	 * else it is): it arms after its translation is decided. */
+	 * A reply never arms, even when the remote's port is a trigger port: the
+	 * remote chose that port when it connected through an open pinhole, and
+	 * arming on it would let any remote that reaches one rule open another
+	 * rule's ports (and, connecting from many addresses in mode `contacted`,
+	 * fill the host's sessions_per_host). SPEC 8: nothing reaches a LAN host
+	 * that its own trigger did not ask for. */
 	bool csum_checked = false;
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
@@ -1768,9 +1771,7 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 		struct pt_flow_ref ref;
 		if (pt_flow_get(&out_key, &ref, syn)) {
 			if (!syn || !pt_syn_reopens(&out_key, &ref)) {
-				int act = pt_forward(skb, &p, &ref, PT_D_LAN);
-				pt_lan_trigger(skb, &p, true);
-				return act;
+				return pt_forward(skb, &p, &ref, PT_D_LAN);
 			}
 			pt_flow_end(&out_key, &ref.fv);
 		}

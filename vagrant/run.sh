@@ -3,9 +3,10 @@
 #  1. host.sh up: packages, libvirtd/virtlogd, storage pool, isolated networks
 #  2. the box: built by build-box.sh unless the one under .build is current
 #  3. vagrant up: client, gateway, server (in parallel)
-#  4. porttrig onto the gateway (node binary + built project from the host),
-#     started as a background process over ssh; pt-peer onto client and server
-#  5. scenarios.sh, then a summary
+#  4. the packages onto the gateway (make deb's porttrig, a rebuild with a
+#     higher version, nodejs from the host's node); pt-peer onto client and server
+#  5. scenarios.sh (installs porttrig with apt and runs it under systemd,
+#     upgrades it under traffic, removes and purges it), then a summary
 # The VMs are destroyed and the daemons stopped on every exit (trap), also on
 # failure. Exits non-zero if a stage or a scenario fails.
 # Env: PT_VM_KEEP=1 leaves the VMs and daemons up for debugging (run
@@ -117,37 +118,31 @@ Host *
 SSH
 for d in $(virsh -q list --name); do echo "  $d: $(virsh dumpxml "$d" | grep -o "<domain type=.[a-z]*." | head -1), cpu $(virsh dumpxml "$d" | grep -o "<model[^>]*>[^<]*" | head -1 | sed "s/.*>//")"; done
 
-stage "install porttrig on the gateway"
-[ -f "$root/dist/.stamp" ] && [ -f "$root/build/porttrig.bpf.o" ] && [ -f "$root/build/porttrig-noct.bpf.o" ] || make -C "$root" build
-node_bin=$(command -v node)
-echo "node $("$node_bin" --version) from $node_bin; libraries it needs: $(ldd "$node_bin" | awk '/=>/{print $1}' | tr '\n' ' ')"
-# Only the runtime dependencies travel (no TypeScript, no types).
-deps=$(cd "$root" && npm ls --omit=dev --all --parseable 2>/dev/null | sed "s#^$root/##" | grep '^node_modules/')
+stage "packages for the gateway: porttrig (make deb), its upgrade, nodejs"
+# The package as `make deb` builds it, and a rebuild of the same tree with a
+# higher version for the upgrade scenario; nodejs 20 from the host's node
+# (nodejs-deb.sh: the VMs have no network and Debian 12's nodejs is 18).
+make -C "$root" deb
+version=$(node -p "require('$root/package.json').version")
+arch=$(dpkg --print-architecture)
+pkgs="$build/pkgs"
+rm -rf "$pkgs" && mkdir -p "$pkgs/upgrade"
+cp "$root/build/porttrig_${version}_${arch}.deb" "$pkgs/"
+PT_DEB_VERSION="${version}+vmupgrade1" PT_DEB_OUT="$pkgs/upgrade" bash "$root/scripts/build-deb.sh"
+bash "$here/nodejs-deb.sh" "$pkgs" >/dev/null
+ls -l "$pkgs" "$pkgs/upgrade" | sed 's/^/  /'
 ssh_on() { local host=$1; shift; ssh -F "$ssh_cfg" -o LogLevel=ERROR "$host" "$@"; }
-ssh_on gateway 'sudo install -d /opt/porttrig/bin /opt/porttrig/app /etc/porttrig'
-ssh_on gateway 'sudo tee /opt/porttrig/bin/node >/dev/null && sudo chmod 755 /opt/porttrig/bin/node' < "$node_bin"
-# shellcheck disable=SC2086
-tar -C "$root" -cf - package.json build/porttrig.bpf.o build/porttrig-noct.bpf.o dist/src $deps | ssh_on gateway 'sudo tar -xf - -C /opt/porttrig/app'
-ssh_on gateway 'sudo tee /etc/porttrig/porttrig.yaml >/dev/null' < "$here/porttrig-vm.yaml"
-ssh_on gateway 'printf "#!/bin/sh\nexec /opt/porttrig/bin/node /opt/porttrig/app/dist/src/cli/main.js \"\$@\"\n" | sudo tee /opt/porttrig/bin/porttrig >/dev/null && sudo chmod 755 /opt/porttrig/bin/porttrig'
+ssh_on gateway 'rm -rf /tmp/pkgs && mkdir -p /tmp/pkgs/upgrade'
+tar -C "$pkgs" -cf - . | ssh_on gateway 'tar -xf - -C /tmp/pkgs'
+ssh_on gateway 'tee /tmp/porttrig-vm.yaml >/dev/null' < "$here/porttrig-vm.yaml"
+ssh_on gateway 'tee /tmp/porttrig-vm-ppp.yaml >/dev/null' < "$here/porttrig-vm-ppp.yaml"
 for h in client server; do
   ssh_on "$h" 'sudo tee /usr/local/bin/pt-peer >/dev/null && sudo chmod 755 /usr/local/bin/pt-peer' < "$here/pt-peer.sh"
 done
-# A plain background process (no service manager needed), logging to a file.
-ssh_on gateway 'sudo sh -c "setsid /opt/porttrig/bin/porttrig daemon --config /etc/porttrig/porttrig.yaml </dev/null >/var/log/porttrig.log 2>&1 & echo \$! > /run/porttrig.pid"'
-# Seconds the daemon gets to load the object and open its control socket.
-DAEMON_READY_TIMEOUT_S=60
-ready=0
-for _ in $(seq "$DAEMON_READY_TIMEOUT_S"); do
-  ssh_on gateway 'sudo test -S /run/porttrig/porttrig.sock' && { ready=1; break; }
-  sleep 1
-done
-ssh_on gateway 'sudo cat /var/log/porttrig.log' | sed 's/^/  daemon: /'
-[ "$ready" = 1 ] || { echo "vm-test: the daemon opened no control socket within ${DAEMON_READY_TIMEOUT_S}s" >&2; exit 1; }
 
 stage "scenarios"
 rc=0
 bash "$here/scenarios.sh" "$ssh_cfg" || rc=$?
-echo "== daemon log on the gateway"
-ssh_on gateway 'sudo cat /var/log/porttrig.log' | tail -40 | sed 's/^/  daemon: /' || true
+echo "== daemon log on the gateway (journal of porttrig.service)"
+ssh_on gateway 'sudo journalctl -u porttrig --no-pager -o short-monotonic' | tail -60 | sed 's/^/  daemon: /' || true
 exit $rc

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end scenarios across the three VMs, run from the host over ssh.
 # Usage: scenarios.sh SSH_CONFIG   (from `vagrant ssh-config`; hosts client, gateway, server)
-# Needs: porttrig running on the gateway with vagrant/porttrig-vm.yaml and
-# pt-peer installed on the client and server (run.sh does both).
-# Then the same over PPPoE (ppp0), and a PPP hang-up and redial.
+# Needs: the packages in /tmp/pkgs on the gateway (porttrig_*.deb, nodejs_*.deb,
+# upgrade/porttrig_*.deb), vagrant/porttrig-vm*.yaml in /tmp there, and pt-peer
+# on the client and server (run.sh does all three).
+# First the package: apt refuses it without nodejs (>= 20), installs it, leaves
+# it stopped until the configuration is edited, then `systemctl start porttrig`.
+# Then triggering, expiry and metrics; an upgrade under traffic; the same over
+# PPPoE (ppp0), a PPP hang-up and redial; last `apt remove` (forwarding stays)
+# and `apt purge` (nothing of porttrig left).
 # Prints one line per scenario (PASS/FAIL with the evidence) and a closing
 # "N passed, N failed" line; exits non-zero if any scenario failed.
 set -uo pipefail
@@ -19,7 +24,17 @@ EXPIRY_MARGIN_S=8
 METRICS_PORT=9469
 
 on() { local host=$1; shift; ssh -F "$cfg" -o LogLevel=ERROR "$host" "$@"; }
-pt() { on gateway sudo /opt/porttrig/bin/porttrig "$@"; }
+pt() { on gateway sudo porttrig "$@"; }
+# Seconds the daemon gets to load the object and open its control socket.
+DAEMON_READY_TIMEOUT_S=60
+# wait_daemon: until porttrig.service answers on its control socket (or the timeout).
+wait_daemon() {
+  for _ in $(seq "$DAEMON_READY_TIMEOUT_S"); do
+    on gateway 'sudo porttrig status >/dev/null 2>&1' && return 0
+    sleep 1
+  done
+  return 1
+}
 
 passed=0 failed=0 results=()
 # check NAME EXPECTED_REGEX ACTUAL: a scenario passes when ACTUAL matches.
@@ -56,6 +71,32 @@ sessions() {
       catch { console.log(`not JSON: ${s.slice(0, 300)}`); }
     });'; } 3>&1
 }
+
+# ---- the package: install as an operator would --------------------------------
+echo "== package: apt install ./porttrig_*.deb on the gateway (Debian 12)"
+out=$(on gateway 'cd /tmp/pkgs && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ./porttrig_*.deb 2>&1'; echo "exit=$?")
+check "package: without Node.js 20 apt refuses porttrig and names the dependency (Debian 12's nodejs is 18)" \
+  'Depends: nodejs \(>= 20\).*exit=[1-9]' "$(tr '\n' ' ' <<< "$out")"
+out=$(on gateway 'cd /tmp/pkgs && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ./nodejs_*.deb 2>&1 && node --version')
+check "package: nodejs 20 installed (the host's node, nodejs-deb.sh)" '^v2[0-9]\.' "$(tail -1 <<< "$out")"
+out=$(on gateway 'cd /tmp/pkgs && sudo DEBIAN_FRONTEND=noninteractive apt install -y ./porttrig_*.deb 2>&1'; echo "exit=$?")
+echo "$out" | grep porttrig | sed 's/^/  apt: /'
+check "package: apt install ./porttrig_*.deb succeeds" 'exit=0$' "$out"
+check "package: the shipped configuration is not started: postinst says what to edit" \
+  'not started\. Edit /etc/porttrig/porttrig\.yaml.*systemctl enable --now porttrig' "$(tr '\n' ' ' <<< "$out")"
+check "package: porttrig.service installed, not enabled, not running" '^disabled inactive$' \
+  "$(on gateway 'echo $(sudo systemctl is-enabled porttrig.service) $(sudo systemctl is-active porttrig.service)')"
+check "package: man page, dashboard, alert rules, schema in place" '^ok$' \
+  "$(on gateway 'test -s /usr/share/man/man1/porttrig.1.gz && test -s /usr/share/porttrig/grafana-dashboard.json && test -s /usr/share/porttrig/prometheus-alerts.yml && test -s /usr/share/porttrig/porttrig.schema.json && echo ok')"
+echo "== package: edit /etc/porttrig/porttrig.yaml (vagrant/porttrig-vm.yaml), systemctl start porttrig"
+on gateway 'sudo cp /tmp/porttrig-vm.yaml /etc/porttrig/porttrig.yaml'
+check "package: porttrig check-config --interfaces accepts the edited file" 'ok \([0-9]+ rules\)' \
+  "$(on gateway 'sudo porttrig check-config --interfaces /etc/porttrig/porttrig.yaml 2>&1')"
+on gateway 'sudo systemctl start porttrig'
+wait_daemon
+check "package: systemctl start porttrig: the daemon runs under systemd and answers" '^active .*conntrack check' \
+  "$(on gateway 'echo $(sudo systemctl is-active porttrig.service) $(sudo porttrig status 2>&1 | tr "\n" " ")')"
+on gateway 'sudo journalctl -u porttrig --no-pager -o cat' | sed 's/^/  daemon: /' | head -20
 
 echo "== servers: client (LAN host) answers on tcp/113, udp/27000, tcp/7001; server (WAN) on tcp/6667, udp/27015, tcp/7000"
 # As root: 113 is a privileged port.
@@ -117,6 +158,45 @@ check "metrics: porttrig_sessions_opened_total{rule=\"irc-ident\"} >= 1, scraped
 check "metrics: porttrig_sessions_opened_total{rule=\"game\"} >= 1, scraped from the client" \
   '^porttrig_sessions_opened_total\{[^}]*rule="game"[^}]*\} +[1-9]' "$metrics"
 
+# ---- upgrade under traffic ---------------------------------------------------
+# A connection through a triggered port (stream: tcp/7101 to the client's echo
+# server) sends a line every 0.5 s while apt upgrades porttrig to a rebuild of
+# the same tree with a higher version. The daemon restarts and adopts the
+# pinned state: no line is lost, the connection is not reset, the session
+# stays, and the new daemon's version answers.
+echo "== upgrade: apt install ./upgrade/porttrig_*.deb while a triggered connection streams"
+on client "sudo pt-peer tcp-echo 7101"
+on server "sudo pt-peer tcp-serve 7100 stream-trigger-ok"
+check "upgrade: client triggers stream (tcp/7100)" "stream-trigger-ok from $PT_WAN_GW" "$(on client pt-peer tcp-ask "$PT_WAN_SERVER" 7100)"
+old_version=$(pt version 2>&1)
+old_pid=$(on gateway 'sudo systemctl show -p MainPID --value porttrig.service')
+on server "pt-peer tcp-stream $PT_WAN_GW 7101 /tmp/pt-stream.stop /tmp/pt-stream.out"
+sleep 3
+before=$(on server 'grep -c "^line" /tmp/pt-stream.out')
+out=$(on gateway 'cd /tmp/pkgs/upgrade && sudo DEBIAN_FRONTEND=noninteractive apt install -y ./porttrig_*.deb 2>&1'; echo "exit=$?")
+echo "$out" | grep -i porttrig | sed 's/^/  apt: /'
+check "upgrade: apt install ./upgrade/porttrig_*.deb succeeds" 'exit=0$' "$out"
+wait_daemon
+new_pid=$(on gateway 'sudo systemctl show -p MainPID --value porttrig.service')
+check "upgrade: porttrig.service active again, with a new main process" '^active new$' \
+  "$(on gateway 'sudo systemctl is-active porttrig.service') $([ -n "$new_pid" ] && [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ] && echo new || echo "same-or-none:$old_pid:$new_pid")"
+check "upgrade: porttrig version is the new one ($old_version before)" '\+vmupgrade1$' "$(pt version 2>&1)"
+check "upgrade: the new daemon adopted the pinned state (its 'daemon started' line)" 'daemon started.*version=[^ ]*vmupgrade1.*adopted=true' \
+  "$(on gateway 'sudo journalctl -u porttrig --no-pager -o cat' 2>&1 | grep 'daemon started' | tail -1)"
+sleep 3
+on server 'touch /tmp/pt-stream.stop'
+sleep 4
+stream=$(on server 'cat /tmp/pt-stream.out')
+sent=$(grep -c '^line' <<< "$stream")
+last=$(grep '^line' <<< "$stream" | tail -1 | awk '{print $2}')
+check "upgrade: the stream went on through the upgrade (lines echoed: $before before it, $sent in all)" \
+  "^[0-9]+ [0-9]+ end$" "$sent ${last:-0} $(tail -1 <<< "$stream")"
+check "upgrade: no line lost or reordered: lines 1..$sent came back in order, then end" '^ok$' \
+  "$(awk 'BEGIN {n = 0} /^line / {n++; if ($2 != n) {print "gap at " n ": " $0; exit}} /^end$/ {print "ok"}' <<< "$stream")"
+check "upgrade: the session survived (porttrig sessions)" "^stream $PT_LAN_CLIENT\$" "$(sessions)"
+check "upgrade: a new inbound connection is forwarded by the new daemon's state" "ident-ok from $PT_WAN_SERVER" \
+  "$(on server pt-peer tcp-ask "$PT_WAN_GW" 113)"
+
 # ---- PPPoE: the WAN becomes ppp0 ---------------------------------------------
 # The server turns access concentrator (pppoe-server, rp-pppoe), the gateway
 # dials it with pppd's rp-pppoe plugin over wan0 (no addresses on wan0 any
@@ -138,7 +218,7 @@ wait_ppp0() { # wait_ppp0 [NOT_IFINDEX]: waits for a ppp0 with an address (anoth
   return 1
 }
 echo "== PPPoE: pppoe-server on the server, pppd on the gateway; porttrig restarted with WAN ppp0"
-on gateway 'sudo sh -c "kill \$(cat /run/porttrig.pid); sleep 1; /opt/porttrig/bin/porttrig detach --config /etc/porttrig/porttrig.yaml"' 2>&1 | sed 's/^/  /'
+on gateway 'sudo systemctl stop porttrig && sudo porttrig detach --config /etc/porttrig/porttrig.yaml' 2>&1 | sed 's/^/  /'
 on gateway "sudo ip addr flush dev wan0"
 on server "sudo ip addr flush dev wan0"
 on gateway 'sed "s/wan0/ppp0/g" /tmp/gateway-firewall.nft | sudo sh -c "nft flush ruleset && nft -f -"'
@@ -149,9 +229,8 @@ on gateway "sudo pppd plugin rp-pppoe.so nic-wan0 ifname ppp0 noauth noipdefault
 first=$(wait_ppp0) || first=""
 check "pppoe: the gateway dialled in: ppp0 up with an address" '^[0-9]+ [0-9.]+$' "$first"
 ppp_if=${first%% *} ppp_addr=${first#* }
-on gateway 'sudo tee /etc/porttrig/porttrig-ppp.yaml >/dev/null' < "$here/porttrig-vm-ppp.yaml"
-on gateway 'sudo sh -c "setsid /opt/porttrig/bin/porttrig daemon --config /etc/porttrig/porttrig-ppp.yaml </dev/null >/var/log/porttrig-ppp.log 2>&1 & echo \$! > /run/porttrig.pid"'
-for _ in $(seq 60); do on gateway 'sudo test -S /run/porttrig/porttrig.sock' && break; sleep 1; done
+on gateway 'sudo cp /tmp/porttrig-vm-ppp.yaml /etc/porttrig/porttrig.yaml && sudo systemctl start porttrig'
+wait_daemon
 status=$(pt status 2>&1)
 check "pppoe: porttrig status shows WAN ppp0 ${ppp_addr:-?}" "^WAN: +ppp0 ${ppp_addr//./\\.}\$" "$status"
 check "pppoe: program attached to ppp0" 'ppp0\(prog [0-9]+\)' "$status"
@@ -182,6 +261,34 @@ check "pppoe: porttrig attached to the new ppp0 with address ${new_addr:-?}" 'pp
 check "pppoe: the irc-ident session is still open after the redial" "^irc-ident $PT_LAN_CLIENT\$" "$(sessions)"
 check "pppoe: inbound to the new ppp0:113 forwarded to the client again (no new trigger)" \
   "ident-ok from $PT_WAN_SERVER" "$(on server pt-peer tcp-ask "${new_addr:-none}" 113)"
+
+# ---- remove, then purge --------------------------------------------------------
+# apt remove stops the daemon and leaves forwarding as SPEC 6 has it for a
+# stopped daemon; apt purge detaches: no program on any interface, no pins,
+# no file of the package, no configuration, no unit.
+echo "== remove: apt remove porttrig (forwarding stays), then apt purge porttrig (nothing left)"
+on gateway 'dpkg -L porttrig > /tmp/porttrig.files'
+out=$(on gateway 'sudo DEBIAN_FRONTEND=noninteractive apt-get remove -y porttrig 2>&1'; echo "exit=$?")
+check "remove: apt remove porttrig succeeds and says forwarding stays until purge" "until 'apt purge porttrig' detaches it.*exit=0" "$(tr '\n' ' ' <<< "$out")"
+check "remove: no daemon runs" '^inactive$' "$(on gateway 'sudo systemctl is-active porttrig.service')"
+check "remove: the program stays on ppp0 (SPEC 6)" 'handle 0x7074' "$(on gateway 'sudo tc filter show dev ppp0 ingress')"
+check "remove: inbound ppp0:113 still forwarded to the client without a daemon" \
+  "ident-ok from $PT_WAN_SERVER" "$(on server pt-peer tcp-ask "${new_addr:-none}" 113)"
+out=$(on gateway 'sudo DEBIAN_FRONTEND=noninteractive apt-get purge -y porttrig 2>&1'; echo "exit=$?")
+echo "$out" | grep -i porttrig | sed 's/^/  apt: /'
+check "purge: apt purge porttrig succeeds and detaches" 'porttrig: detached from [1-9][0-9]* interfaces, removed [1-9][0-9]* pins.*exit=0' "$(tr '\n' ' ' <<< "$out")"
+check_not "purge: no porttrig program on any interface" 'handle 0x7074|pt_(lan|wan)_ingress' \
+  "$(on gateway 'for d in $(ls /sys/class/net); do sudo tc filter show dev $d ingress 2>/dev/null; done')"
+check "purge: no pins (/sys/fs/bpf/porttrig gone)" '^gone$' "$(on gateway 'sudo test -e /sys/fs/bpf/porttrig && sudo ls -la /sys/fs/bpf/porttrig || echo gone')"
+# Every file the package had (dpkg -L before the remove), and porttrig's own directories.
+check "purge: no file of the package left, no /etc/porttrig, /var/lib/porttrig, /usr/lib/porttrig" '^none$' \
+  "$(on gateway 'while read -r f; do [ -d "$f" ] || { [ -e "$f" ] && echo "$f"; }; done < /tmp/porttrig.files
+    for d in /etc/porttrig /var/lib/porttrig /usr/lib/porttrig /usr/share/porttrig /usr/share/doc/porttrig; do [ -e "$d" ] && echo "$d"; done
+    echo none' | tr '\n' ' ' | sed 's/ $//')"
+check "purge: dpkg knows no porttrig, systemd no porttrig.service" '^not-installed not-found$' \
+  "$(on gateway 'echo $(dpkg-query -W -f="\${db:Status-Abbrev}" porttrig 2>/dev/null | grep -q "^ii" && echo installed || echo not-installed) $(sudo systemctl show -p LoadState --value porttrig.service)')"
+check "purge: inbound ppp0:113 refused by the gateway again" 'Connection refused' \
+  "$(on server pt-peer tcp-ask "${new_addr:-none}" 113)"
 
 echo
 echo "== VM scenarios"

@@ -663,7 +663,7 @@ function coverageTable(cov: Map<string, number>): string {
  * disabled rules are not in the trigger table.)
  */
 const MUST_COVER = [
-  'lan:trigger', 'lan:trigger-addrs-not-ok', 'lan:reply', 'lan:reply-to-a-trigger-port-arms', 'lan:reply:syn', 'lan:reply:ttl-drop', 'lan:syn-reopens',
+  'lan:trigger', 'lan:trigger-addrs-not-ok', 'lan:reply', 'lan:reply-to-a-trigger-port-does-not-arm', 'lan:reply:syn', 'lan:reply:ttl-drop', 'lan:syn-reopens',
   'lan:malformed', 'lan:bad-ipcsum', 'lan:pkt-type-otherhost', 'lan:pkt-type-broadcast', 'lan:pkt-type-multicast', 'lan:skip',
   'wan:open:new-flow', 'wan:flow', 'wan:flow:ttl-drop', 'wan:flow:syn-retransmit', 'wan:syn-reopens', 'wan:closed-port',
   'wan:not-to-wan-addr', 'wan:open:bad-source', 'wan:open:no-session', 'wan:open:session-expired', 'wan:open:ttl-drop',

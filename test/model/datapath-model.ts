@@ -35,12 +35,12 @@ import type { Rewrite } from './frames.js';
 // --- SPEC over C -------------------------------------------------------------------
 
 /**
- * SPEC 4.1: a packet from a LAN host to a trigger port of a remote host arms
- * the rule, whatever else it is. The model also arms when that packet is the
- * reply of an accepted flow (a remote that connected from a trigger port);
- * see the differential test's finding on pt_lan_ingress.
+ * SPEC 4.1 with SPEC 8: a packet from a LAN host to a trigger port of a remote
+ * host arms the rule, unless it is the reply of an accepted flow (a remote
+ * that connected from a trigger port chose that port itself: arming on it
+ * would let a remote open a second rule's ports). README "Decisions".
  */
-export const SPEC_ARM_ON_FLOW_REPLY = true;
+export const SPEC_ARM_ON_FLOW_REPLY = false;
 /**
  * SPEC 8: a bad packet is passed or dropped, never translated. The model
  * counts a non-first fragment or an ICMP error with a bad IP header checksum
@@ -891,7 +891,10 @@ export class DatapathModel {
       if (ref) {
         if (!syn || !this.synReopens(ref)) {
           replied = this.forward('lan', p, ref, syn ? 'reply:syn' : 'reply');
-          if (!SPEC_ARM_ON_FLOW_REPLY) return replied;
+          if (!SPEC_ARM_ON_FLOW_REPLY) {
+            if (p.dport && this.port(p.proto, p.dport)?.trigger[0]) this.cover('lan:reply-to-a-trigger-port-does-not-arm');
+            return replied;
+          }
         } else {
           this.flowEnd(outKey, ref.fv);
           this.cover('lan:syn-reopens');
@@ -906,10 +909,6 @@ export class DatapathModel {
     for (const id of dport.trigger) {
       if (!id) break;
       this.arm(id, p);
-    }
-    if (replied) {
-      this.cover('lan:reply-to-a-trigger-port-arms');
-      return replied;
     }
     return this.done('lan', 'trigger', 'unspec', 'trigger');
   }

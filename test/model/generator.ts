@@ -178,14 +178,11 @@ export type DiffEvent =
  */
 export const EXCLUDE = {
   /**
-   * Finding 1 (SPEC 4.1): a LAN host's reply on an accepted flow whose remote
-   * port is a trigger port (the remote connected from 6667, say) is a packet
-   * from a LAN host to a trigger port of a remote host, so it must arm the
-   * rule; pt_lan_ingress returns pt_forward() before its trigger check and
-   * never arms it. Excluded: remote peers never use a trigger port as their
-   * source port. Remove when pt_lan_ingress arms on that path too.
+   * Remote peers whose source port is a trigger port (they connected from
+   * 6667, say): the LAN host's replies on their flows must not arm (SPEC 8).
+   * Not excluded: the generator sends them.
    */
-  replyToTriggerPort: false,  // fixed in the C
+  replyToTriggerPort: false,
   /**
    * Finding 2 (SPEC 8): an ICMP error about a flow, or a non-first fragment of
    * a translated datagram, whose IP header checksum is wrong (a packet ip_rcv()
