@@ -106,9 +106,9 @@ static __always_inline int pt6_lan(struct __sk_buff *skb, const bool l3)
 	if (p.first_frag)
 		pt6_frag_forget(&p, PT_DIR_OUT);
 
-	/* Replies of accepted flows. Unlike IPv4's, such a packet never arms,
-	 * even to a trigger port: a remote could otherwise open a second rule
-	 * by connecting in from a trigger port (SPEC 8). */
+	/* Replies of accepted flows. As IPv4's (pt_lan()), such a packet never
+	 * arms, even to a trigger port: a remote could otherwise open a second
+	 * rule by connecting in from a trigger port (SPEC 8). */
 	struct pt_port *sport = pt_port_slot(p.proto, p.sport);
 	if (sport && sport->lan_port_refs) {
 		int act = pt6_lan_reply(skb, &p);

@@ -6,7 +6,8 @@
 # which prints a map with BTF as "KEY: VALUE" lines; removes porttrig's
 # filter (TC ingress, priority PT_TC_PRIORITY 1, handle PT_TC_HANDLE 0x7074)
 # from each recorded interface with tc (iproute2), and the clsact qdisc where
-# porttrig created it (ATTACH_CREATED_QDISC, bit 2); then every pt_* pin, and
+# porttrig created it (ATTACH_CREATED_QDISC, bit 2); then every pt_* and pt6_*
+# pin (the IPv6 maps and the daemon's pt6_progs), and
 # the bpffs if porttrig mounted it on PIN_PATH. Idempotent. Prints what it did;
 # returns 1 if something could not be removed (and says what).
 # test/packaging/detach-sh.test.ts runs it against a real daemon's state.
@@ -38,7 +39,7 @@ pt_detach() {
 		done
 	fi
 	pins=0
-	for p in "$pin"/pt_*; do
+	for p in "$pin"/pt_* "$pin"/pt6_*; do
 		[ -e "$p" ] || continue
 		rm -f "$p" && pins=$((pins + 1))
 	done

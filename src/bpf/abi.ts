@@ -114,6 +114,15 @@ export const MAPS = {
   lanNets6: 'pt6_lan_nets',
   localAddrs6: 'pt6_local_addrs',
 } as const;
+/**
+ * Prog arrays of the object (tail calls: pt_*_ingress hands IPv6 packets to
+ * pt6_*_ingress through pt6_progs). Not state and not in MAPS: each object
+ * has its own, filled by libbpf at load. The kernel empties a prog array when
+ * the last user reference goes (the daemon's fd at exit), which would cut
+ * the attached programs' IPv6 path while no daemon runs; so the daemon pins
+ * its own under pin_path once its programs are attached (Datapath.pinTailCalls).
+ */
+export const TAIL_CALL_MAPS = ['pt6_progs'] as const;
 /** Capacity of pt6_lan_nets and of pt6_local_addrs. */
 export const PT6_LAN_NETS_MAX = 256;
 export const PT6_LOCAL_ADDRS_MAX = 256;

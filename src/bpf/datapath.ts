@@ -3,13 +3,13 @@
  * (pinned under pin_path and adopted from there when they exist), and the TC
  * attachment of its two programs.
  */
-import { existsSync, mkdirSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
   ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
-  LpmV4Codec, MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
+  LpmV4Codec, MAPS, TAIL_CALL_MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec, Session6KeyCodec, Session6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
   type Pt6Session, type Pt6SessionKey, type Pt6Flow, type Pt6FlowKey, type Pt6Frag, type Pt6FragKey, type PtLpmV6,
   type PtConfig, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtLpmV4, type PtPort, type PtRule,
@@ -521,6 +521,28 @@ export class Datapath {
       gone.push(ifindex);
     }
     return gone;
+  }
+
+  /**
+   * Pin the object's prog arrays (TAIL_CALL_MAPS) under pin_path, replacing
+   * those of an earlier object: a prog array keeps its programs only while
+   * user space holds it (a pin does), so that the attached programs keep
+   * their IPv6 path while no daemon runs (SPEC 6). Call it once this object's
+   * programs are attached (the earlier object's are then detached): each
+   * array is pinned under a temporary name, then renamed over the old pin in
+   * one step, so there is always one pinned. Idempotent.
+   */
+  pinTailCalls(): void {
+    for (const name of TAIL_CALL_MAPS) {
+      const m = ffi.objectFindMap(this.object(), name);
+      if (!m) throw new BpfError(`find map ${name}`, ENOENT);
+      const final = join(this.pinPath, name);
+      const tmp = `${final}_new`;  // bpffs refuses dots in names
+      if (existsSync(tmp)) unlinkSync(tmp);
+      const r = ffi.objPin(ffi.mapFd(m), tmp);
+      if (r < 0) throw new BpfError(`pin ${name} at ${tmp}`, -r);
+      renameSync(tmp, final);
+    }
   }
 
   /** Close the object. Attached programs and pinned maps stay. Idempotent. */

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, rmdirSync, statfsSync, unlinkSync } from 'node
 import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError } from '../errors.js';
-import { ATTACH_CREATED_QDISC, MAPS } from './abi.js';
+import { ATTACH_CREATED_QDISC, MAPS, TAIL_CALL_MAPS } from './abi.js';
 import { BPF_FS_MAGIC, detachInterface } from './datapath.js';
 import { RawMap } from './map.js';
 
@@ -32,7 +32,8 @@ export function detachAll(pinPath: string): DetachResult {
       ffi.closeFd(fd);
     }
   }
-  for (const name of Object.values(MAPS)) {
+  // The maps, and the prog arrays the daemon pinned (TAIL_CALL_MAPS; `_new`: a pin cut short by a crash).
+  for (const name of [...Object.values(MAPS), ...TAIL_CALL_MAPS.flatMap((n) => [n, `${n}_new`])]) {
     const p = join(pinPath, name);
     if (existsSync(p)) { unlinkSync(p); res.pinsRemoved++; }
   }

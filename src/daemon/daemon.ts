@@ -226,6 +226,9 @@ export class Daemon {
     const d = new Daemon(opts, config, dp, conntrack);
     try {
       d.attachAll();
+      // Our programs are attached: their tail calls (the IPv6 path) must
+      // outlive this process, the earlier daemon's need not.
+      dp.pinTailCalls();
       d.program(config);
       d.followAddresses();
       // The first walk of both tables, so that counts exist before anyone asks.

@@ -11,7 +11,11 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Datapath, ensureBpffs } from '../../src/bpf/datapath.js';
-import { ConfigCodec, MAPS, PT_LAYOUT_VERSION } from '../../src/bpf/abi.js';
+import {
+  ConfigCodec, DIRECTIONS, MAPS, PKT_STATS_ENTRIES, PT_F_IPV6, PT_LAYOUT_VERSION, TAIL_CALL_MAPS, VERDICTS, pktStatsIndex,
+} from '../../src/bpf/abi.js';
+import { PerCpuCounters, RawMap } from '../../src/bpf/map.js';
+import { detachAll } from '../../src/bpf/detach.js';
 import { U32 } from '../../src/bpf/struct.js';
 import * as ffi from '../../src/ffi/libbpf.js';
 import { PorttrigError } from '../../src/errors.js';
@@ -185,4 +189,80 @@ test('pins of the IPv4-only layout 6 (no pt6_ maps) are refused with the layout 
     return true;
   });
   assert.equal(pins(f.pinPath), before, 'nothing was pinned to fill the gap');
+});
+
+/**
+ * A reference of our own to the program a loaded data path runs for `role`,
+ * taken by id as TC holds an attached program: it outlives the object.
+ */
+function holdProgram(t: { after: (fn: () => void) => void }, dp: Datapath, role: 'lan' | 'wan'): number {
+  const info = Buffer.alloc(256);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(info.length);
+  assert.equal(ffi.objGetInfo(dp.programFd(role), info, len), 0);
+  const fd = ffi.progGetFdById(info.readUInt32LE(4));  // struct bpf_prog_info.id
+  assert.ok(fd >= 0);
+  t.after(() => ffi.closeFd(fd));
+  return fd;
+}
+
+/**
+ * Run the held program `prog` on an IPv6 frame whose header is cut short:
+ * the IPv6 program counts it malformed; a program whose tail call finds
+ * nothing counts it passed. Returns which.
+ */
+function ipv6Path(pinPath: string, prog: number): 'ipv6 program' | 'no tail call' {
+  const stats = (): bigint[] => {
+    const fd = ffi.objGet(join(pinPath, MAPS.pktStats));
+    const c = new PerCpuCounters(new RawMap({ name: MAPS.pktStats, fd, keySize: 4, valueSize: 8, maxEntries: PKT_STATS_ENTRIES, perCpu: true }));
+    const v = ['malformed', 'pass'].map((x) => c.sum(pktStatsIndex(PT_F_IPV6, DIRECTIONS.indexOf('lan'), VERDICTS.indexOf(x as never))));
+    ffi.closeFd(fd);
+    return v;
+  };
+  {
+    const frame = Buffer.alloc(14 + 40);
+    frame.fill(2, 0, 12);
+    frame.writeUInt16BE(0x86dd, 12);
+    frame[14] = 0x60;
+    frame.writeUInt16BE(200, 18);  // payload length 200, none there
+    frame[20] = 6;
+    frame[21] = 64;
+    const [m0, p0] = stats();
+    const r = ffi.progTestRun(prog, { data_in: frame, data_out: Buffer.alloc(frame.length + 256) });
+    assert.equal(r.ret, 0);
+    const [m1, p1] = stats();
+    if (m1 === m0! + 1n && p1 === p0) return 'ipv6 program';
+    assert.deepEqual([m1, p1], [m0, p0! + 1n], 'counted malformed (IPv6 program) or passed (no tail call)');
+    return 'no tail call';
+  }
+}
+
+test('the IPv6 tail calls (pt6_progs) outlive the daemon once pinned; a later object\'s pin replaces them; detach removes it', { skip }, (t) => {
+  const f = useDatapath(t, { limits: LIMITS });
+  const first = holdProgram(t, f.dp, 'lan');
+  assert.equal(ipv6Path(f.pinPath, first), 'ipv6 program');
+  // Without the pin the kernel empties the prog array with the object's last fd:
+  // an attached program would pass IPv6 untouched while no daemon runs.
+  const bare = load(f.pinPath);
+  const bareId = holdProgram(t, bare, 'lan');
+  bare.close();
+  assert.equal(ipv6Path(f.pinPath, bareId), 'no tail call', 'the kernel clears an unpinned prog array (this test can fail)');
+
+  f.dp.pinTailCalls();
+  assert.ok(existsSync(join(f.pinPath, TAIL_CALL_MAPS[0])));
+  f.dp.close();
+  assert.equal(ipv6Path(f.pinPath, first), 'ipv6 program', 'pinned: the first object\'s programs keep their IPv6 path');
+
+  const second = load(f.pinPath);
+  t.after(() => second.close());
+  const secondId = holdProgram(t, second, 'lan');
+  second.pinTailCalls();
+  assert.equal(existsSync(join(f.pinPath, `${TAIL_CALL_MAPS[0]}_new`)), false);
+  second.close();
+  assert.equal(ipv6Path(f.pinPath, secondId), 'ipv6 program', 'the new pin holds the new programs\' array');
+  assert.equal(ipv6Path(f.pinPath, first), 'no tail call', 'the replaced array is released (its programs are detached by then)');
+
+  const r = detachAll(f.pinPath);
+  assert.ok(r.pinsRemoved >= Object.values(MAPS).length + 1);
+  assert.equal(existsSync(join(f.pinPath, TAIL_CALL_MAPS[0])), false);
 });

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ATTACH_CREATED_QDISC, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY } from '../../src/bpf/abi.js';
+import { ATTACH_CREATED_QDISC, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY, TAIL_CALL_MAPS } from '../../src/bpf/abi.js';
 import { REPO_ROOT } from '../helpers/bpffs.js';
 import { GW_WAN, Topology, WAN_SERVER } from '../e2e/topology.js';
 import { exitCode, hasClsact, porttrigProgId, tcFilters } from '../e2e/restart-util.js';
@@ -23,7 +23,8 @@ test('detach.sh names the ABI\'s filter handle, priority and created-qdisc flag'
   assert.match(sh, new RegExp(`pref ${PT_TC_PRIORITY} handle 0x${PT_TC_HANDLE.toString(16)} bpf`));
   assert.match(sh, new RegExp(`flags & ${ATTACH_CREATED_QDISC}\\)`));
   assert.match(sh, new RegExp(`"\\$pin/${MAPS.attach}"`));
-  for (const m of Object.values(MAPS)) assert.ok(m.startsWith('pt_'), `${m}: detach.sh removes pt_* pins`);
+  for (const m of [...Object.values(MAPS), ...TAIL_CALL_MAPS]) assert.ok(/^pt6?_/.test(m), `${m}: detach.sh removes pt_* and pt6_* pins`);
+  assert.match(sh, /for p in "\$pin"\/pt_\* "\$pin"\/pt6_\*; do/);
 });
 
 test('postrm purge\'s detach.sh removes programs, created qdiscs and pins; a foreign clsact filter survives; twice is fine', { skip: !root && 'needs root' }, async (t) => {
@@ -53,13 +54,14 @@ test('postrm purge\'s detach.sh removes programs, created qdiscs and pins; a for
 
   const detach = (): string => topo.exec(topo.ns.gw, 'sh', '-c', `. '${DETACH_SH}' && pt_detach '${topo.pinPath}'`);
   const out = detach();
-  assert.match(out, new RegExp(`detached from 2 interfaces, removed ${Object.keys(MAPS).length} pins under ${topo.pinPath}`));
+  // The maps and the daemon's prog array (TAIL_CALL_MAPS).
+  assert.match(out, new RegExp(`detached from 2 interfaces, removed ${Object.keys(MAPS).length + TAIL_CALL_MAPS.length} pins under ${topo.pinPath}`));
   assert.equal(porttrigProgId(topo, 'lan0'), 0);
   assert.equal(porttrigProgId(topo, 'wan0'), 0);
   assert.equal(hasClsact(topo, 'lan0'), false, 'porttrig created the clsact qdisc on lan0: removed');
   assert.equal(hasClsact(topo, 'wan0'), true, 'the clsact qdisc on wan0 was there before: kept');
   assert.match(tcFilters(topo, 'wan0'), /pref 2 u32/, 'its filter survives');
-  const left = existsSync(topo.pinPath) ? readdirSync(topo.pinPath).filter((n) => n.startsWith('pt_')) : [];
+  const left = existsSync(topo.pinPath) ? readdirSync(topo.pinPath).filter((n) => /^pt6?_/.test(n)) : [];
   assert.deepEqual(left, [], 'no pins left');
 
   assert.equal((await topo.once(topo.ns.lan, 'tcp-once', WAN_SERVER, 6667, 'NICK y', 3000)).ok, true);
