@@ -237,6 +237,43 @@ suite('IPv6 data path against an attacker (BPF_PROG_TEST_RUN)', SKIP ? { skip: S
     assert.deepEqual(sessions(), []);
   });
 
+  test('WAN: payload length lies: a TCP data offset past the payload length, or a UDP length below 8, opens nothing', () => {
+    reset();
+    session('irc', HOST_A);
+    session('udpxl', HOST_A);
+    const b = buildPacket6(tcp(REMOTE, 55555, HOST_A, 113, TCP.SYN));
+    b[ETH_HLEN + 40 + 12] = 0x60;  // 24 bytes of header claimed, 20 there (the payload length says 20)
+    passes('wan', b, 'doff past the payload');
+    const u = buildPacket6(udp(REMOTE, 40001, HOST_A, 28003));
+    u.writeUInt16BE(4, ETH_HLEN + 40 + 4);
+    passes('wan', u, 'UDP length 4');
+    // Payload length shorter than the datagram: the trailing bytes are no TCP header.
+    const t = buildPacket6(tcp(REMOTE, 55555, HOST_A, 113, TCP.SYN));
+    t.writeUInt16BE(12, ETH_HLEN + 4);
+    passes('wan', t, 'payload length 12 of a 20-byte TCP header');
+    assert.equal(flowCount(), 0);
+  });
+
+  test('reload: a flow whose WAN port a reload took from its rule is no longer forwarded, either way', () => {
+    reset();
+    session('irc', HOST_A);
+    assert.equal(run('wan', tcp(REMOTE, 55555, HOST_A, 113, TCP.SYN)).retval, TC_ACT_REDIRECT);
+    const moved = compileRules([rule('irc', 'tcp', 6667, [openSpec('tcp', 114, 114)]), ...RULES.slice(1)], ids);
+    try {
+      // The port table first, as applyRules() writes it; the flow entries still there (the race).
+      const flows = [...f.dp.maps.flows6.entries()];
+      f.state.applyRules(moved);
+      for (const [k, v] of flows) f.dp.maps.flows6.set(k, v);
+      passes('lan', tcp(HOST_A, 113, REMOTE, 55555, TCP.SYN | TCP.ACK), 'the reply');
+      passes('wan', tcp(REMOTE, 55555, HOST_A, 113, TCP.ACK), 'the inbound ACK');
+      // (The entries themselves are applyRules()'s and the sweep's to remove: a port no spec
+      // holds is not looked up at all.)
+      passes('wan', tcp(REMOTE, 55555, HOST_A, 113, TCP.SYN), 'a new SYN to the old port');
+    } finally {
+      f.state.applyRules(compileRules(RULES, ids));
+    }
+  });
+
   // ---- fragments ----
   test('WAN: a TCP first fragment without the whole TCP header (RFC 7112) opens nothing', () => {
     reset();
