@@ -58,6 +58,7 @@ const RULES: Rule[] = [
   rule('irc', 'tcp', 6667, [openSpec('tcp', 113, 113)]),
   rule('udpxl', 'udp', 28100, [openSpec('udp', 28000, 28009, 29000)]),
   rule('sip', 'udp', 5070, [openSpec('tcp', 5071, 5071)], { peer: 'contacted', conflict: 'first' }),
+  rule('xl', 'tcp', 5000, [openSpec('tcp', 6000, 6009, 7000)]),
 ];
 
 function tcp(src: string, sport: number, dst: string, dport: number, flags: number, ip6: Partial<Ipv6Opts> = {}): Packet6Spec {
@@ -333,6 +334,21 @@ suite('IPv6 data path against an attacker (BPF_PROG_TEST_RUN)', SKIP ? { skip: S
     passes('wan', err({ quoted: withExt(tcp(HOST_A, 113, REMOTE, 55555, TCP.ACK), [{ type: 'dstopts' }, { type: 'hop' }]) }), 'quote with a late hop-by-hop');
     passes('wan', err({ quoted: tcp(REMOTE, 55555, HOST_A, 113, TCP.ACK) }), 'quoting the inbound direction');
     assert.equal(flowCount(), 2, 'still the one flow');
+  });
+
+  test('WAN: an ICMPv6 error quoting only 8 bytes of a translated TCP reply: the quoted port put back, the ICMPv6 checksum right, nothing past the quote written', () => {
+    reset();
+    session('xl', HOST_A);
+    assert.equal(run('wan', tcp(REMOTE, 55555, HOST_A, 6003, TCP.SYN)).retval, TC_ACT_REDIRECT);
+    const quoted = tcp(HOST_A, 6003, REMOTE, 55555, TCP.SYN | TCP.ACK, { hopLimit: 63 });
+    const e = run('wan', icmp6Error({ type: ICMP6.PKT_TOO_BIG, code: 0, rest: 1280, ip6: { src: REMOTE2, dst: HOST_A }, quoted, quoteLen: 48 }));
+    assert.equal(e.retval, TC_ACT_REDIRECT);
+    assert.equal(e.out.length, e.input.length);
+    const want = buildPacket6(icmp6Error({ type: ICMP6.PKT_TOO_BIG, code: 0, rest: 1280, ip6: { src: REMOTE2, dst: HOST_A, hopLimit: 63 }, quoted: tcp(HOST_A, 7003, REMOTE, 55555, TCP.SYN | TCP.ACK, { hopLimit: 63 }), quoteLen: 48 }));
+    assert.ok(e.out.equals(want), `${describe6(e.out)} != ${describe6(want)}`);
+    assert.equal(verifyChecksums6(e.out).l4, true);
+    // Cut one byte shorter (7 bytes of TCP): not even the ports' 8 bytes: passed untouched.
+    passes('wan', icmp6Error({ type: ICMP6.PKT_TOO_BIG, code: 0, rest: 1280, ip6: { src: REMOTE2, dst: HOST_A }, quoted, quoteLen: 47 }), '7 bytes quoted');
   });
 
   test('LAN: an ICMPv6 error quoting an inbound packet of no flow reaches no one (no flow, no session)', () => {
