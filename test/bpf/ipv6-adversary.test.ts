@@ -18,15 +18,14 @@ import type { OpenSpec, Proto, Rule } from '../../src/config/types.js';
 import { PKT_STATS_ENTRIES, RULE_STATS_ENTRIES, type Pt6SessionKey } from '../../src/bpf/abi.js';
 import { bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import {
-  ETH_HLEN, ICMP6, IPPROTO_ICMPV6, NH, TCP, buildPacket, buildPacket6, describe6, fragment6, icmp6Error,
-  inetChecksum, ipv6Datagram, pseudoHeader6, verifyChecksums6, type Ext6, type Ipv6Opts, type Packet6Spec,
+  ETH_HLEN, ICMP6, NH, TCP, buildPacket, buildPacket6, describe6, fragment6, icmp6Error,
+  inetChecksum, pseudoHeader6, verifyChecksums6, type Ext6, type Ipv6Opts, type Packet6Spec,
 } from '../helpers/packet.js';
 
 const SKIP = bpfSkipReason();
 
 const TC_ACT_UNSPEC = 0xffffffff;
 const TC_ACT_REDIRECT = 7;
-const DIR_IN = 1;
 const MAX_RULES = 1024;
 const VERDICTS = ['pass', 'trigger', 'translated', 'dropped', 'malformed'] as const;
 const RULE_COUNTERS = [
@@ -469,5 +468,4 @@ suite('IPv6 data path against an attacker (BPF_PROG_TEST_RUN)', SKIP ? { skip: S
     assert.equal(pkt(1, 0, 'pass') + pkt(1, 0, 'trigger'), 0);
   });
 
-  void ipv6Datagram; void IPPROTO_ICMPV6; void DIR_IN; void LAN_IF;
 });
