@@ -50,6 +50,34 @@ static __always_inline bool pt6_lan_addr(const __be32 *a)
 	return bpf_map_lookup_elem(&pt6_lan_nets, &k) != NULL;
 }
 
+/* A LAN host's address: inside one of the LAN's prefixes and not the
+ * prefix's Subnet-Router anycast address (RFC 4291 2.6.1: the interface
+ * identifier all zero; a forwarding Linux gateway joins it for each of its
+ * prefixes up to /126, RFC 6164). The IPv6 counterpart of pt_lan_host(),
+ * which keeps a subnet's broadcast address out; the control plane refuses
+ * the same address for `open` (checkLanHost6). */
+static __always_inline bool pt6_lan_host(const __be32 *a)
+{
+	struct pt_lpm_v6 k = { .prefixlen = 128 };
+	pt6_copy(k.addr, a);
+	__u8 *plen = bpf_map_lookup_elem(&pt6_lan_nets, &k);
+	if (!plen)
+		return false;
+	__u32 len = *plen;
+	if (len > 126)
+		return true;
+	__u32 iid = 0;  /* the bits after the prefix, or'ed */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 lo = i * 32;
+		if (len >= lo + 32)
+			continue;
+		__u32 w = bpf_ntohl(a[i]);
+		iid |= len > lo ? w & (0xffffffffU >> (len - lo)) : w;
+	}
+	return iid != 0;
+}
+
 /* One of the gateway's own addresses (pt6_local_addrs)? */
 static __always_inline bool pt6_local_addr(const __be32 *a)
 {

@@ -297,7 +297,7 @@ static __noinline int pt6_open_flow(struct __sk_buff *skb, const struct pt6_pkt 
 	/* SPEC 9, 8: only to a LAN host's address (the session's host is one,
 	 * but the LAN's prefixes may have moved since), never to the gateway's;
 	 * only from a remote source. */
-	if (!pt6_lan_addr(p->daddr) || pt6_local_addr(p->daddr) || !pt6_wan_source_ok(p->saddr))
+	if (!pt6_lan_host(p->daddr) || pt6_local_addr(p->daddr) || !pt6_wan_source_ok(p->saddr))
 		return pt_done(PT_F_IPV6, PT_D_WAN, PT_V_PASS, TC_ACT_UNSPEC);
 	/* The reply of a connection conntrack tracks (the host's own
 	 * connection out from this port) is conntrack's. */

@@ -258,13 +258,14 @@ __noinline int pt6_arm(__u32 id, const struct pt6_pkt *p, __u32 ifindex, __u32 l
 }
 
 /* SPEC 9, 4.1: a LAN host's trigger, from its own global or unique-local
- * address inside a LAN prefix (never the gateway's), to a remote that is
+ * address inside a LAN prefix (never the gateway's, nor the prefix's
+ * subnet-router anycast address: pt6_lan_host()), to a remote that is
  * neither inside the LAN, nor the gateway's, nor link-local or multicast. */
 static __always_inline bool pt6_trigger_addrs_ok(const struct pt6_pkt *p)
 {
 	if (!pt6_global_or_ula(p->saddr) || pt6_martian(p->daddr))
 		return false;
-	if (!pt6_lan_addr(p->saddr) || pt6_lan_addr(p->daddr))
+	if (!pt6_lan_host(p->saddr) || pt6_lan_addr(p->daddr))
 		return false;
 	return !pt6_local_addr(p->saddr) && !pt6_local_addr(p->daddr);
 }
