@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { MAPS } from '../../src/bpf/abi.js';
+import { MAPS, TAIL_CALL_MAPS } from '../../src/bpf/abi.js';
 import { GW_WAN, Topology, WAN_SERVER } from './topology.js';
 import { exitCode, hasClsact, porttrigProgId, tcFilters } from './restart-util.js';
 
@@ -43,7 +43,9 @@ test('detach removes programs, created qdiscs and pins; a foreign clsact filter 
   topo.exec(topo.ns.gw, 'ip', 'link', 'del', 'lan1');
   const r = await topo.cli('detach', '--config', cfg);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, new RegExp(`detached from 3 interfaces, removed ${Object.keys(MAPS).length} pins`), 'one pin per map of the object');
+  // One pin per state map of the object, and the daemon's pin of its tail-call array (pt6_progs).
+  const pins = Object.keys(MAPS).length + TAIL_CALL_MAPS.length;
+  assert.match(r.stdout, new RegExp(`detached from 3 interfaces, removed ${pins} pins`), 'one pin per map of the object and pt6_progs');
   assert.equal(porttrigProgId(topo, 'lan0'), 0);
   assert.equal(porttrigProgId(topo, 'wan0'), 0);
   assert.equal(hasClsact(topo, 'lan0'), false, 'porttrig created the clsact qdisc on lan0: removed');
