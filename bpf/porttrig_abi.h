@@ -343,7 +343,8 @@ struct pt6_frag_key {
 	__be32 saddr[4];
 	__be32 daddr[4];
 	__be32 id;              /* fragment header identification */
-	__u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto;             /* the fragment header's next header (TCP, UDP, or the
+				 * destination options that precede them) */
 	__u8 dir;               /* PT_DIR_* */
 	__u16 _pad;
 };

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * The IPv6 half of pt_lan_ingress and pt_wan_ingress (and their _l3
- * builds): what each does with an IPv6 packet. The programs call these
- * (BPF-to-BPF calls, not inlined: the IPv4 path keeps its code and its
- * registers) when skb->protocol says IPv6.
+ * builds): what each does with an IPv6 packet. The programs tail-call these
+ * through pt6_progs when skb->protocol says IPv6, so that the IPv4 programs
+ * keep their own frames and verifier work (kernel 6.1's 512-byte stack).
  */
 #ifndef PORTTRIG_INGRESS6_H
 #define PORTTRIG_INGRESS6_H
@@ -120,8 +120,11 @@ static __always_inline int pt6_lan(struct __sk_buff *skb, const bool l3)
 
 /* The IPv6 programs, one per program and build; pt_lan_ingress and
  * pt_wan_ingress (and their _l3 builds) tail-call them through pt6_progs,
- * which libbpf fills when it loads the object (not pinned: each object has
- * its own, with its own programs). Never attached by themselves. */
+ * which libbpf fills when it loads the object (each object has its own,
+ * with its own programs). The object does not pin it; the daemon does, once
+ * its programs are attached (Datapath.pinTailCalls): the kernel empties a
+ * prog array when its last user reference goes, which would cut IPv6 while
+ * no daemon runs. Never attached by themselves. */
 #define PT6_PROG_LAN 0
 #define PT6_PROG_LAN_L3 1
 #define PT6_PROG_WAN 2
