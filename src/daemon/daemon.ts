@@ -168,6 +168,7 @@ export class Daemon {
       clock: monotonicNs,
       minIdleNs: () => this.minIdleNs(),
       policy: { ...DEFAULT_SWEEP_POLICY, minIntervalNs: intervalNs },
+      wakeWithinMs: Math.min(SWEEP_POLL_MS, opts.sweepIntervalMs ?? 1000),
       onWalk: (table, run, seconds) => this.onWalk(table, sweepResult(run), seconds),
       onError: (table, error) => opts.logger.error('sweep failed', { table, error }),
     });
@@ -601,6 +602,7 @@ export class Daemon {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweeper.close();
     await this.sweeper.idle();  // the object stays open until the kernel sweep under way is back
     this.addrWatch?.close();
     await this.control?.close();

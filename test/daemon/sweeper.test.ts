@@ -75,3 +75,35 @@ test('sweepResult: both families summed, and each on its own', () => {
     ipv6: { sessionsExpired: 5, sessionsClosed: 0, flowsRemoved: 6, hostCountsFixed: 2 },
   });
 });
+
+test('a deadline between two polls is met by a one-shot timer, not at the next poll; close() stops it', async () => {
+  const clock = (): bigint => process.hrtime.bigint();
+  const walks: bigint[] = [];
+  const MS = 1_000_000n;
+  const sched = new SweepScheduler({
+    clock,
+    minIdleNs: () => 600n * S,
+    policy: { minIntervalNs: 100n * S, dutyDivisor: 40n, maxIntervalNs: 300n * S },
+    wakeWithinMs: 200,
+    run: (req) => {
+      const now = clock();
+      if (req.what & SWEEP_SESSIONS) walks.push(now);
+      // Sessions: one expires 40 ms after each walk; flows: nothing due for long.
+      return Promise.resolve(req.what & SWEEP_SESSIONS ? run({ sessions_next_ns: now + 40n * MS }, [], []) : run({}, null, null));
+    },
+  });
+  await sched.sweepNow();
+  assert.equal(walks.length, 1);
+  const deadline = walks[0]! + 40n * MS;
+  sched.poll();   // nothing due yet: arms the timer instead of waiting for the caller's next poll
+  await new Promise((r) => setTimeout(r, 150));
+  await sched.idle();
+  assert.ok(walks.length >= 2, `the session table was walked again at its deadline without a poll (walks: ${walks.length})`);
+  assert.ok(walks[1]! >= deadline, 'not before the deadline');
+  sched.close();
+  const n = walks.length;
+  await new Promise((r) => setTimeout(r, 150));
+  sched.poll();
+  await sched.idle();
+  assert.equal(walks.length, n, 'no walk after close()');
+});
