@@ -9,8 +9,9 @@
  *                  open ports of open sessions and rewrites them to the LAN host.
  *
  * Translated packets are sent straight to the egress interface with
- * bpf_redirect_neigh() (bpf_redirect() to a layer-3 WAN, pt_redirect()): they
- * never meet netfilter's forward chain or conntrack, so a gateway with a
+ * bpf_redirect_neigh(), or with bpf_redirect() after a FIB lookup for most
+ * packets of an established flow (bpf_redirect() to a layer-3 WAN;
+ * redirect.h): they never meet netfilter's forward chain or conntrack, so a gateway with a
  * "forward policy drop" firewall needs no extra rule.
  *
  * Each program comes in two builds of one body: for Ethernet devices and,
@@ -1090,69 +1091,7 @@ static __always_inline void pt_frag_forget(const struct pt_pkt *p, __u8 dir)
 	bpf_map_delete_elem(&pt_frags, &k);
 }
 
-/* Where a translated packet leaves. */
-struct pt_egress {
-	__u32 ifindex;          /* 0: nowhere (the WAN interface is gone) */
-	bool l3;                /* a layer-3 device: bpf_redirect(), not bpf_redirect_neigh() */
-};
-
-/*
- * The egress of a packet translated in direction `inbound`. Inbound (to the
- * LAN): `lan_ifindex`, the LAN interface that the flow's (or fragment's)
- * entry names. Outbound (to the WAN): the WAN interface as pt_config has it
- * now, not the ifindex stored in the entry when the flow opened: pppd creates
- * a new ppp0 (a new ifindex) on every reconnect, and flows that outlive the
- * old one must leave by the new one.
- */
-static __always_inline struct pt_egress pt_egress_of(bool inbound, __u32 lan_ifindex)
-{
-	struct pt_egress eg = { .ifindex = lan_ifindex, .l3 = false };
-	if (inbound)
-		return eg;
-	__u32 zero = 0;
-	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
-	eg.ifindex = cfg ? cfg->wan_ifindex : 0;
-	eg.l3 = cfg && (cfg->wan_flags & PT_WAN_L3);
-	return eg;
-}
-
-/*
- * Send a translated packet out of `eg`; the TC action.
- *  - A layer-3 egress (PPP, TUN): bpf_redirect(). A point-to-point link has
- *    no next hop to resolve; __bpf_redirect_no_mac() strips the Ethernet
- *    header the packet may have come with and the driver takes skb->protocol.
- *  - An Ethernet egress: bpf_redirect_neigh(), the FIB lookup and ARP that
- *    ip_finish_output2() would do. (On a LAN device without header_ops it
- *    also works: arp_constructor() gives such a device a NUD_NOARP neighbour
- *    whose output is neigh_direct_output(), so the LAN side always uses it.)
- *    __bpf_redirect_neigh() drops a packet that has no MAC header in front of
- *    its network header, and pulls ETH_HLEN bytes off: a packet from a
- *    layer-3 device gets one pushed first with bpf_skb_change_head(), as that
- *    helper is meant for ("an L3 skb that needs to push mac header for
- *    redirection into L2 device"). Zeroed but for h_proto: only h_dest's
- *    multicast bit is looked at before the header is pulled again.
- */
-static __always_inline int pt_redirect_proto(struct __sk_buff *skb, __u32 l3_off, __u16 eth_proto, struct pt_egress eg)
-{
-	if (eg.l3)
-		return bpf_redirect(eg.ifindex, 0);
-	if (l3_off == 0) {
-		if (bpf_skb_change_head(skb, ETH_HLEN, 0))
-			return TC_ACT_SHOT;
-		void *data = (void *)(long)skb->data;
-		void *data_end = (void *)(long)skb->data_end;
-		struct ethhdr *eth = data;
-		if ((void *)(eth + 1) > data_end)
-			return TC_ACT_SHOT;
-		eth->h_proto = bpf_htons(eth_proto);
-	}
-	return bpf_redirect_neigh(eg.ifindex, NULL, 0, 0);
-}
-
-static __always_inline int pt_redirect(struct __sk_buff *skb, const struct pt_pkt *p, struct pt_egress eg)
-{
-	return pt_redirect_proto(skb, p->l3_off, ETH_P_IP, eg);
-}
+#include "redirect.h"
 
 /* Returned by pt_forward() (and pt_open_flow()) for an inbound packet that
  * needs an ICMP "fragmentation needed", with the MTU in the low 16 bits: the
@@ -1196,6 +1135,7 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 		return PT_ACT_FRAG_NEEDED | (mtu & 0xffff);
 	}
 
+	eg.direct = !pt_neigh_due(ref->fv.last_seen_ns, ref->now);
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_flags(p);
 	if ((ref->fv.seen | seen) != ref->fv.seen)

@@ -123,6 +123,12 @@ export const MAPS = {
  * its own under pin_path once its programs are attached (Datapath.pinTailCalls).
  */
 export const TAIL_CALL_MAPS = ['pt6_progs'] as const;
+/**
+ * Per-CPU scratch space of the programs (bpf/redirect.h: the argument of
+ * bpf_fib_lookup(), kept off the 512-byte stack). Not state: never pinned,
+ * never read by the daemon; each object has its own.
+ */
+export const SCRATCH_MAPS = ['pt_fib_scratch'] as const;
 /** Capacity of pt6_lan_nets and of pt6_local_addrs. */
 export const PT6_LAN_NETS_MAX = 256;
 export const PT6_LOCAL_ADDRS_MAX = 256;

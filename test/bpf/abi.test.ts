@@ -270,10 +270,12 @@ function progArrays(b: Btf): string[] {
  * __type() type ids. Prog arrays (filled by libbpf with the object's own
  * programs at load, never pinned) are not state: see progArrays().
  */
-function mapDefs(b: Btf): MapDef[] {
+/** The object's maps but prog arrays: state maps, and with `scratch` the scratch ones too. */
+function mapDefs(b: Btf, scratch = false): MapDef[] {
   const sec = b.types.find((t) => t.kind === BTF_KIND.DATASEC && t.name === '.maps');
   assert.ok(sec, 'no .maps DATASEC in the BTF');
-  const state = sec.vars!.filter((v) => mapType(b, b.resolve(b.types[v.type]!.sizeOrType)) !== BPF_MAP_TYPE_PROG_ARRAY);
+  const state = sec.vars!.filter((v) => mapType(b, b.resolve(b.types[v.type]!.sizeOrType)) !== BPF_MAP_TYPE_PROG_ARRAY &&
+    (scratch || !(abi.SCRATCH_MAPS as readonly string[]).includes(b.types[v.type]!.name)));
   return state.map((v) => {
     const vt = b.types[v.type]!;
     const def = b.resolve(vt.sizeOrType);
@@ -294,12 +296,20 @@ function mapDefs(b: Btf): MapDef[] {
   });
 }
 
-test('every map of the object is in MAPS and vice versa, and each is pinned by name', SKIP ? { skip: SKIP } : {}, () => {
-  const defs = mapDefs(btf());
+test('every map of the object is in MAPS (pinned by name) or SCRATCH_MAPS (per-CPU, never pinned), and vice versa', SKIP ? { skip: SKIP } : {}, () => {
+  const defs = mapDefs(btf(), true);
   const inObject = defs.map((d) => d.name).sort();
-  const inTs = Object.values(abi.MAPS).sort();
-  assert.deepEqual(inTs, inObject, 'MAPS (src/bpf/abi.ts) against the maps of the object');
-  for (const d of defs) assert.equal(d.fields.get('pinning'), 1, `map ${d.name}: pinning must be LIBBPF_PIN_BY_NAME (1)`);
+  const inTs = [...Object.values(abi.MAPS), ...abi.SCRATCH_MAPS].sort();
+  assert.deepEqual(inTs, inObject, 'MAPS and SCRATCH_MAPS (src/bpf/abi.ts) against the maps of the object');
+  for (const d of defs) {
+    if ((abi.SCRATCH_MAPS as readonly string[]).includes(d.name)) {
+      assert.equal(d.fields.get('pinning'), undefined, `scratch map ${d.name} is not pinned`);
+      assert.equal(d.fields.get('type'), 6, `scratch map ${d.name} is BPF_MAP_TYPE_PERCPU_ARRAY`);
+      assert.equal(d.fields.get('max_entries'), 1, `scratch map ${d.name} has one slot per CPU`);
+    } else {
+      assert.equal(d.fields.get('pinning'), 1, `map ${d.name}: pinning must be LIBBPF_PIN_BY_NAME (1)`);
+    }
+  }
 });
 
 test('the only prog array is pt6_progs (the IPv6 programs\' tail calls), never pinned', SKIP ? { skip: SKIP } : {}, () => {

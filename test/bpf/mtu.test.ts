@@ -16,14 +16,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
-import type { Rule } from '../../src/config/types.js';
+import { IRC_AND_GAME } from '../helpers/rules.js';
 import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, VERDICTS, pktStatsIndex, PT_F_IPV6 } from '../../src/bpf/abi.js';
-import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { enterTestNetns } from '../helpers/netns.js';
 import { ETH_HLEN, ICMP, TCP, buildPacket, buildPacket6, icmpError, inetChecksum, type PacketSpec, type Packet6Spec } from '../helpers/packet.js';
 
 const skip = bpfSkipReason();
@@ -36,34 +35,16 @@ const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 const SEEN_SYN_ACK = 3;
 
-const RULES: Rule[] = [
-  { name: 'irc', enabled: true, trigger: { protos: ['tcp'], ranges: [{ from: 6667, to: 6667 }] },
-    open: [{ protos: ['tcp'], from: 113, to: 113, lanFrom: 113 }],
-    idleTimeoutMs: 600_000, peer: 'any', conflict: 'first', killFlowsOnExpiry: false },
-  { name: 'game', enabled: true, trigger: { protos: ['udp'], ranges: [{ from: 27015, to: 27015 }] },
-    open: [{ protos: ['udp'], from: 27000, to: 27000, lanFrom: 28000 }],
-    idleTimeoutMs: 600_000, peer: 'any', conflict: 'first', killFlowsOnExpiry: false },
-];
+const RULES = IRC_AND_GAME;
 
-/** A network namespace with `narrow` and `wide`, entered by this thread for the test's duration. */
-function enterTestNetns(t: { after: (fn: () => void) => void }): { narrow: number; wide: number } {
-  const name = `ptmtu${process.pid.toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
-  const ip = (...a: string[]): string => execFileSync('ip', a, { encoding: 'utf8' });
-  ip('netns', 'add', name);
-  const home = openSync('/proc/self/ns/net', 'r');
-  let target = -1;
-  t.after(() => {
-    assert.equal(ffi.setNetns(home), 0, `setns back: errno ${ffi.lastErrno()}`);
-    closeSync(home);
-    if (target >= 0) closeSync(target);
-    ip('netns', 'del', name);
-  });
-  // veth pairs (the dummy driver may be missing): only the MTU of `narrow`
-  // and `wide` matters, not their state or their peers.
-  ip('-n', name, 'link', 'add', 'narrow', 'mtu', String(NARROW_MTU), 'type', 'veth', 'peer', 'name', 'narrowp');
-  ip('-n', name, 'link', 'add', 'wide', 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'widep');
-  target = openSync(`/run/netns/${name}`, 'r');
-  assert.equal(ffi.setNetns(target), 0, `setns into ${name}: errno ${ffi.lastErrno()}`);
+/** A network namespace with `narrow` and `wide` (veth pairs: the dummy driver
+ * may be missing; only their MTU matters, not their state or their peers),
+ * entered by this thread for the test's duration. */
+function enterMtuNetns(t: { after: (fn: () => void) => void }): { narrow: number; wide: number } {
+  enterTestNetns(t, 'ptmtu', [
+    ['link', 'add', 'narrow', 'mtu', String(NARROW_MTU), 'type', 'veth', 'peer', 'name', 'narrowp'],
+    ['link', 'add', 'wide', 'mtu', '1500', 'type', 'veth', 'peer', 'name', 'widep'],
+  ]);
   return { narrow: ffi.ifNameToIndex('narrow'), wide: ffi.ifNameToIndex('wide') };
 }
 
@@ -90,12 +71,7 @@ function seeded(t: { after: (fn: () => void) => void }, wanIfindex: number, lanI
   return f;
 }
 
-function run(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { retval: number; out: Buffer } {
-  const out = Buffer.alloc(input.length + 512);
-  const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
-  assert.equal(r.ret, 0, `BPF_PROG_TEST_RUN of ${prog} failed: ${r.ret}`);
-  return { retval: r.retval >>> 0, out: out.subarray(0, r.data_size_out) };
-}
+const run = runProg;
 
 function stats(f: TestDatapath): Record<string, number> {
   const got: Record<string, number> = {};
@@ -129,7 +105,7 @@ function fragNeeded(spec: PacketSpec, mtu: number): Buffer {
 }
 
 test('inbound TCP segment too big for the LAN egress, DF: becomes ICMP fragmentation needed (MTU 1280) from the WAN address to the remote, quoting it as sent', { skip: skip ?? false }, (t) => {
-  const dev = enterTestNetns(t);
+  const dev = enterMtuNetns(t);
   const f = seeded(t, dev.wide, dev.narrow);
   const spec = tcpOf(REMOTE, 40000, WAN, 113, 1400);
   const r = run(f, 'wan', buildPacket(spec));
@@ -141,7 +117,7 @@ test('inbound TCP segment too big for the LAN egress, DF: becomes ICMP fragmenta
 });
 
 test('inbound TCP segment that fits the LAN egress (1280 bytes): translated as usual', { skip: skip ?? false }, (t) => {
-  const dev = enterTestNetns(t);
+  const dev = enterMtuNetns(t);
   const f = seeded(t, dev.wide, dev.narrow);
   const r = run(f, 'wan', buildPacket(tcpOf(REMOTE, 40000, WAN, 113, NARROW_MTU)));
   assert.equal(r.retval, TC_ACT_REDIRECT);
@@ -150,7 +126,7 @@ test('inbound TCP segment that fits the LAN egress (1280 bytes): translated as u
 });
 
 test('inbound UDP datagram too big for the LAN egress, DF: ICMP fragmentation needed; without DF: dropped (the data path cannot fragment)', { skip: skip ?? false }, (t) => {
-  const dev = enterTestNetns(t);
+  const dev = enterMtuNetns(t);
   const f = seeded(t, dev.wide, dev.narrow);
   const df = udpOf(REMOTE, 40000, WAN, 27000, 1450, true);
   const r = run(f, 'wan', buildPacket(df));
@@ -162,7 +138,7 @@ test('inbound UDP datagram too big for the LAN egress, DF: ICMP fragmentation ne
 });
 
 test('outbound reply too big for the WAN (DF or not): passed to the stack untranslated, byte for byte (ip_forward() answers or fragments)', { skip: skip ?? false }, (t) => {
-  const dev = enterTestNetns(t);
+  const dev = enterMtuNetns(t);
   const f = seeded(t, dev.narrow, dev.wide);
   for (const df of [true, false]) {
     const input = buildPacket(tcpOf(HOST, 113, REMOTE, 40000, 1400, df));
@@ -213,7 +189,7 @@ function stats6(f: TestDatapath): Record<string, number> {
 }
 
 test('IPv6: a packet of a flow too big for its egress goes to the stack untouched, both ways; one that fits is sent on', { skip: skip ?? false }, (t) => {
-  const dev = enterTestNetns(t);
+  const dev = enterMtuNetns(t);
   const f = seeded6(t, dev.narrow, dev.narrow);
   for (const [prog, spec] of [['wan', tcp6Of(REMOTE6, 40000, HOST6, 113, 1400)], ['lan', tcp6Of(HOST6, 113, REMOTE6, 40000, 1400)]] as const) {
     const input = buildPacket6(spec);

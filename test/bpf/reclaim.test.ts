@@ -10,11 +10,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { CLOCK_BIAS_NS, NSEC_PER_SEC, RULE_COUNTERS } from '../../src/bpf/abi.js';
 import type { Rule } from '../../src/config/types.js';
-import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import { TCP, buildPacket, type PacketSpec } from '../helpers/packet.js';
 
 const SKIP = bpfSkipReason();
@@ -46,13 +45,7 @@ const tcp = (src: string, sport: number, dst: string, dport: number, flags: numb
 const udp = (src: string, sport: number, dst: string, dport: number): PacketSpec =>
   ({ ip: { src, dst, ttl: 64, id: 0x2222 }, l4: { udp: { sport, dport, payload: Buffer.from('x') } } });
 
-function run(f: TestDatapath, prog: 'lan' | 'wan', p: PacketSpec): number {
-  const input = buildPacket(p);
-  const out = Buffer.alloc(input.length + 256);
-  const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
-  assert.equal(r.ret, 0, `BPF_PROG_TEST_RUN of ${prog}: ${r.ret}`);
-  return r.retval >>> 0;
-}
+const run = (f: TestDatapath, prog: 'lan' | 'wan', p: PacketSpec): number => runProg(f, prog, buildPacket(p)).retval;
 
 function counters(f: TestDatapath, ids: Map<string, number>): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};

@@ -144,6 +144,14 @@ export function useDatapath(t: { after: (fn: () => void) => void }, opts: TestDa
   return f;
 }
 
+/** BPF_PROG_TEST_RUN of one of the data path's TC programs on `input`: its verdict (unsigned) and the packet as the program left it. */
+export function runProg(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { retval: number; out: Buffer } {
+  const out = Buffer.alloc(input.length + 512);
+  const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
+  if (r.ret !== 0) throw new Error(`BPF_PROG_TEST_RUN of ${prog} failed: ${r.ret}`);
+  return { retval: r.retval >>> 0, out: out.subarray(0, r.data_size_out) };
+}
+
 /** Run `fn` with a fresh test datapath, cleaning up whatever happens. */
 export async function withDatapath<T>(fn: (f: TestDatapath) => T | Promise<T>, opts: TestDatapathOptions = {}): Promise<T> {
   const f = makeTestDatapath(opts);

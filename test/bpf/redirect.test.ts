@@ -1,0 +1,183 @@
+/**
+ * BPF_PROG_TEST_RUN rows for how translated packets are sent (bpf/redirect.h):
+ * the fast path (bpf_fib_lookup() for the next hop's MAC, the Ethernet header
+ * written by the program, bpf_redirect()) against the slow path
+ * (bpf_redirect_neigh(), which leaves the Ethernet header as it came: the
+ * kernel writes it after the program). BPF_PROG_TEST_RUN returns the packet
+ * as the program left it, so the Ethernet header tells the two apart.
+ *
+ * The rows run in a namespace of their own (test/helpers/netns.ts), where
+ * the FIB lookup finds: `lan` (10.0.0.1/24, 2001:db8:1::1/64) with the LAN
+ * host's MAC as a permanent neighbour, and `wan` (192.0.2.1/24, default route
+ * via 192.0.2.254, the router's MAC permanent), forwarding on. The data
+ * path's clock is simulated, so that the neighbour upkeep (one slow packet
+ * per flow and epoch of 2^30 ns, pt_neigh_due()) is exact.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as ffi from '../../src/ffi/libbpf.js';
+import { compileRules } from '../../src/rules/compile.js';
+import { IRC_AND_GAME } from '../helpers/rules.js';
+import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP } from '../../src/bpf/abi.js';
+import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { enterTestNetns } from '../helpers/netns.js';
+import { ETH_HLEN, TCP, buildPacket, buildPacket6, type PacketSpec } from '../helpers/packet.js';
+
+const skip = bpfSkipReason();
+const TC_ACT_REDIRECT = 7;
+const WAN = '192.0.2.1';
+const ROUTER = '192.0.2.254';
+const REMOTE = '198.51.100.7';
+const HOST = '10.0.0.2';
+const HOST6 = '2001:db8:1::2';
+const REMOTE6 = '2001:db8:99::7';
+const HOST_MAC = '02:00:00:00:0a:02';
+const ROUTER_MAC = '02:00:00:00:c0:fe';
+const LAN_MAC = '02:00:00:00:0a:01';
+const WAN_MAC = '02:00:00:00:c0:01';
+// What the test packets carry on arrival: to the test run's device (the
+// namespace's loopback, MAC 0: PACKET_HOST), from a MAC the egresses do not have.
+const IN_ETH = { dst: '00:00:00:00:00:00', src: '02:00:00:00:ee:02' };
+
+const EPOCH = 1n << 30n;
+/** The simulated clock: 700 ms into an epoch, so that 20 ms back is the same epoch. */
+const T = 5000n * EPOCH + 700_000_000n;
+const MS = 1_000_000n;
+
+const RULES = IRC_AND_GAME;
+
+function enterRedirectNetns(t: { after: (fn: () => void) => void }, opts: { hostNeigh: boolean; defaultRoute?: boolean }): { lan: number; wan: number } {
+  enterTestNetns(t, 'ptrd', [
+    ['link', 'add', 'lan', 'address', LAN_MAC, 'type', 'veth', 'peer', 'name', 'lanp'],
+    ['link', 'add', 'wan', 'address', WAN_MAC, 'type', 'veth', 'peer', 'name', 'wanp'],
+    ['exec', 'sysctl', '-qw', 'net.ipv4.conf.all.forwarding=1', 'net.ipv6.conf.all.forwarding=1'],
+    ['link', 'set', 'lan', 'up'], ['link', 'set', 'lanp', 'up'],
+    ['link', 'set', 'wan', 'up'], ['link', 'set', 'wanp', 'up'],
+    ['addr', 'add', '10.0.0.1/24', 'dev', 'lan'],
+    ['addr', 'add', '2001:db8:1::1/64', 'dev', 'lan', 'nodad'],
+    ['addr', 'add', `${WAN}/24`, 'dev', 'wan'],
+    ...(opts.defaultRoute === false ? [] : [['route', 'add', 'default', 'via', ROUTER, 'dev', 'wan']]),
+    ['neigh', 'replace', ROUTER, 'lladdr', ROUTER_MAC, 'nud', 'permanent', 'dev', 'wan'],
+    ...(opts.hostNeigh ? [
+      ['neigh', 'replace', HOST, 'lladdr', HOST_MAC, 'nud', 'permanent', 'dev', 'lan'],
+      ['neigh', 'replace', HOST6, 'lladdr', HOST_MAC, 'nud', 'permanent', 'dev', 'lan'],
+    ] : []),
+  ]);
+  return { lan: ffi.ifNameToIndex('lan'), wan: ffi.ifNameToIndex('wan') };
+}
+
+/** The data path with an open TCP (irc) and UDP (game) flow and an IPv6 TCP flow, stamped `stamp`. */
+function seeded(t: { after: (fn: () => void) => void }, dev: { lan: number; wan: number }, stamp: bigint): TestDatapath {
+  const f = useDatapath(t, { testClock: true });
+  const compiled = compileRules(RULES);
+  f.state.applyRules(compiled);
+  f.state.setRuntime(WAN, dev.wan, 8);
+  f.state.setLocalAddrs([WAN, '10.0.0.1']);
+  f.state.setLanNets(['10.0.0.0/24']);
+  f.state.setLanNets6(['2001:db8:1::/64']);
+  f.dp.setTestClock(T);
+  const created = T - 10n * EPOCH;
+  for (const [rule, proto, wanPort, hostPort] of [['irc', IPPROTO_TCP, 113, 113], ['game', IPPROTO_UDP, 27000, 28000]] as const) {
+    const rid = compiled.ids.get(rule)!;
+    f.dp.maps.sessions.set({ rule: rid, peer: '0.0.0.0' }, { opened_ns: created, last_seen_ns: stamp, host: HOST, ifindex: dev.lan });
+    const seen = proto === IPPROTO_TCP ? 3 : 0;
+    const common = { created_ns: created, last_seen_ns: stamp, rule: rid, sess_peer: '0.0.0.0', seen };
+    f.dp.maps.flows.set({ saddr: REMOTE, daddr: WAN, sport: 40000, dport: wanPort, proto, dir: DIR_IN },
+      { ...common, nat_addr: HOST, nat_port: hostPort, ifindex: dev.lan });
+    f.dp.maps.flows.set({ saddr: HOST, daddr: REMOTE, sport: hostPort, dport: 40000, proto, dir: DIR_OUT },
+      { ...common, nat_addr: WAN, nat_port: wanPort, ifindex: dev.wan });
+  }
+  const rid = compiled.ids.get('irc')!;
+  f.dp.maps.sessions6.set({ rule: rid, host: HOST6, peer: '::' }, { opened_ns: created, last_seen_ns: stamp, host: HOST6, ifindex: dev.lan });
+  const common6 = { created_ns: created, last_seen_ns: stamp, rule: rid, seen: 3, flags: 0, nat_port: 113 };
+  f.dp.maps.flows6.set({ saddr: REMOTE6, daddr: HOST6, sport: 40000, dport: 113, proto: IPPROTO_TCP, dir: DIR_IN }, { ...common6, ifindex: dev.lan });
+  f.dp.maps.flows6.set({ saddr: HOST6, daddr: REMOTE6, sport: 113, dport: 40000, proto: IPPROTO_TCP, dir: DIR_OUT }, { ...common6, ifindex: dev.wan });
+  return f;
+}
+
+const run = runProg;
+
+const mac = (b: Buffer, off: number): string => [...b.subarray(off, off + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+/** The Ethernet header of a packet the program sent: "dst src". */
+const ethOf = (b: Buffer): string => `${mac(b, 0)} ${mac(b, 6)}`;
+const AS_ARRIVED = `${IN_ETH.dst} ${IN_ETH.src}`;
+
+const inboundTcp = (): PacketSpec => ({ eth: IN_ETH, ip: { src: REMOTE, dst: WAN, ttl: 64, id: 7 },
+  l4: { tcp: { sport: 40000, dport: 113, flags: TCP.ACK, seq: 1, ack: 2, payload: Buffer.from('ident?') } } });
+const replyUdp = (): PacketSpec => ({ eth: IN_ETH, ip: { src: HOST, dst: REMOTE, ttl: 64, id: 8 },
+  l4: { udp: { sport: 28000, dport: 40000, payload: Buffer.from('pong') } } });
+const inboundTcp6 = (): Buffer => buildPacket6({ eth: IN_ETH, ip6: { src: REMOTE6, dst: HOST6, hopLimit: 64 },
+  l4: { tcp: { sport: 40000, dport: 113, flags: TCP.ACK, seq: 1, ack: 2, payload: Buffer.from('ident?') } } });
+
+test('inbound packet of an established flow, the LAN host\'s MAC known: the program writes the Ethernet header (LAN device -> host) and redirects', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true });
+  const f = seeded(t, dev, T - 1n * MS);
+  const r = run(f, 'wan', buildPacket(inboundTcp()));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(r.out), `${HOST_MAC} ${LAN_MAC}`);
+  assert.equal(r.out.subarray(ETH_HLEN + 16, ETH_HLEN + 20).join('.'), HOST, 'and translated');
+});
+
+test('reply of an established flow: the WAN router\'s MAC from the default route (WAN device -> router)', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true });
+  const f = seeded(t, dev, T - 1n * MS);
+  const r = run(f, 'lan', buildPacket(replyUdp()));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(r.out), `${ROUTER_MAC} ${WAN_MAC}`);
+  assert.equal(r.out.subarray(ETH_HLEN + 12, ETH_HLEN + 16).join('.'), WAN, 'and translated');
+});
+
+test('IPv6 pinhole packet of an established flow: the fast path too (neighbour from the IPv6 table)', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true });
+  const f = seeded(t, dev, T - 1n * MS);
+  const r = run(f, 'wan', inboundTcp6());
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(r.out), `${HOST_MAC} ${LAN_MAC}`);
+});
+
+test('neighbour upkeep: the packet that refreshes a flow\'s stamp into a new epoch takes bpf_redirect_neigh(); the next ones the fast path', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true });
+  const f = seeded(t, dev, T - EPOCH - 1n * MS);
+  const first = run(f, 'wan', buildPacket(inboundTcp()));
+  assert.equal(first.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(first.out), AS_ARRIVED, 'slow path: the kernel writes the header after the program');
+  assert.equal(first.out.subarray(ETH_HLEN + 16, ETH_HLEN + 20).join('.'), HOST, 'translated all the same');
+  const next = run(f, 'wan', buildPacket(inboundTcp()));
+  assert.equal(ethOf(next.out), `${HOST_MAC} ${LAN_MAC}`, 'the stamp is fresh now');
+  // 20 ms later, same epoch: the stamp is refreshed, by the fast path.
+  f.dp.setTestClock(T + 20n * MS);
+  assert.equal(ethOf(run(f, 'wan', buildPacket(inboundTcp())).out), `${HOST_MAC} ${LAN_MAC}`);
+  // Into the next epoch: one slow packet again, then fast.
+  f.dp.setTestClock(T + EPOCH);
+  assert.equal(ethOf(run(f, 'wan', buildPacket(inboundTcp())).out), AS_ARRIVED);
+  assert.equal(ethOf(run(f, 'wan', buildPacket(inboundTcp())).out), `${HOST_MAC} ${LAN_MAC}`);
+  // The reply direction's entry keeps its own stamp (the seeded one): slow once, then fast.
+  assert.equal(ethOf(run(f, 'lan', buildPacket({ ...replyUdp(), l4: { tcp: { sport: 113, dport: 40000, flags: TCP.ACK, seq: 2, ack: 3 } } })).out), AS_ARRIVED);
+  assert.equal(ethOf(run(f, 'lan', buildPacket({ ...replyUdp(), l4: { tcp: { sport: 113, dport: 40000, flags: TCP.ACK, seq: 2, ack: 3 } } })).out), `${ROUTER_MAC} ${WAN_MAC}`);
+});
+
+test('the LAN host\'s MAC unknown: bpf_redirect_neigh() (it resolves the neighbour), header untouched', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: false });
+  const f = seeded(t, dev, T - 1n * MS);
+  for (const input of [buildPacket(inboundTcp()), inboundTcp6()]) {
+    const r = run(f, 'wan', input);
+    assert.equal(r.retval, TC_ACT_REDIRECT);
+    assert.equal(ethOf(r.out), AS_ARRIVED);
+  }
+});
+
+test('an output route through the flow\'s egress, as bpf_redirect_neigh() takes it: a flow whose LAN egress is `wan` (as if the host had moved) goes to the router', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true });
+  const f = seeded(t, { lan: dev.wan, wan: dev.wan }, T - 1n * MS);
+  const r = run(f, 'wan', buildPacket(inboundTcp()));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(r.out), `${ROUTER_MAC} ${WAN_MAC}`);
+});
+
+test('no route to the remote: bpf_redirect_neigh() decides (it drops), header untouched', { skip: skip ?? false }, (t) => {
+  const dev = enterRedirectNetns(t, { hostNeigh: true, defaultRoute: false });
+  const f = seeded(t, dev, T - 1n * MS);
+  const r = run(f, 'lan', buildPacket(replyUdp()));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(ethOf(r.out), AS_ARRIVED);
+});
