@@ -1135,7 +1135,7 @@ static __always_inline int pt_forward(struct __sk_buff *skb, const struct pt_pkt
 		return PT_ACT_FRAG_NEEDED | (mtu & 0xffff);
 	}
 
-	eg.direct = !pt_neigh_due(ref->fv.last_seen_ns, ref->now);
+	eg.direct = !pt_neigh_due(ref->fv.created_ns, ref->fv.last_seen_ns, ref->now);
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_flags(p);
 	if ((ref->fv.seen | seen) != ref->fv.seen)

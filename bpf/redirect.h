@@ -10,7 +10,8 @@
  *
  * The fast path (issue 11): most packets of an established flow skip both.
  * bpf_fib_lookup() gives the next hop's MAC from the FIB and the neighbour
- * table in one lookup without taking a route reference, the program writes
+ * table in one lookup without taking a route reference (the same route:
+ * see pt_redirect_direct()), the program writes
  * the Ethernet header itself and bpf_redirect() transmits: measured on veth,
  * the route lookup and the neighbour output inside bpf_redirect_neigh() were
  * about as much of a forwarded packet's cost as the porttrig program itself
@@ -26,9 +27,9 @@
  * without the kernel seeing the traffic would never be probed again, so
  * the neighbour state machine (REACHABLE, STALE, DELAY, PROBE, FAILED)
  * would not notice a host that went away or changed its NIC. Each flow
- * therefore sends its first packet and then one packet in every
- * PT_NEIGH_EPOCH_NS by the slow path (pt_neigh_due()): as kernel forwarding
- * would, that packet marks the entry used, a STALE entry goes to DELAY and
+ * therefore sends its first packets (until its entry's first refresh) and
+ * then one packet per epoch of about 1 s by the slow path (pt_neigh_due()):
+ * as kernel forwarding would, that packet marks the entry used, a STALE entry goes to DELAY and
  * is probed, and a FAILED one stops the fast path (the lookup no longer
  * finds it valid) until ARP/ND has the MAC again. The epoch (about 1 s) is
  * well inside the state machine's timers (delay_first_probe_time 5 s,
@@ -81,22 +82,28 @@ static __always_inline struct pt_egress pt_egress_of(bool inbound, __u32 lan_ifi
 }
 
 /*
- * Should this packet of a flow whose entry was stamped at `stamp` take the
- * slow path, for the neighbour subsystem's sake (see the top of this file)?
- * Yes for the packet that refreshes the stamp (pt_touch(), at most every
- * PT_REFRESH_GRANULARITY_NS) when the refresh crosses into a new epoch: one
- * packet per flow and epoch while the flow is busy, every packet of a flow
- * that sends less than one every 10 ms and one per epoch.
+ * Should this packet of a flow entry created at `created` and stamped at
+ * `stamp` take the slow path, for the neighbour subsystem's sake (see the
+ * top of this file)? Yes
+ *  - while the entry has not been refreshed since it was made (its first
+ *    PT_REFRESH_GRANULARITY_NS: the flow's first packets), so that every
+ *    flow, however short, shows the kernel its next hop in use;
+ *  - for the packet that refreshes the stamp (pt_touch(), at most every
+ *    PT_REFRESH_GRANULARITY_NS) when the refresh crosses into a new epoch:
+ *    one packet per flow and epoch while the flow is busy.
  */
-static __always_inline bool pt_neigh_due(__u64 stamp, __u64 now)
+static __always_inline bool pt_neigh_due(__u64 created, __u64 stamp, __u64 now)
 {
+	if (stamp == created)
+		return true;
 	return pt_stale(stamp, now) && (stamp >> PT_NEIGH_EPOCH_SHIFT) != (now >> PT_NEIGH_EPOCH_SHIFT);
 }
 
 /*
- * The fast path: look the next hop up in the FIB as an output route through
- * `ifindex`, and if it leaves there with a valid neighbour, write its MACs
- * into the Ethernet header and bpf_redirect(). Returns the TC action, or -1
+ * The fast path: look the next hop up in the FIB (IPv4: an output route
+ * through `ifindex`; IPv6: the route from the ingress device), and if it
+ * leaves by `ifindex` with a valid neighbour, write its MACs into the
+ * Ethernet header and bpf_redirect(). Returns the TC action, or -1
  * when the slow path must send the packet (nothing has changed then). The
  * packet has an Ethernet header (l3_off == ETH_HLEN) and its final
  * addresses. tot_len 0: the helper checks the skb against the egress MTU
@@ -112,6 +119,7 @@ static __noinline long pt_redirect_direct(struct __sk_buff *skb, bool ipv6, __u3
 		return -1;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
+	__u32 flags;
 	__builtin_memset(fib, 0, sizeof(*fib));
 	if (ipv6) {
 		/* RFC 8200's header (struct pt6_hdr, declared with the IPv6
@@ -124,6 +132,14 @@ static __noinline long pt_redirect_direct(struct __sk_buff *skb, bool ipv6, __u3
 		fib->l4_protocol = ip6[6];
 		__builtin_memcpy(fib->ipv6_src, ip6 + 8, sizeof(fib->ipv6_src));
 		__builtin_memcpy(fib->ipv6_dst, ip6 + 24, sizeof(fib->ipv6_dst));
+		/* As ip6_forward() would route it: an input lookup from the
+		 * ingress device. An output lookup here would not be the slow
+		 * path's: bpf_ipv6_fib_lookup() matches `from PREFIX` rules only
+		 * with RT6_LOOKUP_F_HAS_SADDR, which it sets for input lookups
+		 * alone, and with an oif it takes a multipath route's first
+		 * next hop instead of hashing the flow. */
+		fib->ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+		flags = 0;
 	} else {
 		struct iphdr *ip = data + ETH_HLEN;
 		if ((void *)(ip + 1) > data_end)
@@ -133,14 +149,20 @@ static __noinline long pt_redirect_direct(struct __sk_buff *skb, bool ipv6, __u3
 		fib->l4_protocol = ip->protocol;
 		fib->ipv4_src = ip->saddr;
 		fib->ipv4_dst = ip->daddr;
+		/* An output route through the egress, as bpf_redirect_neigh()
+		 * takes it (ip_route_output_flow() with that oif; IPv4's rules
+		 * match the source address either way, and with an oif neither
+		 * lookup hashes a multipath route). */
+		fib->ifindex = ifindex;
+		flags = BPF_FIB_LOOKUP_OUTPUT;
 	}
-	fib->ifindex = ifindex;
-	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
+	if (bpf_fib_lookup(skb, fib, sizeof(*fib), flags) != BPF_FIB_LKUP_RET_SUCCESS ||
 	    fib->ifindex != ifindex)
 		return -1;
-	/* A 6.1 kernel without the NUD_VALID check (stable backport of
-	 * "bpf: Check NUD_VALID in bpf_fib_lookup", 2023) returns an entry
-	 * still being resolved, with a zero MAC. */
+	/* Kernels before 6.1.15 / 5.15.97 (stable: "bpf_fib_lookup should
+	 * not return neigh in NUD_FAILED state") return an entry that is not
+	 * valid: one never resolved has a zero MAC, caught here; one that
+	 * failed keeps its old MAC, not caught (README, Known gaps). */
 	__u16 *d = (__u16 *)fib->dmac;
 	if ((d[0] | d[1] | d[2]) == 0)
 		return -1;

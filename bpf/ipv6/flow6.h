@@ -225,7 +225,7 @@ static __noinline int pt6_forward(struct __sk_buff *skb, const struct pt6_pkt *p
 	if (pt_too_big_len(skb, (__u32)p->ip_end - PT_L3_OFF(p), eg.ifindex))
 		return pt_done(PT_F_IPV6, dir, PT_V_PASS, TC_ACT_UNSPEC);
 
-	eg.direct = !pt_neigh_due(ref->fv.last_seen_ns, ref->now);
+	eg.direct = !pt_neigh_due(ref->fv.created_ns, ref->fv.last_seen_ns, ref->now);
 	pt_touch(&f->last_seen_ns, ref->now);
 	__u32 seen = pt_seen_of(p->proto, p->tcp_flags);
 	if ((ref->fv.seen | seen) != ref->fv.seen)
