@@ -15,6 +15,8 @@ BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h) $(wildcard bpf/ipv6/*.h)
 BENCH_OBJ := build/bench-empty.bpf.o
 # The paced senders and TCP sink of `make bench-e2e`.
 BENCH_TRAFFIC := build/e2e-traffic
+# A test fixture: tags a LAN host's packets with a VLAN (test/e2e/vlan.test.ts).
+TEST_VLAN_OBJ := build/test-vlan-tag.bpf.o
 TS_SRC := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
 .PHONY: all setup build deb lintian check test test-unit fuzz bench bench-e2e bench-scale demo clean vagrant-test
@@ -43,11 +45,15 @@ $(BENCH_OBJ): bench/empty.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(TEST_VLAN_OBJ): test/e2e/vlan-tag.bpf.c
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
 $(BENCH_TRAFFIC): bench/e2e-traffic.c
 	@mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(BENCH_TRAFFIC) dist/.stamp
+build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(TEST_VLAN_OBJ) $(BENCH_TRAFFIC) dist/.stamp
 
 ## The Debian package build/porttrig_<version>_<arch>.deb (scripts/build-deb.sh;
 ## PT_DEB_VERSION overrides the version).

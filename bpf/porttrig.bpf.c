@@ -1627,9 +1627,29 @@ static __always_inline int pt6_tail(struct __sk_buff *skb, __u32 idx, enum pt_di
 	return pt_done(PT_F_IPV6, dir, PT_V_PASS, TC_ACT_UNSPEC);
 }
 
+/*
+ * A frame that still carries a VLAN tag (hardware-accelerated, in
+ * skb->vlan_tci; QinQ too) belongs to a VLAN sub-interface of this device,
+ * which takes it only after TC ingress here: it is another link's traffic,
+ * with another link's addresses, and is left untouched, counted `pass`.
+ * Without this a host on a guest VLAN over the LAN's parent device could
+ * arm sessions with a LAN address as its source. A frame whose tag is still
+ * in the packet (h_proto 802.1Q) is not parsed as IP either (pt_parse).
+ * Only the Ethernet builds: a layer-3 device has no VLANs.
+ */
+static __always_inline bool pt_vlan_tagged(struct __sk_buff *skb, enum pt_direction dir)
+{
+	if (!skb->vlan_present)
+		return false;
+	pt_done(skb->protocol == bpf_htons(ETH_P_IPV6) ? PT_F_IPV6 : PT_F_IPV4, dir, PT_V_PASS, 0);
+	return true;
+}
+
 SEC("tc")
 int pt_wan_ingress(struct __sk_buff *skb)
 {
+	if (pt_vlan_tagged(skb, PT_D_WAN))
+		return TC_ACT_UNSPEC;
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return pt6_tail(skb, PT6_PROG_WAN, PT_D_WAN);
 	return pt_wan(skb, false);
@@ -1722,6 +1742,8 @@ static __always_inline int pt_lan(struct __sk_buff *skb, const bool l3)
 SEC("tc")
 int pt_lan_ingress(struct __sk_buff *skb)
 {
+	if (pt_vlan_tagged(skb, PT_D_LAN))
+		return TC_ACT_UNSPEC;
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return pt6_tail(skb, PT6_PROG_LAN, PT_D_LAN);
 	return pt_lan(skb, false);
