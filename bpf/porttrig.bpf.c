@@ -11,8 +11,8 @@
  * Translated packets are sent straight to the egress interface with
  * bpf_redirect_neigh(), or with bpf_redirect() after a FIB lookup for most
  * packets of an established flow (bpf_redirect() to a layer-3 WAN;
- * redirect.h): they never meet netfilter's forward chain or conntrack, so a gateway with a
- * "forward policy drop" firewall needs no extra rule.
+ * redirect.h): they never meet netfilter's forward chain or conntrack, so a
+ * gateway with a "forward policy drop" firewall needs no extra rule.
  *
  * Each program comes in two builds of one body: for Ethernet devices and,
  * suffixed _l3, for layer-3 devices (PPP, TUN, WireGuard), which have no
