@@ -15,8 +15,8 @@ import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
 import type { OpenSpec, Proto, Rule } from '../../src/config/types.js';
-import { PKT_STATS_ENTRIES, RULE_STATS_ENTRIES, type Pt6SessionKey } from '../../src/bpf/abi.js';
-import { bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { PKT_STATS_ENTRIES, RULE_COUNTERS, RULE_STATS_ENTRIES, VERDICTS, pktStatsIndex, ruleStatsIndex, type Pt6SessionKey } from '../../src/bpf/abi.js';
+import { bpfSkipReason, makeTestDatapath, type TestDatapath, TC_ACT_UNSPEC, TC_ACT_REDIRECT } from '../helpers/bpffs.js';
 import {
   ETH_HLEN, ICMP6, NH, TCP, buildPacket, buildPacket6, describe6, fragment6, icmp6Error,
   inetChecksum, pseudoHeader6, verifyChecksums6, type Ext6, type Ipv6Opts, type Packet6Spec,
@@ -24,14 +24,6 @@ import {
 
 const SKIP = bpfSkipReason();
 
-const TC_ACT_UNSPEC = 0xffffffff;
-const TC_ACT_REDIRECT = 7;
-const MAX_RULES = 1024;
-const VERDICTS = ['pass', 'trigger', 'translated', 'dropped', 'malformed'] as const;
-const RULE_COUNTERS = [
-  'trigger_hits', 'sessions_opened', 'refused_conflict', 'refused_host_limit',
-  'refused_map_full', 'flows_opened', 'flows_refused', 'sessions_expired',
-] as const;
 const MIN = 60_000;
 
 const WAN4 = '203.0.113.1';
@@ -107,9 +99,9 @@ const sessions = (): string[] => [...f.dp.maps.sessions6.entries()].map(([k, v])
 const flowCount = (): number => [...f.dp.maps.flows6.entries()].length;
 /** pt_pkt_stats of a family (0 IPv4, 1 IPv6), direction (0 lan, 1 wan) and verdict. */
 const pkt = (fam: number, dir: number, v: (typeof VERDICTS)[number]): number =>
-  Number(f.dp.maps.pktStats.sum((fam * 2 + dir) * VERDICTS.length + VERDICTS.indexOf(v)));
+  Number(f.dp.maps.pktStats.sum(pktStatsIndex(fam, dir, VERDICTS.indexOf(v))));
 const counter = (fam: number, r: string, c: (typeof RULE_COUNTERS)[number]): number =>
-  Number(f.dp.maps.ruleStats.sum((fam * MAX_RULES + ids.get(r)!) * RULE_COUNTERS.length + RULE_COUNTERS.indexOf(c)));
+  Number(f.dp.maps.ruleStats.sum(ruleStatsIndex(fam, ids.get(r)!, RULE_COUNTERS.indexOf(c))));
 
 /** `spec`'s UDP payload with its last two bytes chosen so that its checksum, with `dport`/`sport` replaced, comes out 0 (sent 0xffff). */
 function udpWhoseXlatedChecksumIsZero(spec: Packet6Spec, to: { sport?: number; dport?: number }): Packet6Spec {

@@ -21,7 +21,7 @@ import { compileRules } from '../../src/rules/compile.js';
 import { monotonicNs } from '../../src/core/state.js';
 import { IRC_AND_GAME } from '../helpers/rules.js';
 import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP, VERDICTS, pktStatsIndex, PT_F_IPV6 } from '../../src/bpf/abi.js';
-import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { bpfSkipReason, runProg, useDatapath, type TestDatapath, TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT } from '../helpers/bpffs.js';
 import { enterTestNetns } from '../helpers/netns.js';
 import { ETH_HLEN, ICMP, TCP, buildPacket, buildPacket6, icmpError, inetChecksum, type PacketSpec, type Packet6Spec } from '../helpers/packet.js';
 
@@ -30,9 +30,6 @@ const WAN = '192.0.2.1';
 const REMOTE = '198.51.100.7';
 const HOST = '10.0.0.2';
 const NARROW_MTU = 1280;
-const TC_ACT_UNSPEC = 0xffffffff;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 const SEEN_SYN_ACK = 3;
 
 const RULES = IRC_AND_GAME;

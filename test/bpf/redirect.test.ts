@@ -19,12 +19,11 @@ import * as ffi from '../../src/ffi/libbpf.js';
 import { compileRules } from '../../src/rules/compile.js';
 import { IRC_AND_GAME } from '../helpers/rules.js';
 import { DIR_IN, DIR_OUT, IPPROTO_TCP, IPPROTO_UDP } from '../../src/bpf/abi.js';
-import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { bpfSkipReason, runProg, useDatapath, type TestDatapath, TC_ACT_REDIRECT } from '../helpers/bpffs.js';
 import { enterTestNetns } from '../helpers/netns.js';
 import { ETH_HLEN, TCP, buildPacket, buildPacket6, type PacketSpec } from '../helpers/packet.js';
 
 const skip = bpfSkipReason();
-const TC_ACT_REDIRECT = 7;
 const WAN = '192.0.2.1';
 const ROUTER = '192.0.2.254';
 const REMOTE = '198.51.100.7';

@@ -144,6 +144,11 @@ export function useDatapath(t: { after: (fn: () => void) => void }, opts: TestDa
   return f;
 }
 
+/** TC verdicts as runProg() returns them (unsigned: TC_ACT_UNSPEC is -1). */
+export const TC_ACT_UNSPEC = 0xffffffff;
+export const TC_ACT_SHOT = 2;
+export const TC_ACT_REDIRECT = 7;
+
 /** BPF_PROG_TEST_RUN of one of the data path's TC programs on `input`: its verdict (unsigned) and the packet as the program left it. */
 export function runProg(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { retval: number; out: Buffer } {
   const out = Buffer.alloc(input.length + 512);
