@@ -13,6 +13,9 @@ BPF_NOCT_OBJ := build/porttrig-noct.bpf.o
 BPF_SRC := bpf/porttrig.bpf.c $(wildcard bpf/*.h) $(wildcard bpf/ipv6/*.h)
 # The empty TC program that `make bench` measures the data path against.
 BENCH_OBJ := build/bench-empty.bpf.o
+# The least a BPF forwarder does (FIB lookup, TTL, MACs, redirect), as TC and
+# XDP programs: the floors that `make bench-e2e` measures porttrig against.
+BENCH_FLOOR_OBJ := build/bench-floor.bpf.o
 # The paced senders and TCP sink of `make bench-e2e`.
 BENCH_TRAFFIC := build/e2e-traffic
 # A test fixture: tags a LAN host's packets with a VLAN (test/e2e/vlan.test.ts).
@@ -45,6 +48,10 @@ $(BENCH_OBJ): bench/empty.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(BENCH_FLOOR_OBJ): bench/floor.bpf.c
+	@mkdir -p build
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
 $(TEST_VLAN_OBJ): test/e2e/vlan-tag.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
@@ -53,7 +60,7 @@ $(BENCH_TRAFFIC): bench/e2e-traffic.c
 	@mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(TEST_VLAN_OBJ) $(BENCH_TRAFFIC) dist/.stamp
+build: setup $(BPF_OBJ) $(BPF_NOCT_OBJ) $(BENCH_OBJ) $(BENCH_FLOOR_OBJ) $(TEST_VLAN_OBJ) $(BENCH_TRAFFIC) dist/.stamp
 
 ## The Debian package build/porttrig_<version>_<arch>.deb (scripts/build-deb.sh;
 ## PT_DEB_VERSION overrides the version).

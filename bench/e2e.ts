@@ -6,6 +6,17 @@
  * TCP, one flow and many. Printed as gateway CPU ns per delivered packet and
  * as ratios to plain forwarding measured in the same round.
  *
+ * Two floors bound what any BPF forwarder can reach on the same links: the
+ * least a forwarder does (bench/floor.bpf.c: FIB lookup, TTL, MACs,
+ * redirect; no state, no translation) on a routing-only gateway, as a TC
+ * program on both links ("TC floor") and as an XDP program ("XDP floor").
+ * A floor's packets must not reach ip_forward() (checked per measurement).
+ *
+ * The "-frames" scenarios feed the gateway pages instead of skbs, as a NIC's
+ * driver receives them (Bed.createFrameSource()): on veth a local sender's
+ * skb is handed over whole, which spares the gateway the skb allocation a
+ * NIC driver pays, and makes XDP copy it into a page first.
+ *
  * Method (README, Benchmarks, "The data path end to end"):
  *  - One test bed per configuration, each three namespaces: a sender (the
  *    remote, 198.51.100.2), the gateway, a receiver (the LAN host, 10.88.0.2),
@@ -20,6 +31,9 @@
  *    the gateway's NAPI threads, so their CPU time (sum_exec_runtime, in ns,
  *    from /proc/PID/schedstat) is the gateway's cost and nothing else: other
  *    processes on the machine that share the CPU do not count, unlike /proc/stat.
+ *  - The hosts send complete checksums (tx checksum offload off), as frames
+ *    off a wire carry them: no CHECKSUM_PARTIAL skbs, which an XDP redirect
+ *    cannot carry.
  *  - Senders pace by the clock to the same rate (--pps) in every
  *    configuration: equal offered load, below what any configuration needs
  *    its CPU for, so that batching is alike. TCP writes carry PSH (small
@@ -34,7 +48,9 @@
  *  - "porttrig + BPF stats" is the porttrig bed with the kernel's BPF
  *    run-time statistics on (bpf_enable_stats) during its measurement only:
  *    its ratio to porttrig is what the statistics cost, and the programs'
- *    run_time_ns / run_cnt give the BPF program's own ns per run.
+ *    run_time_ns / run_cnt give the BPF program's own ns per run. "TC floor
+ *    + BPF stats" gives the same for the floor's program: the part of
+ *    porttrig's program that any forwarder pays.
  *
  * Namespaces are named after the process id and a random suffix, and are
  * deleted with everything else (processes, bpffs mount, temp dir) on exit,
@@ -46,7 +62,7 @@
  * build before it under the same load.
  *
  * Usage: node dist/bench/e2e.js [--rounds N] [--seconds S] [--pps N] [--flows N]
- *          [--scenarios udp1,udp-many,tcp1,tcp-many] [--gw-cpu N] [--host-cpu N]
+ *          [--scenarios udp1,udp-many,tcp1,tcp-many,udp1-frames,udp-many-frames] [--gw-cpu N] [--host-cpu N]
  *          [--compare OBJ] [--json]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -61,6 +77,8 @@ import { progRunStats } from '../src/metrics/progstats.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 const TRAFFIC = join(ROOT, 'build/e2e-traffic');
+const FLOOR_OBJECT = join(ROOT, 'build/bench-floor.bpf.o');
+
 
 // Documentation and private addresses only, inside the bench's namespaces.
 const SENDER = '198.51.100.2';
@@ -83,16 +101,23 @@ const DAEMON_START_MS = 60_000;
 const READY_MS = 120_000;
 const WARMUP_MS = 1000;
 
-type ConfigName = 'plain' | 'nft' | 'porttrig' | 'porttrig+stats' | 'compare';
+type ConfigName = 'plain' | 'tc-floor' | 'tc-floor+stats' | 'xdp-floor' | 'nft' | 'porttrig' | 'porttrig+stats' | 'compare';
+/** Configurations measured with the kernel's BPF run-time statistics on, on the bed of the one without. */
+type StatsConfig = 'tc-floor+stats' | 'porttrig+stats';
+const isStats = (c: ConfigName): c is StatsConfig => c.endsWith('+stats');
 const CONFIG_TITLE: Record<ConfigName, string> = {
   plain: 'plain forwarding',
+  'tc-floor': 'TC floor',
+  'tc-floor+stats': 'TC floor + BPF stats on',
+  'xdp-floor': 'XDP floor',
   nft: 'nftables DNAT + conntrack',
   porttrig: 'porttrig',
   'porttrig+stats': 'porttrig + BPF stats on',
   compare: 'porttrig, --compare OBJ',
 };
 
-interface Scenario { id: string; proto: 'udp' | 'tcp'; flows: number }
+/** `frames`: the gateway receives pages (xdp_frames), not the sender's skbs: a NIC's receive (Bed.createFrameSource()). */
+interface Scenario { id: string; proto: 'udp' | 'tcp'; flows: number; frames?: boolean }
 
 const { values: opts } = parseArgs({
   options: {
@@ -100,7 +125,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '3' },
     pps: { type: 'string', default: '40000' },
     flows: { type: 'string', default: String(MAX_FLOWS) },
-    scenarios: { type: 'string', default: 'udp1,udp-many,tcp1,tcp-many' },
+    scenarios: { type: 'string', default: 'udp1,udp-many,tcp1,tcp-many,udp1-frames,udp-many-frames' },
     'gw-cpu': { type: 'string', default: '1' },
     'host-cpu': { type: 'string', default: '0' },
     compare: { type: 'string' },
@@ -118,8 +143,10 @@ const ALL_SCENARIOS: Scenario[] = [
   { id: 'udp-many', proto: 'udp', flows: MANY },
   { id: 'tcp1', proto: 'tcp', flows: 1 },
   { id: 'tcp-many', proto: 'tcp', flows: MANY },
+  { id: 'udp1-frames', proto: 'udp', flows: 1, frames: true },
+  { id: 'udp-many-frames', proto: 'udp', flows: MANY, frames: true },
 ];
-const CONFIGS: ConfigName[] = ['plain', 'nft', 'porttrig', 'porttrig+stats', ...(opts.compare ? ['compare' as const] : [])];
+const CONFIGS: ConfigName[] = ['plain', 'tc-floor', 'tc-floor+stats', 'xdp-floor', 'nft', 'porttrig', 'porttrig+stats', ...(opts.compare ? ['compare' as const] : [])];
 const SCENARIOS = opts.scenarios.split(',').map((id) => {
   const s = ALL_SCENARIOS.find((x) => x.id === id);
   if (!s) throw new Error(`unknown scenario ${id} (${ALL_SCENARIOS.map((x) => x.id).join(', ')})`);
@@ -132,7 +159,8 @@ if (!(ROUNDS >= 1 && SECONDS >= 1 && PPS >= 1 && MANY >= 1 && MANY <= MAX_FLOWS 
 const sh = (cmd: string, args: string[], input?: string): string =>
   execFileSync(cmd, args, { encoding: 'utf8', input, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const scenarioTitle = (s: Scenario): string => `${s.proto.toUpperCase()}, ${s.flows === 1 ? '1 flow' : `${s.flows} flows`}`;
+const scenarioTitle = (s: Scenario): string =>
+  `${s.proto.toUpperCase()}${s.frames ? ' frames' : ''}, ${s.flows === 1 ? '1 flow' : `${s.flows} flows`}`;
 
 /** A process whose stdout JSON lines are collected. */
 class Proc {
@@ -198,8 +226,8 @@ function threadNs(pid: number): number {
 }
 
 class Bed {
-  readonly ns: { snd: string; gw: string; rcv: string };
-  readonly dev: { snd: string; wan: string; lan: string; rcv: string };
+  readonly ns: { snd: string; gw: string; rcv: string; src: string };
+  readonly dev: { snd: string; wan: string; lan: string; rcv: string; src: string; fwd: string };
   gwThreads: number[] = [];
   dir = '';
   socket = '';
@@ -207,19 +235,19 @@ class Bed {
   progIds: number[] = [];
 
   /** `object`: the daemon's BPF object (PORTTRIG_BPF_OBJECT), else the build's. */
-  constructor(readonly config: Exclude<ConfigName, 'porttrig+stats' | 'compare'>, k: number, readonly object?: string) {
+  constructor(readonly config: Exclude<ConfigName, StatsConfig | 'compare'>, k: number, readonly object?: string) {
     const base = `pte${RUN_ID}${k}`;
-    this.ns = { snd: `${base}-snd`, gw: `${base}-gw`, rcv: `${base}-rcv` };
+    this.ns = { snd: `${base}-snd`, gw: `${base}-gw`, rcv: `${base}-rcv`, src: `${base}-src` };
     // Names short enough that the NAPI thread's comm (15 chars) keeps them whole.
     const d = `b${k}${RUN_ID}`.slice(0, 8);
-    this.dev = { snd: `${d}s`, wan: `${d}w`, lan: `${d}l`, rcv: `${d}r` };
+    this.dev = { snd: `${d}s`, wan: `${d}w`, lan: `${d}l`, rcv: `${d}r`, src: `${d}a`, fwd: `${d}f` };
   }
 
   private in(ns: string, ...args: string[]): string { return sh('ip', ['netns', 'exec', ns, ...args]); }
 
   /** The gateway and its hosts: namespaces, links, addresses, routes, NAPI threads. */
   create(): void {
-    for (const n of Object.values(this.ns)) {
+    for (const n of this.namespaces()) {
       sh('ip', ['netns', 'add', n]);
       created.namespaces.push(n);
       sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
@@ -231,10 +259,23 @@ class Bed {
     sh('ip', ['-n', ns.rcv, '-batch', '-'], `addr add ${RECEIVER}/24 dev ${dev.rcv}\nlink set ${dev.rcv} up\nroute add default via ${GW_LAN}\n`);
     sh('ip', ['-n', ns.gw, '-batch', '-'], `addr add ${GW_WAN}/24 dev ${dev.wan}\nlink set ${dev.wan} up\naddr add ${GW_LAN}/24 dev ${dev.lan}\nlink set ${dev.lan} up\n`);
     this.in(ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    // The floors (bench/floor.bpf.c) forward in both directions, before the
+    // NAPI set-up below (attaching XDP must not replace a veth's NAPI thread).
+    for (const d of [dev.wan, dev.lan]) {
+      if (this.config === 'tc-floor') {
+        this.in(ns.gw, 'tc', 'qdisc', 'add', 'dev', d, 'clsact');
+        this.in(ns.gw, 'tc', 'filter', 'add', 'dev', d, 'ingress', 'bpf', 'direct-action', 'obj', FLOOR_OBJECT, 'sec', 'tc');
+      } else if (this.config === 'xdp-floor') {
+        this.in(ns.gw, 'ip', 'link', 'set', 'dev', d, 'xdpdrv', 'obj', FLOOR_OBJECT, 'sec', 'xdp');
+      }
+    }
     const ends: [string, string, number][] = [[ns.snd, dev.snd, HOST_CPU], [ns.gw, dev.wan, GW_CPU], [ns.gw, dev.lan, GW_CPU], [ns.rcv, dev.rcv, HOST_CPU]];
     for (const [n, d, cpu] of ends) {
       // GRO on gives the veth a NAPI instance; tso/gso off: one segment per skb.
       this.in(n, 'ethtool', '-K', d, 'gro', 'on', 'tso', 'off', 'gso', 'off');
+      // The hosts send complete checksums, as frames off a wire carry them
+      // (no CHECKSUM_PARTIAL skbs, which an XDP redirect could not keep).
+      if (n !== ns.gw) this.in(n, 'ethtool', '-K', d, 'tx', 'off');
       // Interrupt moderation, as a NIC under load has it: after a poll that
       // found packets, the next poll waits for a timer (COALESCE_NS) instead
       // of a wake-up per packet, so NAPI takes packets in batches.
@@ -250,17 +291,49 @@ class Bed {
     sh('ip', ['-n', ns.rcv, 'neigh', 'replace', GW_LAN, 'lladdr', this.mac(ns.gw, dev.lan), 'dev', dev.rcv]);
     sh('ip', ['-n', ns.gw, 'neigh', 'replace', SENDER, 'lladdr', this.mac(ns.snd, dev.snd), 'dev', dev.wan]);
     sh('ip', ['-n', ns.gw, 'neigh', 'replace', RECEIVER, 'lladdr', this.mac(ns.rcv, dev.rcv), 'dev', dev.lan]);
-    if (this.config !== 'plain') sh('ip', ['netns', 'exec', ns.gw, 'nft', '-f', '-'], this.firewall());
+    if (this.config === 'nft' || this.config === 'porttrig') sh('ip', ['netns', 'exec', ns.gw, 'nft', '-f', '-'], this.firewall());
+    if (SCENARIOS.some((s) => s.frames)) this.createFrameSource();
+    if (this.config === 'tc-floor') this.findTcProgs();
   }
 
-  private mac(ns: string, dev: string): string {
+  /**
+   * Frames for the gateway, as a NIC's driver receives them: a veth end
+   * passes the skbs its sender made to its peer, so the gateway would take
+   * over the sender's socket skbs, never build one (and an XDP program there
+   * gets a copy of each). Frame scenarios send from a source namespace
+   * instead (the sender's address, on a veth into the sender namespace),
+   * whose packets the sender namespace routes with the XDP floor: it copies
+   * each into a page (on the hosts' CPU) and redirects it to the gateway's
+   * link, so the gateway's end receives xdp_frames and builds its skbs
+   * itself, or with XDP none at all. The TTL arrives one lower; the
+   * gateway's work is the same as with a NIC.
+   */
+  private createFrameSource(): void {
+    const { ns, dev } = this;
+    sh('ip', ['link', 'add', dev.src, 'netns', ns.src, 'type', 'veth', 'peer', 'name', dev.fwd, 'netns', ns.snd]);
+    sh('ip', ['-n', ns.snd, 'link', 'set', dev.fwd, 'up']);
+    this.in(ns.snd, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    this.in(ns.snd, 'ip', 'link', 'set', 'dev', dev.fwd, 'xdpdrv', 'obj', FLOOR_OBJECT, 'sec', 'xdp');
+    sh('ip', ['-n', ns.src, '-batch', '-'], `addr add ${SENDER}/24 dev ${dev.src}\nlink set ${dev.src} up\nroute add 10.88.0.0/24 via ${GW_WAN}\n`);
+    this.in(ns.src, 'ethtool', '-K', dev.src, 'tx', 'off', 'tso', 'off', 'gso', 'off');
+    this.waitCarrier();
+    sh('ip', ['-n', ns.src, 'neigh', 'replace', GW_WAN, 'lladdr', this.mac(ns.snd, dev.fwd), 'dev', dev.src]);
+  }
+
+  mac(ns: string, dev: string): string {
     return (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', dev])) as { address: string }[])[0]!.address;
+  }
+
+  /** The bed's namespaces: the frame source's only if a scenario sends frames. */
+  private namespaces(): string[] {
+    const { src, ...rest } = this.ns;
+    return [...Object.values(rest), ...(SCENARIOS.some((s) => s.frames) ? [src] : [])];
   }
 
   private waitCarrier(): void {
     const deadline = Date.now() + 10_000;
     const tick = new Int32Array(new SharedArrayBuffer(4));
-    while (Object.values(this.ns).some((n) => sh('ip', ['-n', n, '-o', 'link', 'show']).includes('NO-CARRIER'))) {
+    while (this.namespaces().some((n) => sh('ip', ['-n', n, '-o', 'link', 'show']).includes('NO-CARRIER'))) {
       if (Date.now() > deadline) throw new Error('links without carrier after 10 s');
       Atomics.wait(tick, 0, 0, 20);
     }
@@ -329,9 +402,14 @@ rules:
     const sessions = JSON.parse(this.in(this.ns.gw, process.execPath, CLI, '--socket', this.socket, 'sessions', '--json')) as { rule: string; host: string }[];
     const rules = sessions.filter((s) => s.host === RECEIVER).map((s) => s.rule).sort();
     if (rules.join() !== 'bench-tcp,bench-udp') throw new Error(`trigger packets opened ${JSON.stringify(sessions)}`);
+    this.findTcProgs();
+  }
+
+  /** The TC programs on the gateway's two links, whose run-time statistics "+ BPF stats on" reads. */
+  findTcProgs(): void {
     const net = JSON.parse(this.in(this.ns.gw, 'bpftool', '-j', 'net', 'show')) as { tc: { id: number; name: string }[] }[];
     this.progIds = net[0]!.tc.map((t) => t.id);
-    if (this.progIds.length !== 2) throw new Error(`expected porttrig on two interfaces, bpftool net show: ${JSON.stringify(net)}`);
+    if (this.progIds.length !== 2) throw new Error(`expected a TC program on two interfaces, bpftool net show: ${JSON.stringify(net)}`);
   }
 
   private spawn(ns: string, what: string, argv: string[], env?: NodeJS.ProcessEnv): Proc {
@@ -343,7 +421,7 @@ rules:
 
   /** The TCP sink on the receiver and one paused sender per scenario. */
   async startTraffic(): Promise<void> {
-    const dst = this.config === 'plain' ? RECEIVER : GW_WAN;
+    const dst = this.config === 'nft' || this.config === 'porttrig' ? GW_WAN : RECEIVER;
     if (SCENARIOS.some((s) => s.proto === 'tcp')) {
       const sink = this.spawn(this.ns.rcv, 'tcp sink', [TRAFFIC, 'tcp-sink', String(TCP_PORT)]);
       await sink.waitFor((l) => l.ready === 'sink', READY_MS);
@@ -354,7 +432,7 @@ rules:
       const argv = s.proto === 'udp'
         ? [TRAFFIC, 'udp-send', dst, String(UDP_PORT), String(s.flows), String(PPS), String(UDP_PAYLOAD)]
         : [TRAFFIC, 'tcp-send', dst, String(TCP_PORT), String(s.flows), String(PPS), String(TCP_PAYLOAD)];
-      const p = this.spawn(this.ns.snd, `${s.id} sender`, argv);
+      const p = this.spawn(s.frames ? this.ns.src : this.ns.snd, `${s.id} sender`, argv);
       await p.waitFor((l) => l.ready !== undefined, READY_MS);
       this.senders.set(s.id, p);
     }
@@ -366,6 +444,13 @@ rules:
   }
 
   gwNs(): number { return this.gwThreads.reduce((a, pid) => a + threadNs(pid), 0); }
+
+  /** Packets the gateway's IP stack forwarded (Ip ForwDatagrams): those that took ip_forward(). */
+  ipForwarded(): number {
+    const ip = this.in(this.ns.gw, 'cat', '/proc/net/snmp').split('\n').filter((l) => l.startsWith('Ip:'));
+    const names = ip[0]!.split(/\s+/);
+    return Number(ip[1]!.split(/\s+/)[names.indexOf('ForwDatagrams')]);
+  }
 
   progStats(): { runNs: number; runs: number } {
     let runNs = 0;
@@ -383,18 +468,24 @@ rules:
   }
 }
 
-interface Sample { round: number; scenario: string; config: ConfigName; gwNs: number; delivered: number; offered: number; bpfNs?: number; bpfRuns?: number }
+interface Sample {
+  round: number; scenario: string; config: ConfigName; gwNs: number; delivered: number; offered: number;
+  /** Of the packets, those that went through the gateway's ip_forward(). */
+  ipForwarded: number;
+  bpfNs?: number; bpfRuns?: number;
+}
 
 async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number): Promise<Sample> {
   const sender = bed.senders.get(s.id)!;
   sender.signal('SIGUSR1');
   await sleep(WARMUP_MS);
-  const withStats = config === 'porttrig+stats';
+  const withStats = isStats(config);
   if (withStats) {
     created.statsFd = ffi.enableStats(ffi.BPF_STATS_RUN_TIME);
     if (created.statsFd < 0) throw new Error(`bpf_enable_stats: ${-created.statsFd}`);
   }
   const p0 = withStats ? bed.progStats() : null;
+  const f0 = bed.ipForwarded();
   const rx0 = bed.rxPackets();
   const c0 = bed.gwNs();
   const t0 = process.hrtime.bigint();
@@ -403,13 +494,19 @@ async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number)
   const rx1 = bed.rxPackets();
   const t1 = process.hrtime.bigint();
   const p1 = withStats ? bed.progStats() : null;
+  const f1 = bed.ipForwarded();
   if (withStats) { ffi.closeFd(created.statsFd); created.statsFd = -1; }
   sender.signal('SIGUSR2');
   const sample: Sample = {
-    round, scenario: s.id, config, gwNs: c1 - c0, delivered: rx1 - rx0,
+    round, scenario: s.id, config, gwNs: c1 - c0, delivered: rx1 - rx0, ipForwarded: f1 - f0,
     offered: Math.round(PPS * Number(t1 - t0) / 1e9),
   };
   if (p0 && p1) { sample.bpfNs = p1.runNs - p0.runNs; sample.bpfRuns = p1.runs - p0.runs; }
+  // A floor measures its program only if its program forwarded (the
+  // packets' way back included): nearly nothing may reach ip_forward().
+  if (config.includes('floor') && sample.ipForwarded > 0.01 * sample.delivered) {
+    throw new Error(`${config}: ${sample.ipForwarded} of ${sample.delivered} packets went through ip_forward(), not the floor program`);
+  }
   await sleep(200);  // the pause reaches the sender and the queues drain
   return sample;
 }
@@ -427,8 +524,10 @@ async function main(): Promise<void> {
   const plain = new Bed('plain', 0);
   const nft = new Bed('nft', 1);
   const pt = new Bed('porttrig', 2);
-  beds.set('plain', plain).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt);
-  const all = [plain, nft, pt];
+  const tcFloor = new Bed('tc-floor', 4);
+  const xdpFloor = new Bed('xdp-floor', 5);
+  beds.set('plain', plain).set('tc-floor', tcFloor).set('xdp-floor', xdpFloor).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt).set('tc-floor+stats', tcFloor);
+  const all = [plain, tcFloor, xdpFloor, nft, pt];
   if (opts.compare) {
     const cmp = new Bed('porttrig', 3, opts.compare);
     beds.set('compare', cmp);
@@ -457,17 +556,20 @@ async function main(): Promise<void> {
     const of = (c: ConfigName): Sample[] => samples.filter((x) => x.scenario === s.id && x.config === c);
     const perPkt = (x: Sample): number => x.gwNs / x.delivered;
     const ratio = (c: ConfigName, base: ConfigName): number => median(of(c).map((x) => perPkt(x) / perPkt(of(base).find((y) => y.round === x.round)!)));
-    const st = of('porttrig+stats');
+    const nsPerRun = (c: StatsConfig): number => median(of(c).map((x) => x.bpfNs! / x.bpfRuns!));
     return {
       scenario: s.id, title: scenarioTitle(s),
       ns: Object.fromEntries(CONFIGS.map((c) => [c, median(of(c).map(perPkt))])),
       delivered: Object.fromEntries(CONFIGS.map((c) => [c, median(of(c).map((x) => x.delivered / x.offered))])),
       vsPlain: Object.fromEntries(CONFIGS.map((c) => [c, ratio(c, 'plain')])),
       porttrigVsNft: ratio('porttrig', 'nft'),
+      porttrigVsTcFloor: ratio('porttrig', 'tc-floor'),
+      ipForwardedShare: Object.fromEntries(CONFIGS.map((c) => [c, median(of(c).map((x) => x.ipForwarded / x.delivered))])),
       ...(opts.compare ? { porttrigVsCompare: ratio('porttrig', 'compare') } : {}),
       statsVsPorttrig: ratio('porttrig+stats', 'porttrig'),
-      bpfNsPerRun: median(st.map((x) => x.bpfNs! / x.bpfRuns!)),
-      bpfNsPerPkt: median(st.map((x) => x.bpfNs! / x.delivered)),
+      bpfNsPerRun: nsPerRun('porttrig+stats'),
+      bpfNsPerPkt: median(of('porttrig+stats').map((x) => x.bpfNs! / x.delivered)),
+      floorBpfNsPerRun: nsPerRun('tc-floor+stats'),
     };
   });
   const meta = {
@@ -486,12 +588,14 @@ async function main(): Promise<void> {
   out.push('');
   out.push('gateway CPU ns per delivered packet (median over rounds), and ratio to plain forwarding (median of same-round ratios)');
   out.push('');
-  out.push(`| scenario | ${CONFIGS.map((c) => CONFIG_TITLE[c]).join(' | ')} | porttrig / nftables | BPF programs: ns per run / per packet |`);
-  out.push(`| --- | ${CONFIGS.map(() => '---:').join(' | ')} | ---: | ---: |`);
+  out.push(`| scenario | ${CONFIGS.map((c) => CONFIG_TITLE[c]).join(' | ')} | porttrig / nftables | porttrig's BPF programs: ns per run / per packet | TC floor's: ns per run |`);
+  out.push(`| --- | ${CONFIGS.map(() => '---:').join(' | ')} | ---: | ---: | ---: |`);
   for (const r of rows) {
-    out.push(`| ${r.title} | ${CONFIGS.map((c) => `${f0(r.ns[c]!)} (${f2(r.vsPlain[c]!)})`).join(' | ')} | ${f2(r.porttrigVsNft)} | ${f0(r.bpfNsPerRun)} / ${f0(r.bpfNsPerPkt)} |`);
+    out.push(`| ${r.title} | ${CONFIGS.map((c) => `${f0(r.ns[c]!)} (${f2(r.vsPlain[c]!)})`).join(' | ')} | ${f2(r.porttrigVsNft)} | ${f0(r.bpfNsPerRun)} / ${f0(r.bpfNsPerPkt)} | ${f0(r.floorBpfNsPerRun)} |`);
   }
   out.push('');
+  out.push(`porttrig / TC floor (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.porttrigVsTcFloor)}`).join(', ')}`);
+  out.push(`packets through the gateway's ip_forward() (median share): ${rows.map((r) => `${r.scenario} ${CONFIGS.filter((c) => !isStats(c)).map((c) => `${c} ${(100 * r.ipForwardedShare[c]!).toFixed(1)} %`).join(' ')}`).join('; ')}`);
   out.push(`porttrig + BPF stats on / porttrig (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.statsVsPorttrig)}`).join(', ')}`);
   if (opts.compare) {
     out.push('');
