@@ -28,7 +28,7 @@ import { monotonicNs } from '../../src/core/state.js';
 import { flowFate, partnerKey, type FlowFate } from '../../src/core/sweep.js';
 import type { OpenSpec, PortRange, Proto, Rule } from '../../src/config/types.js';
 import { CLOCK_TICK_MAX_NS, CONFIG_LOCAL_ADDRS, type PtFlow, type PtFlowKey, type PtFrag, type PtFragKey, type PtSession, type PtSessionKey } from '../../src/bpf/abi.js';
-import { bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, bpfSkipReason, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import {
   ETH_HLEN, ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP, buildPacket, describe, fragment, icmpError, inetChecksum, parsePacket,
   verifyChecksums, type IcmpErrorOpts, type Ipv4Opts, type PacketSpec, type TcpOpts, type UdpOpts,
@@ -37,9 +37,6 @@ import {
 const SKIP = bpfSkipReason();
 
 // --- the C ABI, written out here from bpf/porttrig_abi.h (not from abi.ts) ----
-const TC_ACT_UNSPEC = 0xffffffff;  // -1 as the u32 retval of the test run
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 const RETVAL_NAME: Record<number, string> = { [TC_ACT_UNSPEC]: 'TC_ACT_UNSPEC', [TC_ACT_SHOT]: 'TC_ACT_SHOT', [TC_ACT_REDIRECT]: 'TC_ACT_REDIRECT' };
 const DIR_IN = 1;
 const DIR_OUT = 2;

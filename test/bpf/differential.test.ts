@@ -34,7 +34,7 @@ import { CLOCK_BIAS_NS, DIRECTIONS, RECLAIM_BATCH, RULE_COUNTERS, VERDICTS } fro
 /** See DiffRun.syncReclaimFreed(): the one tolerance of the comparison. */
 const RECLAIM_FREED_ORDER_DEPENDENT = true;
 import type { RawMap } from '../../src/bpf/map.js';
-import { bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import { describe as describeFrame, verifyChecksums } from '../helpers/packet.js';
 import { DatapathModel, type Act, type ModelConfig, type ModelMap, type Outcome } from '../model/datapath-model.js';
 import { buildFrame, describeDesc, expectedFrame } from '../model/frames.js';
@@ -45,9 +45,6 @@ import {
 
 const SKIP = bpfSkipReason();
 
-const TC_ACT_UNSPEC = 0xffffffff;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 const ACT_RETVAL: Record<Act, number> = { unspec: TC_ACT_UNSPEC, shot: TC_ACT_SHOT, redirect: TC_ACT_REDIRECT };
 const RETVAL_NAME: Record<number, string> = { [TC_ACT_UNSPEC]: 'TC_ACT_UNSPEC', [TC_ACT_SHOT]: 'TC_ACT_SHOT', [TC_ACT_REDIRECT]: 'TC_ACT_REDIRECT' };
 const ENOENT = 2;

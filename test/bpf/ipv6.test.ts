@@ -28,7 +28,7 @@ import {
   CLOCK_TICK_MAX_NS, FLOW6_CONTACTED, NSEC_PER_SEC, PKT_STATS_ENTRIES, RULE_STATS_ENTRIES, SWEEP_FLOWS6, SWEEP_HOST6,
   SWEEP_RECOUNT, SWEEP_SESSIONS6, type Pt6Flow, type Pt6FlowKey, type Pt6Session, type Pt6SessionKey,
 } from '../../src/bpf/abi.js';
-import { bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, bpfSkipReason, makeTestDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import {
   ETH_HLEN, ICMP6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NH, TCP, buildPacket, buildPacket6, describe6, fragment6,
   icmp6Error, icmp6Message, ipv6Datagram, verifyChecksums6, type Ext6, type Ipv6Opts, type Packet6Spec, type TcpOpts, type UdpOpts,
@@ -37,9 +37,6 @@ import {
 const SKIP = bpfSkipReason();
 
 // --- the C ABI, from bpf/porttrig_abi.h ---------------------------------------------
-const TC_ACT_UNSPEC = 0xffffffff;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 const RETVAL_NAME: Record<number, string> = { [TC_ACT_UNSPEC]: 'TC_ACT_UNSPEC', [TC_ACT_SHOT]: 'TC_ACT_SHOT', [TC_ACT_REDIRECT]: 'TC_ACT_REDIRECT' };
 const DIR_IN = 1;
 const DIR_OUT = 2;

@@ -13,11 +13,10 @@ import assert from 'node:assert/strict';
 import { compileRules } from '../../src/rules/compile.js';
 import { CLOCK_BIAS_NS, NSEC_PER_SEC, RULE_COUNTERS } from '../../src/bpf/abi.js';
 import type { Rule } from '../../src/config/types.js';
-import { bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
+import { TC_ACT_REDIRECT, bpfSkipReason, runProg, useDatapath, type TestDatapath } from '../helpers/bpffs.js';
 import { TCP, buildPacket, type PacketSpec } from '../helpers/packet.js';
 
 const SKIP = bpfSkipReason();
-const TC_ACT_REDIRECT = 7;
 
 const WAN = '203.0.113.1';
 const GW_LAN = '10.0.0.1';
