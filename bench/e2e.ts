@@ -79,7 +79,6 @@ const CLI = join(ROOT, 'dist/src/cli/main.js');
 const TRAFFIC = join(ROOT, 'build/e2e-traffic');
 const FLOOR_OBJECT = join(ROOT, 'build/bench-floor.bpf.o');
 
-
 // Documentation and private addresses only, inside the bench's namespaces.
 const SENDER = '198.51.100.2';
 const GW_WAN = '198.51.100.1';
@@ -259,8 +258,9 @@ class Bed {
     sh('ip', ['-n', ns.rcv, '-batch', '-'], `addr add ${RECEIVER}/24 dev ${dev.rcv}\nlink set ${dev.rcv} up\nroute add default via ${GW_LAN}\n`);
     sh('ip', ['-n', ns.gw, '-batch', '-'], `addr add ${GW_WAN}/24 dev ${dev.wan}\nlink set ${dev.wan} up\naddr add ${GW_LAN}/24 dev ${dev.lan}\nlink set ${dev.lan} up\n`);
     this.in(ns.gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    // The floors (bench/floor.bpf.c) forward in both directions, before the
-    // NAPI set-up below (attaching XDP must not replace a veth's NAPI thread).
+    // The floors (bench/floor.bpf.c) forward in both directions; attached
+    // before the NAPI set-up below, so that the threads it pins are the ones
+    // that run them.
     for (const d of [dev.wan, dev.lan]) {
       if (this.config === 'tc-floor') {
         this.in(ns.gw, 'tc', 'qdisc', 'add', 'dev', d, 'clsact');
@@ -306,7 +306,9 @@ class Bed {
    * each into a page (on the hosts' CPU) and redirects it to the gateway's
    * link, so the gateway's end receives xdp_frames and builds its skbs
    * itself, or with XDP none at all. The TTL arrives one lower; the
-   * gateway's work is the same as with a NIC.
+   * gateway's work is the same as with a NIC. Nothing reaches the gateway
+   * another way: the sender namespace's own stack drops these packets
+   * (their source is one of its addresses, a martian to ip_route_input()).
    */
   private createFrameSource(): void {
     const { ns, dev } = this;
@@ -320,7 +322,7 @@ class Bed {
     sh('ip', ['-n', ns.src, 'neigh', 'replace', GW_WAN, 'lladdr', this.mac(ns.snd, dev.fwd), 'dev', dev.src]);
   }
 
-  mac(ns: string, dev: string): string {
+  private mac(ns: string, dev: string): string {
     return (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', dev])) as { address: string }[])[0]!.address;
   }
 
@@ -504,6 +506,10 @@ async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number)
   if (p0 && p1) { sample.bpfNs = p1.runNs - p0.runNs; sample.bpfRuns = p1.runs - p0.runs; }
   // A floor measures its program only if its program forwarded (the
   // packets' way back included): nearly nothing may reach ip_forward().
+  // A bed that forwards next to nothing is broken, not slow.
+  if (sample.delivered < 0.5 * sample.offered) {
+    throw new Error(`${config}, ${s.id}: ${sample.delivered} of ${sample.offered} packets delivered: the bed does not forward`);
+  }
   if (config.includes('floor') && sample.ipForwarded > 0.01 * sample.delivered) {
     throw new Error(`${config}: ${sample.ipForwarded} of ${sample.delivered} packets went through ip_forward(), not the floor program`);
   }
