@@ -44,15 +44,12 @@ dist/.stamp: $(TS_SRC) tsconfig.json package.json
 	chmod +x dist/src/cli/main.js
 	touch $@
 
-$(BENCH_OBJ): bench/empty.bpf.c
+# The bench's BPF programs (bench/NAME.bpf.c) and the tests' fixtures (test/e2e/NAME.bpf.c).
+build/bench-%.bpf.o: bench/%.bpf.c bpf/csum.h
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-$(BENCH_FLOOR_OBJ): bench/floor.bpf.c
-	@mkdir -p build
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-
-$(TEST_VLAN_OBJ): test/e2e/vlan-tag.bpf.c
+build/test-%.bpf.o: test/e2e/%.bpf.c
 	@mkdir -p build
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

@@ -20,6 +20,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include "csum.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -49,10 +50,11 @@ static __always_inline __u32 floor_forward(void *ctx, void *data, void *end, __u
 	};
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return 0;
-	/* ip_decrease_ttl(): the TTL is the high byte of its 16-bit word. */
-	__u32 sum = ip->check + (__u32)bpf_htons(0x0100);
-	ip->check = (__u16)(sum + (sum >= 0xffff));
+	/* The TTL shares its 16-bit word with the protocol. */
+	__u16 *ttl_word = (__u16 *)&ip->ttl;
+	__u16 old = *ttl_word;
 	ip->ttl--;
+	ip->check = pt_csum_update16(ip->check, old, *ttl_word);
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
 	return fib.ifindex;

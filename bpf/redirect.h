@@ -33,9 +33,9 @@
  * then one packet per epoch of about 1 s by the slow path (pt_neigh_due()):
  * as kernel forwarding would, that packet marks the entry used, a STALE
  * entry goes to DELAY and is probed, and a FAILED one stops the fast path
- * (the lookup no longer finds it valid) until ARP/ND has the MAC again. The epoch (about 1 s) is
- * well inside the state machine's timers (delay_first_probe_time 5 s,
- * base_reachable_time 30 s).
+ * (the lookup no longer finds it valid) until ARP/ND has the MAC again. The
+ * epoch (about 1 s) is well inside the state machine's timers
+ * (delay_first_probe_time 5 s, base_reachable_time 30 s).
  */
 #ifndef PORTTRIG_REDIRECT_H
 #define PORTTRIG_REDIRECT_H
