@@ -1542,6 +1542,8 @@ static __noinline int pt_open_flow(struct __sk_buff *skb, const struct pt_pkt *p
 /* --- IPv6 pinholes (SPEC 9), bpf/ipv6/: they share the IPv4 code above -- */
 #include "ipv6/maps6.h"
 #include "ipv6/ingress6.h"
+/* --- the XDP fast path of established IPv4 flows (datapath.xdp) ---------- */
+#include "xdp.h"
 
 static __always_inline int pt_wan(struct __sk_buff *skb, const bool l3)
 {

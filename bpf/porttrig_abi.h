@@ -73,6 +73,7 @@
 #define PT_ATTACH_LAN (1U << 0)          /* pt_lan_ingress attached here */
 #define PT_ATTACH_WAN (1U << 1)          /* pt_wan_ingress attached here */
 #define PT_ATTACH_CREATED_QDISC (1U << 2) /* porttrig created the clsact qdisc */
+#define PT_ATTACH_XDP (1U << 3)          /* pt_wan_xdp attached here (datapath.xdp) */
 
 /* --- config: array map, one entry, written by the daemon ------------------ */
 /* The gateway's own addresses that pt_config carries inline, so that the
@@ -400,6 +401,33 @@ enum pt_verdict {
 	PT_V_DROPPED,             /* dropped (TTL / hop limit exceeded) */
 	PT_V_MALFORMED,           /* bad header, passed untouched */
 	PT_V__COUNT,
+};
+
+/* --- XDP fast path (datapath.xdp, bpf/xdp.h): not pinned, made per object -- */
+/* xdp_config: array map, one entry, written by the daemon before it attaches. */
+struct pt_xdp_config {
+	__u8 wan_mac[6];        /* the WAN device's own address: the XDP path takes
+				 * only frames sent to it (SPEC 8, PACKET_HOST) */
+	__u16 _pad;
+};
+
+/* xdp_tx: hash map, LAN ifindex -> why bpf_redirect() to it failed. Written by
+ * the tracepoint programs when the kernel could not transmit a redirected
+ * frame there; while an entry exists the XDP path leaves that interface's
+ * packets to TC. Cleared by the daemon at start and on reload. */
+struct pt_xdp_tx {
+	__u64 since_ns;         /* map clock of the first failure */
+	__s32 err;              /* -errno of the first failure */
+	__u32 failures;         /* failed batches (xdp_devmap_xmit) or frames (xdp_redirect_err) */
+};
+#define PT_XDP_TX_MAX 64
+
+/* xdp_stats: per-CPU array of packet counters of pt_wan_xdp. */
+enum pt_xdp_counter {
+	PT_XDP_REDIRECTED = 0,    /* translated and redirected by XDP */
+	PT_XDP_PASSED,            /* left to the stack and TC (not an established flow's plain packet) */
+	PT_XDP_FALLBACK,          /* an established flow's packet left to TC: XDP cannot transmit to its LAN interface */
+	PT_XDP__COUNT,
 };
 
 #endif /* PORTTRIG_ABI_H */

@@ -3,7 +3,7 @@
  * value types, and their codecs. test/bpf/abi.test.ts proves every codec
  * against the compiled object's BTF.
  */
-import { StructCodec, u16, u32, u64, be16, be32, ipv4, ipv6, ipv4s, u16s, chars, pad } from './struct.js';
+import { StructCodec, u16, u32, s32, u64, be16, be32, ipv4, ipv6, ipv4s, u16s, chars, mac, pad } from './struct.js';
 
 export const PT_LAYOUT_VERSION = 7;
 export const PT_MAX_RULES = 1024;
@@ -129,6 +129,19 @@ export const TAIL_CALL_MAPS = ['pt6_progs'] as const;
  * never read by the daemon; each object has its own.
  */
 export const SCRATCH_MAPS = ['pt_fib_scratch'] as const;
+/**
+ * The XDP fast path's maps (bpf/xdp.h): made with each object, never pinned.
+ * The attached XDP program holds them while no daemon runs; a daemon fills its
+ * object's own before it attaches that object's program.
+ */
+export const XDP_MAPS = { config: 'pt_xdp_config', tx: 'pt_xdp_tx', stats: 'pt_xdp_stats' } as const;
+/** The XDP program of the WAN device, and the tracepoint programs that take a LAN interface out of its path. */
+export const XDP_PROGRAM = 'pt_wan_xdp';
+export const XDP_TX_PROGRAMS = ['pt_xdp_redirect_err', 'pt_xdp_devmap_xmit'] as const;
+/** enum pt_xdp_counter: pt_xdp_stats indices, in order. */
+export const XDP_COUNTERS = ['redirected', 'passed', 'fallback'] as const;
+/** Capacity of pt_xdp_tx (LAN interfaces the XDP path can stop sending to). */
+export const PT_XDP_TX_MAX = 64;
 /** Capacity of pt6_lan_nets and of pt6_local_addrs. */
 export const PT6_LAN_NETS_MAX = 256;
 export const PT6_LOCAL_ADDRS_MAX = 256;
@@ -416,11 +429,27 @@ export const LpmV6Codec = new StructCodec<PtLpmV6>('pt_lpm_v6', 20, [
   { name: 'addr', offset: 4, kind: ipv6 },
 ]);
 
+/** struct pt_xdp_config (bpf/xdp.h): what the XDP fast path knows of the WAN device. */
+export interface PtXdpConfig { wan_mac: string }
+export const XdpConfigCodec = new StructCodec<PtXdpConfig>('pt_xdp_config', 8, [
+  { name: 'wan_mac', offset: 0, kind: mac },
+  { name: '_pad', offset: 6, kind: pad(2) },
+]);
+
+/** struct pt_xdp_tx: why the XDP path stopped sending to a LAN interface. */
+export interface PtXdpTx { since_ns: bigint; err: number; failures: number }
+export const XdpTxCodec = new StructCodec<PtXdpTx>('pt_xdp_tx', 16, [
+  { name: 'since_ns', offset: 0, kind: u64 },
+  { name: 'err', offset: 8, kind: s32 },
+  { name: 'failures', offset: 12, kind: u32 },
+]);
+
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [
   ConfigCodec, RuleCodec, RuleNameCodec, PortCodec, SessionKeyCodec, SessionCodec, FlowKeyCodec, FlowCodec,
   FragKeyCodec, FragCodec, LpmV4Codec, HostCodec, ReclaimCodec, LoadOptsCodec, SweepCodec,
   Session6KeyCodec, Session6Codec, Addr6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
+  XdpConfigCodec, XdpTxCodec,
 ] as const;
 
 /** Index into pt_ports for (protocol, port). */
@@ -431,3 +460,5 @@ export function portIndex(proto: 'tcp' | 'udp', port: number): number {
 export const ATTACH_LAN = 1 << 0;
 export const ATTACH_WAN = 1 << 1;
 export const ATTACH_CREATED_QDISC = 1 << 2;
+/** pt_attach: porttrig's XDP program (XDP_PROGRAM) is attached here (datapath.xdp). */
+export const ATTACH_XDP = 1 << 3;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
-  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
+  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ATTACH_XDP, XDP_MAPS, XDP_PROGRAM, XDP_TX_PROGRAMS, XdpConfigCodec, XdpTxCodec, type PtXdpConfig, type PtXdpTx, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
   LpmV4Codec, MAPS, TAIL_CALL_MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec, Session6KeyCodec, Session6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
   type Pt6Session, type Pt6SessionKey, type Pt6Flow, type Pt6FlowKey, type Pt6Frag, type Pt6FragKey, type PtLpmV6,
@@ -25,6 +25,7 @@ const ENOENT = 2;
 const EPERM = 1;
 const ENODEV = 19;
 const EINVAL = 22;
+const EOPNOTSUPP = 95;
 /** BPF_TC_INGRESS | BPF_TC_EGRESS: the whole clsact qdisc. */
 const BPF_TC_CLSACT = 3;
 const PERCPU_MAPS = new Set<string>([MAPS.ruleStats, MAPS.pktStats]);
@@ -38,6 +39,11 @@ export interface DatapathOptions {
   limits: { sessions: number; flows: number };
   /** Receives libbpf's own messages (level 0 warn, 1 info, 2 debug). */
   onLibbpfLog?: (level: number, msg: string) => void;
+  /**
+   * Load the XDP fast path's programs too (datapath.xdp: pt_wan_xdp and the
+   * tracepoint programs of bpf/xdp.h); without it they are not loaded at all.
+   */
+  xdp?: boolean;
   /**
    * Tests only: the data path's clock is Datapath.setTestClock()'s value
    * instead of the kernel's (PT_OPT_TEST_CLOCK), for simulated time.
@@ -80,6 +86,9 @@ export interface DatapathMaps {
 }
 
 export type ProgramRole = keyof typeof PROGRAMS;
+
+/** The XDP fast path's maps (bpf/xdp.h). */
+export interface XdpMaps { config: TypedMap<number, PtXdpConfig>; tx: TypedMap<number, PtXdpTx>; stats: PerCpuCounters }
 
 /** What one run of the kernel sweep (pt_sweep) is asked to do: struct pt_sweep's inputs. */
 export interface SweepRequest {
@@ -315,6 +324,12 @@ export class Datapath {
       if (!optsMap) throw new BpfError(`find map ${OPTS_SECTION}`, ENOENT);
       const r0 = ffi.mapSetInitialValue(optsMap, LoadOptsCodec.format({ flags: opts.testClock ? OPT_TEST_CLOCK : 0 }));
       if (r0 < 0) throw new BpfError(`set ${OPTS_SECTION}`, -r0);
+      for (const name of [XDP_PROGRAM, ...XDP_TX_PROGRAMS]) {
+        const p = ffi.objectFindProgram(obj, name);
+        if (!p) throw new BpfError(`find program ${name}`, ENOENT);
+        const ra = ffi.programSetAutoload(p, opts.xdp === true);
+        if (ra < 0) throw new BpfError(`set autoload of ${name}`, -ra);
+      }
       const adopted = Datapath.checkPinnedState(obj, opts);
       const r = ffi.objectLoad(obj);
       if (r < 0) throw new BpfError(`load ${opts.objectPath}`, -r, 'see the libbpf log above for the verifier output');
@@ -502,7 +517,7 @@ export class Datapath {
       const { ret } = ffi.tcAttach(hook, { prog_fd: u.prevProgFd, flags: ffi.BPF_TC_F_REPLACE, handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });
       if (ret < 0) throw new PorttrigError('E_ATTACH', `restore the earlier program on ifindex ${u.ifindex}: ${errnoName(-ret)}`, { ifindex: u.ifindex });
     } else {
-      detachInterface(u.ifindex, u.createdQdisc);
+      detachInterface(u.ifindex, u.createdQdisc ? ATTACH_CREATED_QDISC : 0);
     }
     if (u.prevRecord === undefined) this.maps.attach.delete(u.ifindex);
     else this.maps.attach.set(u.ifindex, u.prevRecord);
@@ -516,7 +531,7 @@ export class Datapath {
     const gone: number[] = [];
     for (const [ifindex, flags] of [...this.maps.attach.entries()]) {
       if (keep.has(ifindex)) continue;
-      detachInterface(ifindex, (flags & ATTACH_CREATED_QDISC) !== 0);
+      detachInterface(ifindex, flags);
       this.maps.attach.delete(ifindex);
       gone.push(ifindex);
     }
@@ -545,10 +560,92 @@ export class Datapath {
     }
   }
 
+  /** True when the XDP fast path's programs were loaded (DatapathOptions.xdp). */
+  get xdpLoaded(): boolean {
+    const p = ffi.objectFindProgram(this.object(), XDP_PROGRAM);
+    return p !== null && ffi.programFd(p) >= 0;
+  }
+
+  /** File descriptor of pt_wan_xdp (loaded only with DatapathOptions.xdp). */
+  xdpProgramFd(): number {
+    return this.programFdByName(XDP_PROGRAM);
+  }
+
+  private xdpMapsCache: XdpMaps | null = null;
+
+  /** The XDP fast path's maps (not pinned: this object's own). */
+  xdpMaps(): XdpMaps {
+    if (this.xdpMapsCache) return this.xdpMapsCache;
+    const raw = (name: string, perCpu: boolean): RawMap => {
+      const m = ffi.objectFindMap(this.object(), name);
+      if (!m) throw new BpfError(`find map ${name}`, ENOENT);
+      return new RawMap({ name, fd: ffi.mapFd(m), keySize: ffi.mapKeySize(m), valueSize: ffi.mapValueSize(m), maxEntries: ffi.mapMaxEntries(m), perCpu });
+    };
+    this.xdpMapsCache = {
+      config: new TypedMap(raw(XDP_MAPS.config, false), U32, XdpConfigCodec),
+      tx: new TypedMap(raw(XDP_MAPS.tx, false), U32, XdpTxCodec),
+      stats: new PerCpuCounters(raw(XDP_MAPS.stats, true)),
+    };
+    return this.xdpMapsCache;
+  }
+
+  /**
+   * Attach the XDP fast path to the WAN device `ifindex` (native mode only),
+   * whose own MAC is `mac`: the tracepoint programs first (pinned links under
+   * pin_path, each replacing an earlier daemon's in one rename), then
+   * pt_wan_xdp, replacing an earlier porttrig's in place. An XDP program that
+   * is not porttrig's is never replaced (E_ATTACH). Records PT_ATTACH_XDP in
+   * pt_attach before the attach, so that detach finds it. Idempotent.
+   */
+  attachXdp(ifindex: number, mac: string): void {
+    if (!this.xdpLoaded) throw new PorttrigError('E_STATE', 'attachXdp: the data path was loaded without its XDP programs');
+    const maps = this.xdpMaps();
+    maps.config.set(0, { wan_mac: mac });
+    for (const name of XDP_TX_PROGRAMS) {
+      const p = ffi.objectFindProgram(this.object(), name);
+      if (!p) throw new BpfError(`find program ${name}`, ENOENT);
+      const final = join(this.pinPath, xdpLinkPin(name));
+      const tmp = `${final}_new`;
+      if (existsSync(tmp)) unlinkSync(tmp);
+      const r = ffi.attachPinned(p, tmp);
+      if (r < 0) throw new PorttrigError('E_ATTACH', `attach ${name} (tracepoint ${name.replace(/^pt_/, '')}): ${errnoName(-r)}`, { program: name });
+      renameSync(tmp, final);
+    }
+    const prev = ffi.xdpProgId(ifindex);
+    if (prev < 0) throw new PorttrigError('E_ATTACH', `query the XDP program of ifindex ${ifindex}: ${errnoName(-prev)}`, { ifindex });
+    if (prev > 0) {
+      const name = ffi.progNameById(prev);
+      if (name !== XDP_PROGRAM) {
+        throw new PorttrigError('E_ATTACH', `ifindex ${ifindex} already runs XDP program id ${prev} (${name ?? 'unknown'}); porttrig does not replace another XDP program: remove it, or set datapath.xdp: false`, { ifindex, progId: prev });
+      }
+    }
+    this.maps.attach.set(ifindex, (this.maps.attach.get(ifindex) ?? 0) | ATTACH_XDP);
+    const r = ffi.xdpAttach(ifindex, this.programFdByName(XDP_PROGRAM), ffi.XDP_FLAGS_DRV_MODE);
+    if (r < 0) {
+      if (prev === 0) this.maps.attach.set(ifindex, (this.maps.attach.get(ifindex) ?? 0) & ~ATTACH_XDP);
+      throw new PorttrigError('E_ATTACH', `attach ${XDP_PROGRAM} to ifindex ${ifindex} in native mode: ${errnoName(-r)}` +
+        (r === -EOPNOTSUPP ? ' (the driver has no native XDP: set datapath.xdp: false)' : ''), { ifindex });
+    }
+  }
+
+  /**
+   * Take porttrig's XDP program off `ifindex` if pt_attach records it there
+   * (datapath.xdp turned off, or the WAN changed). The tracepoint links stay
+   * pinned while another WAN may use them; detachAll() removes them.
+   */
+  detachXdp(ifindex: number): boolean {
+    const flags = this.maps.attach.get(ifindex);
+    if (flags === undefined || !(flags & ATTACH_XDP)) return false;
+    detachXdpProgram(ifindex);
+    this.maps.attach.set(ifindex, flags & ~ATTACH_XDP);
+    return true;
+  }
+
   /** Close the object. Attached programs and pinned maps stay. Idempotent. */
   close(): void {
     if (this.obj) ffi.objectClose(this.obj);
     this.obj = null;
+    this.xdpMapsCache = null;
   }
 }
 
@@ -558,12 +655,26 @@ export function attachedProgramId(ifindex: number): number {
   return ret === 0 ? progId : 0;
 }
 
+/** The pin name (under pin_path) of a tracepoint program's link: bpffs refuses dots. */
+export const xdpLinkPin = (program: string): string => `${program}_link`;
+
+/** Remove porttrig's XDP program (pt_wan_xdp) from `ifindex`; another one, or none, is left alone. */
+export function detachXdpProgram(ifindex: number): void {
+  const id = ffi.xdpProgId(ifindex);
+  if (id <= 0 || ffi.progNameById(id) !== XDP_PROGRAM) return;
+  const r = ffi.xdpDetach(ifindex, ffi.XDP_FLAGS_DRV_MODE);
+  if (r < 0 && r !== -ENODEV) throw new PorttrigError('E_ATTACH', `detach ${XDP_PROGRAM} from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
+}
+
 /**
- * Remove porttrig's filter from clsact ingress of `ifindex`, and the clsact
- * qdisc too when porttrig created it (`createdQdisc`). Missing pieces (no
- * filter, no qdisc, no such interface any more) are fine: idempotent.
+ * Remove porttrig's filter from clsact ingress of `ifindex`, the clsact
+ * qdisc too when porttrig created it, and its XDP program when pt_attach
+ * records one (`flags`: PT_ATTACH_*). Missing pieces (no filter, no qdisc,
+ * no such interface any more) are fine: idempotent.
  */
-export function detachInterface(ifindex: number, createdQdisc: boolean): void {
+export function detachInterface(ifindex: number, flags: number): void {
+  const createdQdisc = (flags & ATTACH_CREATED_QDISC) !== 0;
+  if (flags & ATTACH_XDP) detachXdpProgram(ifindex);
   const gone = (r: number): boolean => r === -ENOENT || r === -EINVAL /* no qdisc */ || r === -ENODEV;
   const r = ffi.tcDetach({ ifindex, attach_point: ffi.BPF_TC_INGRESS }, { handle: PT_TC_HANDLE, priority: PT_TC_PRIORITY });
   if (r < 0 && !gone(r)) {

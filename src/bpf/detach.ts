@@ -7,8 +7,8 @@ import { existsSync, readdirSync, rmdirSync, statfsSync, unlinkSync } from 'node
 import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError } from '../errors.js';
-import { ATTACH_CREATED_QDISC, MAPS, TAIL_CALL_MAPS } from './abi.js';
-import { BPF_FS_MAGIC, detachInterface } from './datapath.js';
+import { MAPS, TAIL_CALL_MAPS, XDP_TX_PROGRAMS } from './abi.js';
+import { BPF_FS_MAGIC, detachInterface, xdpLinkPin } from './datapath.js';
 import { RawMap } from './map.js';
 
 export interface DetachResult { interfaces: number[]; pinsRemoved: number }
@@ -25,15 +25,17 @@ export function detachAll(pinPath: string): DetachResult {
       const m = new RawMap({ name: MAPS.attach, fd, keySize: 4, valueSize: 4, maxEntries: 64, perCpu: false });
       for (const [k, v] of m.entries()) {
         const ifindex = k.readUInt32LE();
-        detachInterface(ifindex, (v.readUInt32LE() & ATTACH_CREATED_QDISC) !== 0);
+        detachInterface(ifindex, v.readUInt32LE());
         res.interfaces.push(ifindex);
       }
     } finally {
       ffi.closeFd(fd);
     }
   }
-  // The maps, and the prog arrays the daemon pinned (TAIL_CALL_MAPS; `_new`: a pin cut short by a crash).
-  for (const name of [...Object.values(MAPS), ...TAIL_CALL_MAPS.flatMap((n) => [n, `${n}_new`])]) {
+  // The maps, the prog arrays the daemon pinned (TAIL_CALL_MAPS), the XDP
+  // path's tracepoint links (`_new`: a pin cut short by a crash).
+  const pins = [...TAIL_CALL_MAPS, ...XDP_TX_PROGRAMS.map(xdpLinkPin)];
+  for (const name of [...Object.values(MAPS), ...pins.flatMap((n) => [n, `${n}_new`])]) {
     const p = join(pinPath, name);
     if (existsSync(p)) { unlinkSync(p); res.pinsRemoved++; }
   }

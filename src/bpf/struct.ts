@@ -10,8 +10,8 @@
  * canonical compressed form Node's net module prints).
  */
 export type FieldKind =
-  | { t: 'u8' } | { t: 'u16' } | { t: 'u32' } | { t: 'u64' }
-  | { t: 'be16' } | { t: 'be32' } | { t: 'ipv4' } | { t: 'ipv6' }
+  | { t: 'u8' } | { t: 'u16' } | { t: 'u32' } | { t: 's32' } | { t: 'u64' }
+  | { t: 'be16' } | { t: 'be32' } | { t: 'ipv4' } | { t: 'ipv6' } | { t: 'mac' }
   | { t: 'u16[]'; len: number }
   | { t: 'ipv4[]'; len: number }
   | { t: 'char[]'; len: number }
@@ -22,15 +22,25 @@ export interface FieldSpec { name: string; offset: number; kind: FieldKind }
 export const u8: FieldKind = { t: 'u8' };
 export const u16: FieldKind = { t: 'u16' };
 export const u32: FieldKind = { t: 'u32' };
+export const s32: FieldKind = { t: 's32' };
 export const u64: FieldKind = { t: 'u64' };
 export const be16: FieldKind = { t: 'be16' };
 export const be32: FieldKind = { t: 'be32' };
 export const ipv4: FieldKind = { t: 'ipv4' };
 export const ipv6: FieldKind = { t: 'ipv6' };
+/** A link-layer address: a C `__u8[6]`, as text "02:00:5e:10:00:01" here. */
+export const mac: FieldKind = { t: 'mac' };
 export const u16s = (len: number): FieldKind => ({ t: 'u16[]', len });
 export const ipv4s = (len: number): FieldKind => ({ t: 'ipv4[]', len });
 export const chars = (len: number): FieldKind => ({ t: 'char[]', len });
 export const pad = (len: number): FieldKind => ({ t: 'pad', len });
+
+/** Write the link-layer address `text` ("aa:bb:cc:dd:ee:ff") into `buf` at `off`. */
+export function writeMac(buf: Buffer, off: number, text: string): void {
+  const parts = text.split(':');
+  if (parts.length !== 6 || !parts.every((h) => /^[0-9a-fA-F]{2}$/.test(h))) throw new RangeError(`not a MAC address: ${JSON.stringify(text)}`);
+  parts.forEach((h, i) => buf.writeUInt8(parseInt(h, 16), off + i));
+}
 
 /** Dotted quad of a network-order IPv4 address read from `buf`. */
 export function readIpv4(buf: Buffer, off: number): string {
@@ -150,11 +160,13 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'u8': out[f.name] = buf.readUInt8(o); break;
         case 'u16': out[f.name] = buf.readUInt16LE(o); break;
         case 'u32': out[f.name] = buf.readUInt32LE(o); break;
+        case 's32': out[f.name] = buf.readInt32LE(o); break;
         case 'u64': out[f.name] = buf.readBigUInt64LE(o); break;
         case 'be16': out[f.name] = buf.readUInt16BE(o); break;
         case 'be32': out[f.name] = buf.readUInt32BE(o); break;
         case 'ipv4': out[f.name] = readIpv4(buf, o); break;
         case 'ipv6': out[f.name] = readIpv6(buf, o); break;
+        case 'mac': out[f.name] = [...buf.subarray(o, o + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':'); break;
         case 'u16[]': out[f.name] = Array.from({ length: k.len }, (_, i) => buf.readUInt16LE(o + 2 * i)); break;
         case 'ipv4[]': out[f.name] = Array.from({ length: k.len }, (_, i) => readIpv4(buf, o + 4 * i)); break;
         case 'char[]': {
@@ -179,11 +191,13 @@ export class StructCodec<T extends object> implements Codec<T> {
         case 'u8': buf.writeUInt8(Number(x ?? 0), o); break;
         case 'u16': buf.writeUInt16LE(Number(x ?? 0), o); break;
         case 'u32': buf.writeUInt32LE(Number(x ?? 0), o); break;
+        case 's32': buf.writeInt32LE(Number(x ?? 0), o); break;
         case 'u64': buf.writeBigUInt64LE(BigInt((x as bigint | number | undefined) ?? 0), o); break;
         case 'be16': buf.writeUInt16BE(Number(x ?? 0), o); break;
         case 'be32': buf.writeUInt32BE(Number(x ?? 0), o); break;
         case 'ipv4': writeIpv4(buf, o, String(x ?? '0.0.0.0')); break;
         case 'ipv6': writeIpv6(buf, o, String(x ?? '::')); break;
+        case 'mac': writeMac(buf, o, String(x ?? '00:00:00:00:00:00')); break;
         case 'u16[]': ((x as number[] | undefined) ?? []).slice(0, k.len).forEach((n, i) => buf.writeUInt16LE(n, o + 2 * i)); break;
         case 'ipv4[]': ((x as string[] | undefined) ?? []).slice(0, k.len).forEach((a, i) => writeIpv4(buf, o + 4 * i, a)); break;
         case 'char[]': {

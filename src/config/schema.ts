@@ -295,6 +295,10 @@ const fields = z.strictObject({
   datapath: z.strictObject({
     pin_path: absolutePath.default(DEFAULTS.pinPath)
       .meta({ description: 'Where maps and programs are pinned; must be on a bpffs (mounted there if it is not).' }),
+    xdp: z.boolean().default(false).meta({
+      description: 'Forward the inbound packets of established IPv4 flows from an XDP program on the WAN (native XDP; an Ethernet WAN without VLAN sub-interfaces), ' +
+        'before the kernel builds an skb; everything else stays on TC. A LAN interface that cannot take XDP frames falls back to TC after its first failure (README, XDP fast path).',
+    }),
   }).prefault({}),
   metrics: z.strictObject({
     listen: listen.prefault(DEFAULTS.metricsListen),
@@ -478,7 +482,7 @@ function normalize(c: Fields): Config {
     interfaces: { wan: c.interfaces.wan, lan: [...c.interfaces.lan], lanNetworks: [...c.interfaces.lan_networks] },
     defaults,
     limits: { sessions: c.limits.sessions, flows: c.limits.flows, sessionsPerHost: c.limits.sessions_per_host },
-    datapath: { pinPath: c.datapath.pin_path },
+    datapath: { pinPath: c.datapath.pin_path, xdp: c.datapath.xdp },
     metrics: { listen: c.metrics.listen, bpfStats: c.metrics.bpf_stats },
     control: { socket: c.control.socket },
     rules: c.rules.map((r) => ({

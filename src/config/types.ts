@@ -23,7 +23,7 @@ export interface Config {
   interfaces: { wan: string; lan: string[]; lanNetworks: string[] };
   defaults: { idleTimeoutMs: number; peer: PeerMode; conflict: ConflictPolicy };
   limits: { sessions: number; flows: number; sessionsPerHost: number };
-  datapath: { pinPath: string };
+  datapath: { pinPath: string; xdp: boolean };
   /** bpfStats: hold BPF run-time statistics on (bpf_enable_stats) while the daemon runs. */
   metrics: { listen: { host: string; port: number }; bpfStats: boolean };
   control: { socket: string };

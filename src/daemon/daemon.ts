@@ -9,7 +9,7 @@ import { Datapath, attachedProgramId } from '../bpf/datapath.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { formatOpenSpec, formatTriggerSpec } from '../config/ports.js';
-import { ConfigError, PorttrigError } from '../errors.js';
+import { ConfigError, PorttrigError, errnoName } from '../errors.js';
 import { canonicalIpv6 } from '../bpf/struct.js';
 import { compileRules } from '../rules/compile.js';
 import {
@@ -21,10 +21,11 @@ import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
 import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
 import {
-  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, lanPrefixes6, linkInfo, programRole, watchAddresses, type AddressWatch, type LinkInfo,
+  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, isBridge, lanPrefixes6, linkInfo, linkMac, programRole, watchAddresses, xdpWanProblem,
+  type AddressWatch, type LinkInfo,
 } from './netinfo.js';
 import { armingClass } from '../core/addr.js';
-import { FAMILIES, PROGRAMS, type Family } from '../bpf/abi.js';
+import { FAMILIES, PROGRAMS, XDP_PROGRAM, type Family } from '../bpf/abi.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 import { SweepScheduler, type Table } from './sweeper.js';
@@ -116,6 +117,18 @@ interface Link {
   error: string | null;
 }
 
+/** The XDP fast path as the daemon keeps it (datapath.xdp). */
+interface XdpView {
+  /** The WAN ifindex pt_wan_xdp is attached to; 0: not attached. */
+  ifindex: number;
+  /** The WAN MAC written to pt_xdp_config. */
+  mac: string | null;
+  /** Why it is not attached, when it should be. */
+  error: string | null;
+  /** LAN ifindexes of pt_xdp_tx already reported. */
+  reported: Set<number>;
+}
+
 export interface RuleView {
   name: string;
   id: number;
@@ -136,6 +149,8 @@ export interface RuleView {
 
 export interface RuleCounters { trigger_hits: number; sessions_opened: number; flows_opened: number }
 
+const EOPNOTSUPP = 95;
+
 export class Daemon {
   private config: Config;
   private readonly dp: Datapath;
@@ -155,6 +170,7 @@ export class Daemon {
   private lanNets6: string[] = [];
   /** The configured interfaces, by name, as last seen (followLinks()). */
   private links = new Map<string, Link>();
+  private readonly xdp: XdpView = { ifindex: 0, mac: null, error: null, reported: new Set() };
   private readonly startedAt = new Date();
   private stopped = false;
 
@@ -200,6 +216,11 @@ export class Daemon {
       if (!info) log.warn('configured interface does not exist; the daemon attaches when it appears', { interface: name, side: name === config.interfaces.wan ? 'wan' : 'lan' });
       else if (!info.kind) throw linkTypeError(info);
     }
+    if (config.datapath.xdp) {
+      const wan = linkInfo(config.interfaces.wan);
+      const problem = wan?.kind ? xdpWanProblem(wan) : null;
+      if (problem) throw new PorttrigError('E_CONFIG', `datapath.xdp: ${problem}; set datapath.xdp: false`, { interface: config.interfaces.wan });
+    }
     compileRules(config.rules);  // throws E_CONFIG for tables the schema cannot judge, before anything changes
     // A second daemon would replace the first one's programs before failing on
     // the socket: refuse first.
@@ -217,7 +238,7 @@ export class Daemon {
     const { objectPath, conntrack } = Daemon.chooseObject(opts, onLibbpfLog);
     let dp: Datapath;
     try {
-      dp = Datapath.load({ objectPath, pinPath: config.datapath.pinPath, limits: config.limits, onLibbpfLog });
+      dp = Datapath.load({ objectPath, pinPath: config.datapath.pinPath, limits: config.limits, onLibbpfLog, xdp: config.datapath.xdp });
     } catch (e) {
       const shown = warnings.slice(-MAX_LIBBPF_LINES_SHOWN);
       if (warnings.length > shown.length) log.error('libbpf', { text: `${warnings.length - shown.length} earlier lines omitted; --log-level debug shows them all` });
@@ -302,6 +323,80 @@ export class Daemon {
     for (const l of links) {
       if (l.info) this.opts.logger.info('attached', { interface: l.name, side: l.side, ifindex: l.ifindex, link_type: l.info.typeName, program: l.program });
     }
+    this.followXdp(true);
+  }
+
+  /**
+   * Keep the XDP fast path (datapath.xdp, bpf/xdp.h) where the config wants
+   * it: on the WAN as it is now (attached again after the WAN comes back with
+   * a new ifindex, its MAC followed), taken off a WAN that gains an upper
+   * device (a VLAN: see xdpWanProblem()), and off when the config turns it
+   * off. LAN bridges are marked in pt_xdp_tx before any packet tries them
+   * (a bridge cannot transmit XDP frames); an interface the tracepoint
+   * programs marked is reported once. `strict` (start): a failure throws;
+   * later ones are logged and retried on the next tick.
+   */
+  private followXdp(strict: boolean): void {
+    const log = this.opts.logger;
+    const w = this.links.get(this.config.interfaces.wan)!;
+    if (!this.config.datapath.xdp) {
+      if (w.ifindex && this.dp.detachXdp(w.ifindex)) log.info('XDP fast path detached (datapath.xdp is off)', { interface: w.name, ifindex: w.ifindex });
+      return;
+    }
+    const x = this.xdp;
+    if (x.ifindex !== 0 && x.ifindex !== w.ifindex) { x.ifindex = 0; x.mac = null; }
+    if (!w.ifindex || !w.info?.kind) return;
+    const problem = xdpWanProblem(w.info);
+    if (problem) {
+      if (x.ifindex) {
+        this.dp.detachXdp(x.ifindex);
+        x.ifindex = 0;
+      }
+      if (x.error !== problem) log.error('XDP fast path not attached; inbound packets take the TC path', { interface: w.name, error: problem });
+      x.error = problem;
+      return;
+    }
+    const mac = linkMac(w.name);
+    if (x.ifindex === 0 || mac !== x.mac) {
+      try {
+        if (!mac) throw new PorttrigError('E_ATTACH', `cannot read the link-layer address of ${w.name}`, { interface: w.name });
+        this.dp.attachXdp(w.ifindex, mac);
+      } catch (e) {
+        if (strict) throw e;
+        const msg = e instanceof Error ? e.message : String(e);
+        if (x.error !== msg) log.error('XDP fast path not attached; inbound packets take the TC path', { interface: w.name, error: msg });
+        x.error = msg;
+        return;
+      }
+      if (x.ifindex === 0) log.info('XDP fast path attached', { interface: w.name, ifindex: w.ifindex, program: XDP_PROGRAM, mac });
+      x.ifindex = w.ifindex;
+      x.mac = mac;
+      x.error = null;
+    }
+    const tx = this.dp.xdpMaps().tx;
+    for (const l of this.links.values()) {
+      if (l.side === 'lan' && l.ifindex && isBridge(l.name) && tx.get(l.ifindex) === undefined) {
+        tx.set(l.ifindex, { since_ns: monotonicNs(), err: -EOPNOTSUPP, failures: 0 });
+      }
+    }
+    for (const [ifindex, t] of tx.entries()) {
+      if (x.reported.has(ifindex)) continue;
+      x.reported.add(ifindex);
+      const lan = [...this.links.values()].find((l) => l.side === 'lan' && l.ifindex === ifindex);
+      const why = t.failures === 0 ? 'it is a bridge, which cannot transmit XDP frames' : `the kernel could not transmit an XDP frame there (${errnoName(-t.err)})`;
+      log.warn('LAN interface left to the TC path: the XDP fast path does not send to it', {
+        interface: lan?.name ?? `ifindex ${ifindex}`, ifindex, reason: why,
+        fix: t.failures === 0 ? undefined : 'a veth needs NAPI on its peer (an XDP program or GRO there); a NIC may need an XDP program of its own; "porttrig reload" retries',
+      });
+    }
+  }
+
+  /** Forget which LAN interfaces XDP cannot send to (reload): each is tried again. */
+  private resetXdpTx(): void {
+    if (!this.config.datapath.xdp || !this.dp.xdpLoaded) return;
+    const tx = this.dp.xdpMaps().tx;
+    for (const [k] of [...tx.entries()]) tx.delete(k);
+    this.xdp.reported.clear();
   }
 
   /**
@@ -376,6 +471,7 @@ export class Daemon {
     try {
       this.followLinks();
       this.followAddresses();
+      this.followXdp(false);
     } catch (e) {
       this.opts.logger.error('address update failed', { error: e });
     }
@@ -446,6 +542,7 @@ export class Daemon {
     try {
       this.followLinks();
       this.followAddresses();
+      this.followXdp(false);
     } catch (e) {
       this.opts.logger.error('address update failed', { error: e });
     }
@@ -481,7 +578,7 @@ export class Daemon {
       ['interfaces', cur.interfaces, next.interfaces], ['limits.sessions', cur.limits.sessions, next.limits.sessions],
       ['limits.flows', cur.limits.flows, next.limits.flows], ['datapath.pin_path', cur.datapath.pinPath, next.datapath.pinPath],
       ['control.socket', cur.control.socket, next.control.socket], ['metrics.listen', cur.metrics.listen, next.metrics.listen],
-      ['metrics.bpf_stats', cur.metrics.bpfStats, next.metrics.bpfStats],
+      ['metrics.bpf_stats', cur.metrics.bpfStats, next.metrics.bpfStats], ['datapath.xdp', cur.datapath.xdp, next.datapath.xdp],
     ];
     const changed = fixed.filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b)).map(([n]) => n);
     if (changed.length > 0) {
@@ -490,6 +587,7 @@ export class Daemon {
     this.program(next);
     this.config = next;
     this.sweeper.invalidate();  // removed or disabled rules: their sessions and flows go at once
+    this.resetXdpTx();
     this.wanAddr = null;  // re-write runtime settings (sessions_per_host may have changed)
     this.followAddresses();
     this.opts.logger.info('config reloaded', { rules: next.rules.length });

@@ -2,6 +2,7 @@
  * What the daemon reads of the gateway's interfaces: the WAN IPv4 address,
  * the gateway's own addresses and the LAN subnets, of both families.
  */
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import * as ffi from '../ffi/libbpf.js';
 import type { PROGRAMS } from '../bpf/abi.js';
@@ -171,3 +172,46 @@ export function watchAddresses(onChange: () => void): AddressWatch | { error: nu
 export function programRole(side: 'lan' | 'wan', kind: LinkKind): keyof typeof PROGRAMS {
   return kind === 'l3' ? `${side}_l3` : side;
 }
+
+/** /sys/class/net of this network namespace (sysfs mounted in it). */
+const SYS_NET = '/sys/class/net';
+
+/**
+ * Why the XDP fast path (datapath.xdp) cannot run on WAN interface `info`, or
+ * null when it can. XDP needs an Ethernet header to rewrite, and sees a frame
+ * before the kernel knows which device it belongs to: a VLAN tag that the NIC
+ * stripped is invisible to it before kernel 6.8, so a frame of a VLAN
+ * sub-interface (another link, with other addresses) would look like the
+ * WAN's own. So the WAN may have no upper device (VLAN, macvlan, a bridge or
+ * bond it is a port of).
+ */
+export function xdpWanProblem(info: LinkInfo): string | null {
+  if (info.kind !== 'ethernet') return `the WAN ${info.name} is a ${info.typeName} link; the XDP fast path needs an Ethernet WAN`;
+  const uppers = upperDevices(info.name);
+  if (uppers.length > 0) {
+    return `the WAN ${info.name} has upper devices (${uppers.join(', ')}); XDP cannot tell their frames from the WAN's own (a VLAN tag stripped by the NIC)`;
+  }
+  return null;
+}
+
+/** The devices stacked on `name` (VLANs, macvlans, the bridge or bond it belongs to). */
+export function upperDevices(name: string): string[] {
+  try {
+    return readdirSync(`${SYS_NET}/${name}`).filter((f) => f.startsWith('upper_')).map((f) => f.slice('upper_'.length)).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The link-layer address of `name` ("aa:bb:cc:dd:ee:ff"), or null when it has none or is gone. */
+export function linkMac(name: string): string | null {
+  try {
+    const mac = readFileSync(`${SYS_NET}/${name}/address`, 'utf8').trim();
+    return /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac) ? mac : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Is `name` a Linux bridge (which cannot transmit XDP frames)? */
+export const isBridge = (name: string): boolean => existsSync(`${SYS_NET}/${name}/bridge`);

@@ -21,6 +21,7 @@ export type Ptr = unknown;
 koffi.opaque('bpf_object');
 koffi.opaque('bpf_map');
 koffi.opaque('bpf_program');
+koffi.opaque('bpf_link');
 koffi.opaque('btf');
 
 /** struct bpf_object_open_opts, up to pin_root_path. */
@@ -118,6 +119,12 @@ const f = {
   bpf_map__map_flags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   bpf_prog_get_fd_by_id: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   bpf_program__fd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
+  bpf_program__set_autoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)'),
+  bpf_program__attach: lib.func('bpf_link *bpf_program__attach(const bpf_program *prog)'),
+  bpf_link__pin: lib.func('int bpf_link__pin(bpf_link *link, const char *path)'),
+  bpf_link__destroy: lib.func('int bpf_link__destroy(bpf_link *link)'),
+  bpf_xdp_attach: lib.func('int bpf_xdp_attach(int ifindex, int prog_fd, uint32_t flags, const void *opts)'),
+  bpf_xdp_detach: lib.func('int bpf_xdp_detach(int ifindex, uint32_t flags, const void *opts)'),
   bpf_tc_hook_create: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
   bpf_tc_hook_destroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),
   bpf_tc_attach: lib.func('int bpf_tc_attach(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)'),
@@ -207,6 +214,50 @@ export const mapValueSize = (map: Ptr): number => f.bpf_map__value_size(map);
 export const mapType = (map: Ptr): number => f.bpf_map__type(map);
 export const mapFlags = (map: Ptr): number => f.bpf_map__map_flags(map);
 export const programFd = (prog: Ptr): number => f.bpf_program__fd(prog);
+/** bpf_program__set_autoload(): whether bpf_object__load() loads this program; 0 or -errno. */
+export const programSetAutoload = (prog: Ptr, autoload: boolean): number => f.bpf_program__set_autoload(prog, autoload);
+
+/** XDP attach flags (linux/if_link.h). */
+export const XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0;
+export const XDP_FLAGS_DRV_MODE = 1 << 2;
+/** bpf_xdp_attach(): attach `progFd` as `ifindex`'s XDP program (netlink, stays after the process); 0 or -errno. */
+export const xdpAttach = (ifindex: number, progFd: number, flags: number): number => f.bpf_xdp_attach(ifindex, progFd, flags, null);
+/** bpf_xdp_detach(): remove `ifindex`'s XDP program of the mode in `flags`; 0 or -errno. */
+export const xdpDetach = (ifindex: number, flags: number): number => f.bpf_xdp_detach(ifindex, flags, null);
+
+/**
+ * bpf_program__attach() then bpf_link__pin() at `path`: the program attached
+ * (for a tp_btf program: to its tracepoint) for as long as the pin exists. The
+ * process's own reference is dropped before it returns. 0 or -errno.
+ */
+export function attachPinned(prog: Ptr, path: string): number {
+  const link = f.bpf_program__attach(prog) as Ptr | null;
+  if (!link) return -lastErrno();
+  const r = f.bpf_link__pin(link, path) as number;
+  f.bpf_link__destroy(link);
+  return r;
+}
+
+/** The name of the loaded program `id` (the kernel keeps 15 bytes), or null when there is none. */
+export function progNameById(id: number): string | null {
+  const fd = f.bpf_prog_get_fd_by_id(id) as number;
+  if (fd < 0) return null;
+  try {
+    const info = Buffer.alloc(BPF_PROG_INFO_LEN);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(info.length);
+    if (f.bpf_obj_get_info_by_fd(fd, info, len) < 0) return null;
+    const name = info.subarray(BPF_PROG_INFO_NAME_OFF, BPF_PROG_INFO_NAME_OFF + 16);
+    const end = name.indexOf(0);
+    return name.toString('latin1', 0, end < 0 ? 16 : end);
+  } finally {
+    f.close(fd);
+  }
+}
+/** struct bpf_prog_info: its size up to and including name[16], and name's offset (linux/bpf.h). */
+const BPF_PROG_INFO_NAME_OFF = 64;
+const BPF_PROG_INFO_LEN = 80;
+
 /** bpf_prog_get_fd_by_id(): a new fd for a loaded program, or -errno. */
 export const progGetFdById = (id: number): number => f.bpf_prog_get_fd_by_id(id);
 

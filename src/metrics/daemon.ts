@@ -8,7 +8,7 @@ import * as ffi from '../ffi/libbpf.js';
 import { PorttrigError } from '../errors.js';
 import type { Logger } from '../daemon/log.js';
 import { ifindexOf, linkInfo, programRole } from '../daemon/netinfo.js';
-import { PROGRAMS } from '../bpf/abi.js';
+import { PROGRAMS, XDP_PROGRAM } from '../bpf/abi.js';
 import { attachedProgramId, type Datapath, type ProgramRole } from '../bpf/datapath.js';
 import { registerMetrics } from './metrics.js';
 import { MetricsServer } from './server.js';
@@ -39,7 +39,11 @@ export function daemonSource(dp: Datapath, ifs: DaemonMetricsOptions['interfaces
   return {
     maps: dp.maps,
     ...(counts ? { counts } : {}),
-    programs: () => roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
+    programs: () => [
+      ...roles.map((role) => ({ name: PROGRAMS[role], fd: dp.programFd(role) })),
+      ...(dp.xdpLoaded ? [{ name: XDP_PROGRAM, fd: dp.xdpProgramFd() }] : []),
+    ],
+    xdpStats: () => (dp.xdpLoaded ? dp.xdpMaps().stats : null),
     interfaces: () => [...ifs.lan.map((name) => ({ name, side: 'lan' as const })), { name: ifs.wan, side: 'wan' as const }].map(({ name, side }) => {
       // The program that serves the interface's link type (Ethernet or layer 3).
       const info = linkInfo(name);

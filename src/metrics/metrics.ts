@@ -108,6 +108,8 @@ export function registerMetrics(registry: Registry, source: SnapshotSource, opts
   counter('porttrig_flows_refused_total', 'Inbound connections on an open session that could not be added to the flow table (full, or a clashing entry), per rule and address family.', RF, perRule('flows_refused'));
   counter('porttrig_packets_total', 'Packets seen by the data path, by address family, interface side (lan, wan) and verdict.', ['family', 'direction', 'verdict'],
     (s, set) => { for (const p of s.packets) set({ family: p.family, direction: p.direction, verdict: p.verdict }, p.value); });
+  counter('porttrig_xdp_packets_total', 'Packets seen by the XDP fast path on the WAN (datapath.xdp), by result: redirected (translated by XDP), passed (left to TC), fallback (an established flow\'s packet left to TC because XDP cannot transmit to its LAN interface).', ['result'],
+    (s, set) => { for (const x of s.xdp) set({ result: x.result }, x.value); });
   counter('porttrig_bpf_run_time_seconds_total', 'Time the kernel spent running each data path program (needs BPF run-time statistics).', ['program'],
     (s, set) => { for (const p of s.programs) set({ program: p.program }, Number(p.runTimeNs) / NS_PER_S); });
   counter('porttrig_bpf_run_count_total', 'Runs of each data path program, i.e. packets it saw (needs BPF run-time statistics).', ['program'],

@@ -6,10 +6,10 @@
  */
 import {
   DIR_IN, DIRECTIONS, FAMILIES, FlowKeyCodec, Flow6KeyCodec, PT_MAX_RULES, RULE_COUNTERS, RULE_ENABLED, SessionCodec, SessionKeyCodec,
-  Session6Codec, Session6KeyCodec, VERDICTS, familyIndex, pktStatsIndex, ruleStatsIndex, type Family, type PtRule, type RuleCounter,
+  Session6Codec, Session6KeyCodec, VERDICTS, XDP_COUNTERS, familyIndex, pktStatsIndex, ruleStatsIndex, type Family, type PtRule, type RuleCounter,
 } from '../bpf/abi.js';
 import type { StructCodec } from '../bpf/struct.js';
-import type { RawMap } from '../bpf/map.js';
+import type { PerCpuCounters, RawMap } from '../bpf/map.js';
 import type { DatapathMaps } from '../bpf/datapath.js';
 import { monotonicNs, readRuleNames } from '../core/state.js';
 import { sessionExpired } from '../core/sweep.js';
@@ -51,6 +51,8 @@ export interface SnapshotSource {
   isAttached(ifname: string): boolean;
   /** The data path's clock (defaults to pt_now()). */
   clock?: () => bigint;
+  /** The XDP fast path's counters (pt_xdp_stats of the daemon's object), when it is loaded. */
+  xdpStats?: () => PerCpuCounters | null;
   /**
    * Entry counts kept by a sweeper (the daemon's kernel sweep): read instead
    * of walking pt_sessions, pt_flows and pt_host_sessions. Without it (tools
@@ -75,6 +77,8 @@ export interface DatapathSnapshot {
   maps: MapFill[];
   programs: { program: string; runTimeNs: bigint; runCount: bigint }[];
   attached: { interface: string; program: string; attached: boolean; present: boolean }[];
+  /** The XDP fast path's packet counters (enum pt_xdp_counter); empty when it is not loaded. */
+  xdp: { result: (typeof XDP_COUNTERS)[number]; value: number }[];
 }
 
 /**
@@ -219,7 +223,10 @@ export function readSnapshot(src: SnapshotSource): DatapathSnapshot {
   });
   const attached = src.interfaces().map((i) => ({ interface: i.name, program: i.program, attached: src.isAttached(i.name), present: i.present ?? true }));
 
-  return { rules, ruleCounters, sessionsActive, flowsActive, packets, maps: mapFill, programs, attached };
+  const xs = src.xdpStats?.()?.sumAll() ?? null;
+  const xdp = xs ? XDP_COUNTERS.map((result, i) => ({ result, value: Number(xs[i] ?? 0n) })) : [];
+
+  return { rules, ruleCounters, sessionsActive, flowsActive, packets, maps: mapFill, programs, attached, xdp };
 }
 
 /**

@@ -162,8 +162,9 @@ function kindSize(k: FieldKind): number {
   switch (k.t) {
     case 'u8': return 1;
     case 'u16': case 'be16': return 2;
-    case 'u32': case 'be32': case 'ipv4': return 4;
+    case 'u32': case 's32': case 'be32': case 'ipv4': return 4;
     case 'ipv6': return 16;
+    case 'mac': return 6;
     case 'u64': return 8;
     case 'u16[]': return 2 * k.len;
     case 'ipv4[]': return 4 * k.len;
@@ -238,6 +239,11 @@ for (const codec of abi.ALL_CODECS) {
         assert.equal(arr.array!.nelems, 4, `struct ${codec.cName}.${f.name}: an ipv6 field must be a __be32[4]`);
         assert.equal(b.sizeOf(arr.array!.type), 4, `struct ${codec.cName}.${f.name}: an ipv6 field must be a __be32[4]`);
       }
+      if (f.kind.t === 'mac') {
+        const arr = b.resolve(m.type);
+        assert.ok(arr.kind === BTF_KIND.ARRAY && arr.array!.nelems === 6 && b.sizeOf(arr.array!.type) === 1,
+          `struct ${codec.cName}.${f.name}: a mac field must be a __u8[6]`);
+      }
       if (f.kind.t === 'u16[]' || f.kind.t === 'ipv4[]' || f.kind.t === 'char[]') {
         const arr = b.resolve(m.type);
         assert.equal(arr.kind, BTF_KIND.ARRAY, `struct ${codec.cName}.${f.name}: codec is an array, the C member is not`);
@@ -299,10 +305,12 @@ function mapDefs(b: Btf, scratch = false): MapDef[] {
 test('every map of the object is in MAPS (pinned by name) or SCRATCH_MAPS (per-CPU, never pinned), and vice versa', SKIP ? { skip: SKIP } : {}, () => {
   const defs = mapDefs(btf(), true);
   const inObject = defs.map((d) => d.name).sort();
-  const inTs = [...Object.values(abi.MAPS), ...abi.SCRATCH_MAPS].sort();
-  assert.deepEqual(inTs, inObject, 'MAPS and SCRATCH_MAPS (src/bpf/abi.ts) against the maps of the object');
+  const inTs = [...Object.values(abi.MAPS), ...abi.SCRATCH_MAPS, ...Object.values(abi.XDP_MAPS)].sort();
+  assert.deepEqual(inTs, inObject, 'MAPS, SCRATCH_MAPS and XDP_MAPS (src/bpf/abi.ts) against the maps of the object');
   for (const d of defs) {
-    if ((abi.SCRATCH_MAPS as readonly string[]).includes(d.name)) {
+    if ((Object.values(abi.XDP_MAPS) as string[]).includes(d.name)) {
+      assert.equal(d.fields.get('pinning'), undefined, `XDP map ${d.name} is not pinned`);
+    } else if ((abi.SCRATCH_MAPS as readonly string[]).includes(d.name)) {
       assert.equal(d.fields.get('pinning'), undefined, `scratch map ${d.name} is not pinned`);
       assert.equal(d.fields.get('type'), 6, `scratch map ${d.name} is BPF_MAP_TYPE_PERCPU_ARRAY`);
       assert.equal(d.fields.get('max_entries'), 1, `scratch map ${d.name} has one slot per CPU`);
@@ -457,7 +465,7 @@ test('#defines of porttrig_abi.h equal the TS constants', () => {
     ['PT_FLOW_TIMEOUT_TCP_EST_NS', abi.FLOW_TIMEOUT_TCP_EST_NS], ['PT_FLOW_TIMEOUT_TCP_TRANS_NS', abi.FLOW_TIMEOUT_TCP_TRANS_NS],
     ['PT_FLOW_ORPHAN_NS', abi.FLOW_ORPHAN_NS], ['PT_FRAG_TIMEOUT_NS', abi.FRAG_TIMEOUT_NS], ['PT_FRAG_SLOTS', abi.PT_FRAG_SLOTS],
     ['PT_TC_HANDLE', abi.PT_TC_HANDLE], ['PT_TC_PRIORITY', abi.PT_TC_PRIORITY],
-    ['PT_ATTACH_LAN', abi.ATTACH_LAN], ['PT_ATTACH_WAN', abi.ATTACH_WAN], ['PT_ATTACH_CREATED_QDISC', abi.ATTACH_CREATED_QDISC],
+    ['PT_ATTACH_LAN', abi.ATTACH_LAN], ['PT_ATTACH_WAN', abi.ATTACH_WAN], ['PT_ATTACH_CREATED_QDISC', abi.ATTACH_CREATED_QDISC], ['PT_ATTACH_XDP', abi.ATTACH_XDP], ['PT_XDP_TX_MAX', abi.PT_XDP_TX_MAX],
     ['PT_RULE_ENABLED', abi.RULE_ENABLED], ['PT_RULE_PEER_CONTACTED', abi.RULE_PEER_CONTACTED],
     ['PT_RULE_CONFLICT_LAST', abi.RULE_CONFLICT_LAST], ['PT_RULE_KILL_FLOWS', abi.RULE_KILL_FLOWS],
     ['PT_DIR_IN', abi.DIR_IN], ['PT_DIR_OUT', abi.DIR_OUT],
@@ -475,7 +483,7 @@ test('#defines of porttrig_abi.h equal the TS constants', () => {
   assert.equal(nameKind.t === 'char[]' ? BigInt(nameKind.len) : -1n, d.get('PT_RULE_NAME_LEN'), 'PT_RULE_NAME_LEN');
 });
 
-test('enums of porttrig_abi.h equal RULE_COUNTERS, DIRECTIONS and VERDICTS, in order', () => {
+test('enums of porttrig_abi.h equal RULE_COUNTERS, DIRECTIONS, VERDICTS, FAMILIES and XDP_COUNTERS, in order', () => {
   const text = readFileSync(HEADER, 'utf8');
   const check = (name: string, prefix: string, ts: readonly string[]): void => {
     const members = headerEnum(text, name);
@@ -490,6 +498,7 @@ test('enums of porttrig_abi.h equal RULE_COUNTERS, DIRECTIONS and VERDICTS, in o
   check('pt_direction', 'PT_D_', abi.DIRECTIONS);
   check('pt_verdict', 'PT_V_', abi.VERDICTS);
   check('pt_family', 'PT_F_', abi.FAMILIES);
+  check('pt_xdp_counter', 'PT_XDP_', abi.XDP_COUNTERS);
   assert.equal(abi.PT_F_IPV4, abi.FAMILIES.indexOf('ipv4'));
   assert.equal(abi.PT_F_IPV6, abi.FAMILIES.indexOf('ipv6'));
 });

@@ -254,7 +254,7 @@ test('defaults are applied', () => {
     interfaces: { wan: 'wan0', lan: ['lan0'], lanNetworks: [] },
     defaults: { idleTimeoutMs: 600_000, peer: 'any', conflict: 'first' },
     limits: { sessions: 65536, flows: 262144, sessionsPerHost: 64 },
-    datapath: { pinPath: '/sys/fs/bpf/porttrig' },
+    datapath: { pinPath: '/sys/fs/bpf/porttrig', xdp: false },
     metrics: { listen: { host: '127.0.0.1', port: 9469 }, bpfStats: false },
     control: { socket: '/run/porttrig/porttrig.sock' },
     rules: [{

@@ -57,6 +57,8 @@ export interface TestDatapathOptions {
   objectPath?: string;
   /** Simulated time: the data path reads the clock that dp.setTestClock() sets (PT_OPT_TEST_CLOCK). */
   testClock?: boolean;
+  /** Load the XDP fast path's programs too (datapath.xdp). */
+  xdp?: boolean;
 }
 
 export interface TestDatapath {
@@ -118,6 +120,7 @@ export function makeTestDatapath(opts: TestDatapathOptions = {}): TestDatapath {
         pinPath,
         limits: opts.limits ?? { sessions: 64, flows: 64 },
         ...(opts.testClock ? { testClock: true } : {}),
+        ...(opts.xdp ? { xdp: true } : {}),
         onLibbpfLog: (level, msg) => { if (level === 0) libbpfLog.push(msg); },
       });
     } catch (e) {
@@ -154,6 +157,18 @@ export function runProg(f: TestDatapath, prog: 'lan' | 'wan', input: Buffer): { 
   const out = Buffer.alloc(input.length + 512);
   const r = ffi.progTestRun(f.dp.programFd(prog), { data_in: input, data_out: out });
   if (r.ret !== 0) throw new Error(`BPF_PROG_TEST_RUN of ${prog} failed: ${r.ret}`);
+  return { retval: r.retval >>> 0, out: out.subarray(0, r.data_size_out) };
+}
+
+/** XDP verdicts (enum xdp_action) as runXdp() returns them. */
+export const XDP_PASS = 2;
+export const XDP_REDIRECT = 4;
+
+/** BPF_PROG_TEST_RUN of the XDP fast path (pt_wan_xdp; loaded with `xdp`) on the frame `input`. */
+export function runXdp(f: TestDatapath, input: Buffer): { retval: number; out: Buffer } {
+  const out = Buffer.alloc(input.length + 512);
+  const r = ffi.progTestRun(f.dp.xdpProgramFd(), { data_in: input, data_out: out });
+  if (r.ret !== 0) throw new Error(`BPF_PROG_TEST_RUN of pt_wan_xdp failed: ${r.ret}`);
   return { retval: r.retval >>> 0, out: out.subarray(0, r.data_size_out) };
 }
 

@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * The XDP fast path (datapath.xdp, issue 11): inbound IPv4 packets of
+ * established flows, translated and redirected to the LAN host from the WAN
+ * driver's receive loop, before the kernel builds an skb.
+ *
+ * pt_wan_xdp runs on the WAN device (native XDP only) in front of
+ * pt_wan_ingress, which stays attached and does everything else: this program
+ * forwards only what that one would forward the same way, and passes
+ * (XDP_PASS, packet untouched, no state changed) whatever it would decide
+ * otherwise or cannot do here:
+ *  - anything but a plain IPv4 TCP/UDP packet to the WAN address and the WAN
+ *    device's own MAC (IP options, fragments, ICMP, IPv6, a VLAN tag, a bad
+ *    header checksum or length, TTL <= 1);
+ *  - a TCP SYN (it may reopen the flow: pt_syn_reopens());
+ *  - a packet without a live flow (a flow's first packet, a flow that is over);
+ *  - a packet too big for the LAN egress (pt_wan_ingress builds the ICMP
+ *    error), a next hop whose MAC is not known and valid, a route out of
+ *    another device than the flow's, and the neighbour upkeep's one packet per
+ *    flow and epoch (pt_neigh_due(), redirect.h);
+ *  - a packet to a LAN interface that XDP cannot transmit to (below).
+ * The flow's state is judged and refreshed by the same functions as on TC
+ * (pt_flow_get(), pt_touch(), pt_seen_flags()), and counted as the same
+ * verdict (pt_done(): translated on the WAN).
+ *
+ * The LAN device must accept XDP frames (ndo_xdp_xmit): a bridge does not, a
+ * veth only while its peer runs NAPI (an XDP program or GRO on it), some NIC
+ * drivers only with an XDP program of their own. Kernel 6.1 cannot tell in
+ * advance (XDP feature flags came in 6.3), and a refused frame is dropped
+ * after the program returned. So the two tracepoint programs below watch for
+ * the kernel's own report of such a failure and take that LAN interface out
+ * of the XDP path at once (pt_xdp_tx): the frames of that one failure are
+ * lost, later packets take the TC path. The daemon logs it and clears the
+ * map on reload.
+ */
+#ifndef PORTTRIG_XDP_H
+#define PORTTRIG_XDP_H
+
+#include <bpf/bpf_tracing.h>
+
+/* Only the field the tracepoints need; CO-RE finds its offset in the kernel's BTF. */
+struct net_device {
+	int ifindex;
+} __attribute__((preserve_access_index));
+struct bpf_prog;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_xdp_config);
+} pt_xdp_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PT_XDP_TX_MAX);
+	__type(key, __u32);
+	__type(value, struct pt_xdp_tx);
+} pt_xdp_tx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PT_XDP__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} pt_xdp_stats SEC(".maps");
+
+static __always_inline int pt_xdp_count(enum pt_xdp_counter c, int act)
+{
+	__u32 idx = c;
+	__u64 *n = bpf_map_lookup_elem(&pt_xdp_stats, &idx);
+	if (n)
+		*n += 1;
+	return act;
+}
+
+/* The IPv4 header (20 bytes, no options) sums to 0xffff (pt_ip_csum_ok()). */
+static __always_inline bool pt_xdp_ip_csum_ok(const struct iphdr *ip)
+{
+	const __u32 *w = (const __u32 *)ip;
+	__u64 sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}
+
+/*
+ * Parse a frame as pt_parse() would, into `p`, for the fast path only: true
+ * for a plain IPv4 TCP/UDP packet (no options, not a fragment) with a sane
+ * total length and L4 header, to the WAN address and MAC, TTL > 1, header
+ * checksum right. Anything else is the TC program's to judge.
+ */
+static __always_inline bool pt_xdp_parse(struct xdp_md *ctx, struct pt_pkt *p, __be32 wan_addr,
+					 const struct pt_xdp_config *xc)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return false;
+	/* To this device's unicast address only (PACKET_HOST): the comparison
+	 * as two loads, 4 + 2 bytes. */
+	if (*(__u32 *)eth->h_dest != *(__u32 *)xc->wan_mac ||
+	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(xc->wan_mac + 4))
+		return false;
+	if (ip->version != 4 || ip->ihl != 5 || ip->daddr != wan_addr || !wan_addr)
+		return false;
+	if (ip->frag_off & bpf_htons(PT_IP_MF | PT_IP_OFFSET))
+		return false;
+	if (ip->ttl <= 1)
+		return false;
+	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len > (__u32)(data_end - (void *)ip))
+		return false;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*tcp))
+			return false;
+		__u32 doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || doff > tot_len - sizeof(*ip))
+			return false;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)(ip + 1);
+		if ((void *)(udp + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*udp))
+			return false;
+		__u32 ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || ulen > tot_len - sizeof(*ip))
+			return false;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+		p->tcp_flags = 0;
+	} else {
+		return false;
+	}
+	if (!pt_xdp_ip_csum_ok(ip))
+		return false;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->ttl = ip->ttl;
+	p->l3_off = ETH_HLEN;
+	p->l4_off = ETH_HLEN + sizeof(*ip);
+	p->ip_end = ETH_HLEN + tot_len;
+	p->ip_id = ip->id;
+	p->nonfirst_frag = 0;
+	p->first_frag = 0;
+	return true;
+}
+
+/*
+ * The next hop of a packet from `saddr` to `daddr` out of `ifindex`, as
+ * pt_redirect_direct() looks it up (an output route through the egress), with
+ * the packet's length checked against the route's MTU: the MACs into `fib`;
+ * false when the TC path must send it.
+ */
+static __always_inline bool pt_xdp_next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib, const struct pt_pkt *p,
+					    __u8 tos, __be32 daddr, __u32 ifindex)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = PT_AF_INET;
+	fib->tos = tos;
+	fib->l4_protocol = p->proto;
+	fib->tot_len = p->ip_end - ETH_HLEN;
+	fib->ipv4_src = p->saddr;
+	fib->ipv4_dst = daddr;
+	fib->ifindex = ifindex;
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib->ifindex != ifindex)
+		return false;
+	__u16 *d = (__u16 *)fib->dmac;   /* never resolved (see pt_redirect_direct()) */
+	return (d[0] | d[1] | d[2]) != 0;
+}
+
+/*
+ * Rewrite the destination address and port, decrement the TTL, and fix both
+ * checksums incrementally (RFC 1624). An XDP frame is as it came off the wire:
+ * its L4 checksum is complete (there is no CHECKSUM_PARTIAL here), and the
+ * pseudo-header's address is updated like any covered word. UDP checksum 0
+ * ("none", RFC 768) stays 0; a computed 0 is sent as 0xffff.
+ */
+static __always_inline bool pt_xdp_rewrite(struct xdp_md *ctx, const struct pt_pkt *p, __be32 addr, __be16 port,
+					   const struct bpf_fib_lookup *fib)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return false;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return false;
+		__sum16 c = pt_csum_update32(tcp->check, ip->daddr, addr);
+		tcp->check = pt_csum_update16(c, tcp->dest, port);
+		tcp->dest = port;
+	} else {
+		struct udphdr *udp = (void *)(ip + 1);
+		if ((void *)(udp + 1) > data_end)
+			return false;
+		if (udp->check) {
+			__sum16 c = pt_csum_update32(udp->check, ip->daddr, addr);
+			c = pt_csum_update16(c, udp->dest, port);
+			udp->check = c ? c : (__sum16)0xffff;
+		}
+		udp->dest = port;
+	}
+	__u16 *ttl_word = (void *)&ip->ttl;   /* TTL and protocol share a word */
+	__u16 old_ttl_word = *ttl_word;
+	ip->ttl -= 1;
+	__sum16 check = pt_csum_update16(ip->check, old_ttl_word, *ttl_word);
+	ip->check = pt_csum_update32(check, ip->daddr, addr);
+	ip->daddr = addr;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	return true;
+}
+
+SEC("xdp")
+int pt_wan_xdp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct pt_config *cfg = bpf_map_lookup_elem(&pt_config, &zero);
+	struct pt_xdp_config *xc = bpf_map_lookup_elem(&pt_xdp_config, &zero);
+	struct pt_pkt p = {};
+	if (!cfg || !xc || !pt_xdp_parse(ctx, &p, cfg->wan_addr, xc))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	struct pt_port *port = pt_port_slot(p.proto, p.dport);
+	if (!port || !port->open_rule || (p.tcp_flags & PT_TCP_SYN))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+
+	struct pt_flow_key key = pt_flow_key_of(&p, PT_DIR_IN);
+	struct pt_flow_ref ref;
+	if (!pt_flow_get(&key, &ref, false))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	__u32 ifindex = ref.fv.ifindex;
+	if (bpf_map_lookup_elem(&pt_xdp_tx, &ifindex))
+		return pt_xdp_count(PT_XDP_FALLBACK, XDP_PASS);
+	if (pt_neigh_due(ref.fv.created_ns, ref.fv.last_seen_ns, ref.now))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&pt_fib_scratch, &zero);
+	if (!fib)
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	if (!pt_xdp_next_hop(ctx, fib, &p, ip->tos, ref.fv.nat_addr, ifindex))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+
+	/* From here on the packet is this program's: as pt_forward() does it. */
+	pt_touch(&ref.f->last_seen_ns, ref.now);
+	__u32 seen = pt_seen_flags(&p);
+	if ((ref.fv.seen | seen) != ref.fv.seen)
+		__sync_fetch_and_or(&ref.f->seen, seen);
+	if (!pt_xdp_rewrite(ctx, &p, ref.fv.nat_addr, ref.fv.nat_port, fib))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);  /* not reached: parsed above */
+	pt_done(PT_F_IPV4, PT_D_WAN, PT_V_TRANSLATED, 0);
+	return pt_xdp_count(PT_XDP_REDIRECTED, bpf_redirect(ifindex, 0));
+}
+
+/* Take `ifindex` out of the XDP path: the kernel could not transmit an XDP
+ * frame there (error `err`). */
+static __always_inline void pt_xdp_tx_failed(__u32 ifindex, int err)
+{
+	struct pt_xdp_tx *t = bpf_map_lookup_elem(&pt_xdp_tx, &ifindex);
+	if (t) {
+		__sync_fetch_and_add(&t->failures, 1);
+		return;
+	}
+	/* The map clock, read as tracing programs may (not the coarse clock). */
+	struct pt_xdp_tx fresh = { .since_ns = bpf_ktime_get_ns() + PT_CLOCK_BIAS_NS, .err = err, .failures = 1 };
+	bpf_map_update_elem(&pt_xdp_tx, &ifindex, &fresh, BPF_NOEXIST);
+}
+
+/* A redirect refused before queueing (the device has no ndo_xdp_xmit, is
+ * down, or the frame exceeds its MTU): map_type 0 is a plain bpf_redirect(),
+ * whose target ifindex is `index`. Only porttrig's LAN interfaces (those in
+ * the flows) are ever looked up, so an entry for another device is harmless. */
+SEC("tp_btf/xdp_redirect_err")
+int BPF_PROG(pt_xdp_redirect_err, const struct net_device *dev, const struct bpf_prog *xdp, const void *tgt,
+	     int err, enum bpf_map_type map_type, __u32 map_id, __u32 index)
+{
+	if (map_type == BPF_MAP_TYPE_UNSPEC && err)
+		pt_xdp_tx_failed(index, err);
+	return 0;
+}
+
+/* A batch the driver refused as a whole (err < 0: veth without NAPI on its
+ * peer, -ENXIO; a driver without XDP transmit queues). A partial send with
+ * err 0 is a full ring, which the kernel's own forwarding would drop too. */
+SEC("tp_btf/xdp_devmap_xmit")
+int BPF_PROG(pt_xdp_devmap_xmit, const struct net_device *from_dev, const struct net_device *to_dev,
+	     int sent, int drops, int err)
+{
+	if (err && drops > 0)
+		pt_xdp_tx_failed(to_dev->ifindex, err);
+	return 0;
+}
+
+#endif /* PORTTRIG_XDP_H */
