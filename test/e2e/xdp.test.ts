@@ -64,13 +64,15 @@ const xdpAttached = (topo: Topology): boolean => / xdp(drv)? /.test(topo.exec(to
  * every 10 ms to the open port for `ms`; the LAN host echoes each. Returns
  * how many were sent and how many echoes came back.
  */
-async function udpStream(topo: Topology, ms: number): Promise<{ sent: number; echoed: number }> {
-  await topo.listener(topo.ns.lan, 'udp-echo', 28000);
-  const trig = topo.peer(topo.ns.lan, 'udp-talk', 27016);
-  await trig.waitFor((e) => e.event === 'listening');
-  trig.send(`${WAN_SERVER} 27015 hello`);
-  await sleep(300);
-  const talk = topo.peer(topo.ns.wan, 'udp-talk', 40000);
+async function udpStream(topo: Topology, ms: number, srcPort = 40000): Promise<{ sent: number; echoed: number }> {
+  if (srcPort === 40000) {
+    await topo.listener(topo.ns.lan, 'udp-echo', 28000);
+    const trig = topo.peer(topo.ns.lan, 'udp-talk', 27016);
+    await trig.waitFor((e) => e.event === 'listening');
+    trig.send(`${WAN_SERVER} 27015 hello`);
+    await sleep(300);
+  }
+  const talk = topo.peer(topo.ns.wan, 'udp-talk', srcPort);
   await talk.waitFor((e) => e.event === 'listening');
   talk.send(`every 10 ${GW_WAN} 27000 ping`);
   await sleep(ms);
@@ -139,8 +141,10 @@ test('XDP fast path: a LAN link that cannot take XDP frames loses the frame of t
   assert.match(d.stderr, /LAN interface left to the TC path/);
   assert.match(d.stderr, /could not transmit an XDP frame there \((ENXIO|EOPNOTSUPP)/, 'the kernel\'s reason (6.1: ENXIO from veth_xdp_xmit)');
 
-  // A reload forgets it: XDP tries lan0 again (and fails again, once).
+  // A reload forgets it: XDP tries lan0 again (and fails again, once), here with a second flow.
   assert.equal((await topo.cli('reload')).status, 0);
-  const again = await udpStream(topo, 1000);
+  const again = await udpStream(topo, 1000, 40001);
   assert.ok(again.echoed >= again.sent - 3, `${again.echoed} of ${again.sent} echoed after the reload`);
+  await sleep(1500);
+  assert.equal(d.stderr.match(/LAN interface left to the TC path/g)?.length, 2, 'reported again after the reload');
 });
