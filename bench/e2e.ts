@@ -100,7 +100,7 @@ const DAEMON_START_MS = 60_000;
 const READY_MS = 120_000;
 const WARMUP_MS = 1000;
 
-type ConfigName = 'plain' | 'tc-floor' | 'tc-floor+stats' | 'xdp-floor' | 'nft' | 'porttrig' | 'porttrig+stats' | 'compare';
+type ConfigName = 'plain' | 'tc-floor' | 'tc-floor+stats' | 'xdp-floor' | 'nft' | 'porttrig' | 'porttrig+stats' | 'porttrig-xdp' | 'compare';
 /** Configurations measured with the kernel's BPF run-time statistics on, on the bed of the one without. */
 type StatsConfig = 'tc-floor+stats' | 'porttrig+stats';
 const isStats = (c: ConfigName): c is StatsConfig => c.endsWith('+stats');
@@ -112,6 +112,7 @@ const CONFIG_TITLE: Record<ConfigName, string> = {
   nft: 'nftables DNAT + conntrack',
   porttrig: 'porttrig',
   'porttrig+stats': 'porttrig + BPF stats on',
+  'porttrig-xdp': 'porttrig, datapath.xdp on',
   compare: 'porttrig, --compare OBJ',
 };
 
@@ -145,7 +146,7 @@ const ALL_SCENARIOS: Scenario[] = [
   { id: 'udp1-frames', proto: 'udp', flows: 1, frames: true },
   { id: 'udp-many-frames', proto: 'udp', flows: MANY, frames: true },
 ];
-const CONFIGS: ConfigName[] = ['plain', 'tc-floor', 'tc-floor+stats', 'xdp-floor', 'nft', 'porttrig', 'porttrig+stats', ...(opts.compare ? ['compare' as const] : [])];
+const CONFIGS: ConfigName[] = ['plain', 'tc-floor', 'tc-floor+stats', 'xdp-floor', 'nft', 'porttrig', 'porttrig+stats', 'porttrig-xdp', ...(opts.compare ? ['compare' as const] : [])];
 const SCENARIOS = opts.scenarios.split(',').map((id) => {
   const s = ALL_SCENARIOS.find((x) => x.id === id);
   if (!s) throw new Error(`unknown scenario ${id} (${ALL_SCENARIOS.map((x) => x.id).join(', ')})`);
@@ -233,8 +234,11 @@ class Bed {
   senders = new Map<string, Proc>();
   progIds: number[] = [];
 
-  /** `object`: the daemon's BPF object (PORTTRIG_BPF_OBJECT), else the build's. */
-  constructor(readonly config: Exclude<ConfigName, StatsConfig | 'compare'>, k: number, readonly object?: string) {
+  /**
+   * `object`: the daemon's BPF object (PORTTRIG_BPF_OBJECT), else the build's;
+   * `xdp`: the daemon runs with datapath.xdp on.
+   */
+  constructor(readonly config: Exclude<ConfigName, StatsConfig | 'compare' | 'porttrig-xdp'>, k: number, readonly object?: string, readonly xdp = false) {
     const base = `pte${RUN_ID}${k}`;
     this.ns = { snd: `${base}-snd`, gw: `${base}-gw`, rcv: `${base}-rcv`, src: `${base}-src` };
     // Names short enough that the NAPI thread's comm (15 chars) keeps them whole.
@@ -382,7 +386,7 @@ ${dnat ? `  chain prerouting {
     this.socket = join(this.dir, 'porttrig.sock');
     const config = join(this.dir, 'porttrig.yaml');
     writeFileSync(config, `interfaces: { wan: ${this.dev.wan}, lan: [${this.dev.lan}] }
-datapath: { pin_path: ${pin} }
+datapath: { pin_path: ${pin}, xdp: ${this.xdp} }
 control: { socket: ${this.socket} }
 metrics: { listen: 127.0.0.1:9469 }
 rules:
@@ -405,6 +409,15 @@ rules:
     const rules = sessions.filter((s) => s.host === RECEIVER).map((s) => s.rule).sort();
     if (rules.join() !== 'bench-tcp,bench-udp') throw new Error(`trigger packets opened ${JSON.stringify(sessions)}`);
     this.findTcProgs();
+  }
+
+  /** porttrig_xdp_packets_total{result="redirected"} from the daemon's /metrics, inside the gateway namespace. */
+  xdpRedirected(): number {
+    const script = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(await r.text()))';
+    const text = this.in(this.ns.gw, process.execPath, '-e', script, 'http://127.0.0.1:9469/metrics');
+    const m = /^porttrig_xdp_packets_total\{result="redirected"\} (\d+)$/m.exec(text);
+    if (!m) throw new Error('the daemon exports no porttrig_xdp_packets_total{result="redirected"}');
+    return Number(m[1]);
   }
 
   /** The TC programs on the gateway's two links, whose run-time statistics "+ BPF stats on" reads. */
@@ -472,6 +485,8 @@ rules:
 
 interface Sample {
   round: number; scenario: string; config: ConfigName; gwNs: number; delivered: number; offered: number;
+  /** porttrig-xdp: of the packets, those that pt_wan_xdp redirected (porttrig_xdp_packets_total). */
+  xdpRedirected?: number;
   /** Of the packets, those that went through the gateway's ip_forward(). */
   ipForwarded: number;
   bpfNs?: number; bpfRuns?: number;
@@ -487,6 +502,7 @@ async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number)
     if (created.statsFd < 0) throw new Error(`bpf_enable_stats: ${-created.statsFd}`);
   }
   const p0 = withStats ? bed.progStats() : null;
+  const x0 = bed.xdp ? bed.xdpRedirected() : 0;
   const f0 = bed.ipForwarded();
   const rx0 = bed.rxPackets();
   const c0 = bed.gwNs();
@@ -497,6 +513,7 @@ async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number)
   const t1 = process.hrtime.bigint();
   const p1 = withStats ? bed.progStats() : null;
   const f1 = bed.ipForwarded();
+  const x1 = bed.xdp ? bed.xdpRedirected() : 0;
   if (withStats) { ffi.closeFd(created.statsFd); created.statsFd = -1; }
   sender.signal('SIGUSR2');
   const sample: Sample = {
@@ -504,11 +521,16 @@ async function measure(bed: Bed, s: Scenario, config: ConfigName, round: number)
     offered: Math.round(PPS * Number(t1 - t0) / 1e9),
   };
   if (p0 && p1) { sample.bpfNs = p1.runNs - p0.runNs; sample.bpfRuns = p1.runs - p0.runs; }
+  if (bed.xdp) sample.xdpRedirected = x1 - x0;
   // A floor measures its program only if its program forwarded (the
   // packets' way back included): nearly nothing may reach ip_forward().
   // A bed that forwards next to nothing is broken, not slow.
   if (sample.delivered < 0.1 * sample.offered) {
     throw new Error(`${config}, ${s.id}: ${sample.delivered} of ${sample.offered} packets delivered: the bed does not forward`);
+  }
+  // XDP on: the inbound packets are XDP's to forward (a few per flow and second take TC: pt_neigh_due()).
+  if (bed.xdp && s.frames && sample.xdpRedirected! < 0.5 * sample.delivered) {
+    throw new Error(`${config}, ${s.id}: XDP redirected ${sample.xdpRedirected} of ${sample.delivered} packets`);
   }
   if (config.includes('floor') && sample.ipForwarded > 0.01 * sample.delivered) {
     throw new Error(`${config}: ${sample.ipForwarded} of ${sample.delivered} packets went through ip_forward(), not the floor program`);
@@ -532,8 +554,10 @@ async function main(): Promise<void> {
   const pt = new Bed('porttrig', 2);
   const tcFloor = new Bed('tc-floor', 4);
   const xdpFloor = new Bed('xdp-floor', 5);
-  beds.set('plain', plain).set('tc-floor', tcFloor).set('xdp-floor', xdpFloor).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt).set('tc-floor+stats', tcFloor);
-  const all = [plain, tcFloor, xdpFloor, nft, pt];
+  const ptXdp = new Bed('porttrig', 6, undefined, true);
+  beds.set('plain', plain).set('tc-floor', tcFloor).set('xdp-floor', xdpFloor).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt).set('tc-floor+stats', tcFloor)
+    .set('porttrig-xdp', ptXdp);
+  const all = [plain, tcFloor, xdpFloor, nft, pt, ptXdp];
   if (opts.compare) {
     const cmp = new Bed('porttrig', 3, opts.compare);
     beds.set('compare', cmp);
@@ -570,6 +594,8 @@ async function main(): Promise<void> {
       vsPlain: Object.fromEntries(CONFIGS.map((c) => [c, ratio(c, 'plain')])),
       porttrigVsNft: ratio('porttrig', 'nft'),
       porttrigVsTcFloor: ratio('porttrig', 'tc-floor'),
+      porttrigXdpVsNft: ratio('porttrig-xdp', 'nft'),
+      porttrigXdpVsPorttrig: ratio('porttrig-xdp', 'porttrig'),
       ipForwardedShare: Object.fromEntries(CONFIGS.map((c) => [c, median(of(c).map((x) => x.ipForwarded / x.delivered))])),
       ...(opts.compare ? { porttrigVsCompare: ratio('porttrig', 'compare') } : {}),
       statsVsPorttrig: ratio('porttrig+stats', 'porttrig'),
@@ -601,6 +627,7 @@ async function main(): Promise<void> {
   }
   out.push('');
   out.push(`porttrig / TC floor (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.porttrigVsTcFloor)}`).join(', ')}`);
+  out.push(`porttrig with datapath.xdp / nftables: ${rows.map((r) => `${r.scenario} ${f2(r.porttrigXdpVsNft)}`).join(', ')}; / porttrig on TC: ${rows.map((r) => `${r.scenario} ${f2(r.porttrigXdpVsPorttrig)}`).join(', ')}`);
   out.push(`packets through the gateway's ip_forward() (median share): ${rows.map((r) => `${r.scenario} ${CONFIGS.filter((c) => !isStats(c)).map((c) => `${c} ${(100 * r.ipForwardedShare[c]!).toFixed(1)} %`).join(' ')}`).join('; ')}`);
   out.push(`porttrig + BPF stats on / porttrig (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.statsVsPorttrig)}`).join(', ')}`);
   if (opts.compare) {

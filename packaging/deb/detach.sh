@@ -6,8 +6,10 @@
 # which prints a map with BTF as "KEY: VALUE" lines; removes porttrig's
 # filter (TC ingress, priority PT_TC_PRIORITY 1, handle PT_TC_HANDLE 0x7074)
 # from each recorded interface with tc (iproute2), and the clsact qdisc where
-# porttrig created it (ATTACH_CREATED_QDISC, bit 2); then every pt_* and pt6_*
-# pin (the IPv6 maps and the daemon's pt6_progs), and
+# porttrig created it (ATTACH_CREATED_QDISC, bit 2), and its XDP program
+# pt_wan_xdp where it attached one (ATTACH_XDP, bit 3; with ip, iproute2 too);
+# then every pt_* and pt6_* pin (the IPv6 maps, the daemon's pt6_progs and
+# the XDP path's tracepoint links), and
 # the bpffs if porttrig mounted it on PIN_PATH. Idempotent. Prints what it did;
 # returns 1 if something could not be removed (and says what).
 # test/packaging/detach-sh.test.ts runs it against a real daemon's state.
@@ -35,6 +37,10 @@ pt_detach() {
 			fi
 			if [ $((flags & 4)) -ne 0 ] && tc qdisc show dev "$dev" clsact 2>/dev/null | grep -q clsact; then
 				tc qdisc del dev "$dev" clsact || rc=1
+			fi
+			# porttrig's XDP program (ATTACH_XDP, bit 3), only if it is still the one there.
+			if [ $((flags & 8)) -ne 0 ] && ip -d link show dev "$dev" 2>/dev/null | grep -q 'prog/xdp id [0-9]* name pt_wan_xdp '; then
+				ip link set dev "$dev" xdpdrv off || rc=1
 			fi
 		done
 	fi

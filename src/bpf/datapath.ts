@@ -628,6 +628,17 @@ export class Datapath {
     }
   }
 
+  /** Remove the tracepoint links' pins (datapath.xdp off): their programs go with them. Idempotent. */
+  unpinXdpLinks(): number {
+    let n = 0;
+    for (const name of XDP_TX_PROGRAMS) {
+      for (const p of [join(this.pinPath, xdpLinkPin(name)), join(this.pinPath, `${xdpLinkPin(name)}_new`)]) {
+        if (existsSync(p)) { unlinkSync(p); n++; }
+      }
+    }
+    return n;
+  }
+
   /**
    * Take porttrig's XDP program off `ifindex` if pt_attach records it there
    * (datapath.xdp turned off, or the WAN changed). The tracepoint links stay

@@ -341,6 +341,7 @@ export class Daemon {
     const w = this.links.get(this.config.interfaces.wan)!;
     if (!this.config.datapath.xdp) {
       if (w.ifindex && this.dp.detachXdp(w.ifindex)) log.info('XDP fast path detached (datapath.xdp is off)', { interface: w.name, ifindex: w.ifindex });
+      if (strict) this.dp.unpinXdpLinks();
       return;
     }
     const x = this.xdp;

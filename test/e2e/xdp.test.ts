@@ -13,6 +13,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { XDP_TX_PROGRAMS } from '../../src/bpf/abi.js';
 import { xdpLinkPin } from '../../src/bpf/datapath.js';
+import { REPO_ROOT } from '../helpers/bpffs.js';
 import { GW_WAN, WAN_SERVER, Topology, sleep } from './topology.js';
 
 const root = process.getuid?.() === 0;
@@ -147,4 +148,30 @@ test('XDP fast path: a LAN link that cannot take XDP frames loses the frame of t
   assert.ok(again.echoed >= again.sent - 3, `${again.echoed} of ${again.sent} echoed after the reload`);
   await sleep(1500);
   assert.equal(d.stderr.match(/LAN interface left to the TC path/g)?.length, 2, 'reported again after the reload');
+});
+
+test('XDP fast path: postrm purge\'s detach.sh removes pt_wan_xdp and the tracepoint links; a daemon with datapath.xdp off takes an earlier one off', { skip: !root && 'needs root' }, async (t) => {
+  const { topo, config } = setup(t, true);
+  let d = await topo.startDaemon(config);
+  assert.ok(xdpAttached(topo));
+  d.kill('SIGTERM');
+  await d.exited();
+  // Restarted with datapath.xdp off: the program and the links go.
+  writeFileSync(config, readFileSync(config, 'utf8').replace('  xdp: true\n', ''));
+  d = await topo.startDaemon(config);
+  assert.ok(!xdpAttached(topo), 'taken off by a daemon with datapath.xdp off');
+  assert.match(d.stderr, /XDP fast path detached/);
+  for (const p of XDP_TX_PROGRAMS) assert.ok(!existsSync(join(topo.pinPath, xdpLinkPin(p))), `${p}'s link unpinned`);
+  d.kill('SIGTERM');
+  await d.exited();
+  // On again, then purged by the shell detach.
+  writeFileSync(config, readFileSync(config, 'utf8').replace(`  pin_path: ${topo.pinPath}\n`, `  pin_path: ${topo.pinPath}\n  xdp: true\n`));
+  d = await topo.startDaemon(config);
+  d.kill('SIGTERM');
+  await d.exited();
+  assert.ok(xdpAttached(topo));
+  const out = topo.exec(topo.ns.gw, 'sh', '-c', `. '${join(REPO_ROOT, 'packaging/deb/detach.sh')}' && pt_detach '${topo.pinPath}'`);
+  assert.match(out, /detached from 2 interfaces/);
+  assert.ok(!xdpAttached(topo), 'detach.sh removed pt_wan_xdp');
+  for (const p of XDP_TX_PROGRAMS) assert.ok(!existsSync(join(topo.pinPath, xdpLinkPin(p))), `${p}'s link pin removed`);
 });

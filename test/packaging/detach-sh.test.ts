@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ATTACH_CREATED_QDISC, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY, TAIL_CALL_MAPS } from '../../src/bpf/abi.js';
+import { ATTACH_CREATED_QDISC, ATTACH_XDP, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY, TAIL_CALL_MAPS, XDP_PROGRAM, XDP_TX_PROGRAMS } from '../../src/bpf/abi.js';
+import { xdpLinkPin } from '../../src/bpf/datapath.js';
 import { REPO_ROOT } from '../helpers/bpffs.js';
 import { GW_WAN, Topology, WAN_SERVER } from '../e2e/topology.js';
 import { exitCode, hasClsact, porttrigProgId, tcFilters } from '../e2e/restart-util.js';
@@ -18,10 +19,13 @@ import { exitCode, hasClsact, porttrigProgId, tcFilters } from '../e2e/restart-u
 const root = process.getuid?.() === 0;
 const DETACH_SH = join(REPO_ROOT, 'packaging/deb/detach.sh');
 
-test('detach.sh names the ABI\'s filter handle, priority and created-qdisc flag', () => {
+test('detach.sh names the ABI\'s filter handle, priority, created-qdisc and XDP flags, the XDP program and the pins', () => {
   const sh = readFileSync(DETACH_SH, 'utf8');
   assert.match(sh, new RegExp(`pref ${PT_TC_PRIORITY} handle 0x${PT_TC_HANDLE.toString(16)} bpf`));
   assert.match(sh, new RegExp(`flags & ${ATTACH_CREATED_QDISC}\\)`));
+  assert.match(sh, new RegExp(`flags & ${ATTACH_XDP}\\)`));
+  assert.match(sh, new RegExp(`name ${XDP_PROGRAM} `));
+  for (const p of XDP_TX_PROGRAMS) assert.ok(/^pt_/.test(xdpLinkPin(p)), `${p}: detach.sh removes its link pin (pt_*)`);
   assert.match(sh, new RegExp(`"\\$pin/${MAPS.attach}"`));
   for (const m of [...Object.values(MAPS), ...TAIL_CALL_MAPS]) assert.ok(/^pt6?_/.test(m), `${m}: detach.sh removes pt_* and pt6_* pins`);
   assert.match(sh, /for p in "\$pin"\/pt_\* "\$pin"\/pt6_\*; do/);
