@@ -408,19 +408,31 @@ enum pt_verdict {
 struct pt_xdp_config {
 	__u8 wan_mac[6];        /* the WAN device's own address: the XDP path takes
 				 * only frames sent to it (SPEC 8, PACKET_HOST) */
-	__u16 _pad;
+	__u16 all_off;          /* nonzero: pt_xdp_tx overflowed; every flow goes to TC */
+	__u32 wan_ifindex;      /* the device pt_wan_xdp is attached to, and */
+	__u32 netns_ino;        /* its network namespace (inode of /proc/self/ns/net):
+				 * the tracepoints count that device's failures only */
 };
 
 /* xdp_tx: hash map, LAN ifindex -> why bpf_redirect() to it failed. Written by
- * the tracepoint programs when the kernel could not transmit a redirected
- * frame there; while an entry exists the XDP path leaves that interface's
- * packets to TC. Cleared by the daemon at start and on reload. */
+ * the tracepoint programs when the kernel could not transmit a frame that
+ * pt_wan_xdp redirected there; the XDP path then leaves that interface's
+ * packets to TC: for good (until the daemon clears the map on reload) when
+ * the device cannot take XDP frames (PT_XDP_TX_PERMANENT), else for
+ * PT_XDP_TX_RETRY_NS after the last failure (a device going down, a driver
+ * reconfiguring). The daemon marks interfaces that must not get XDP frames
+ * (bridges, shaped LANs) with failures 0 and a positive err (PT_XDP_TX_*). */
 struct pt_xdp_tx {
 	__u64 since_ns;         /* map clock of the first failure */
-	__s32 err;              /* -errno of the first failure */
+	__u64 last_ns;          /* map clock of the last failure */
+	__s32 err;              /* -errno of the first failure, or PT_XDP_TX_BRIDGE / _SHAPED */
 	__u32 failures;         /* failed batches (xdp_devmap_xmit) or frames (xdp_redirect_err) */
 };
 #define PT_XDP_TX_MAX 64
+#define PT_XDP_TX_RETRY_NS (1000ULL * 1000 * 1000)
+/* Marks of the daemon (positive, unlike an errno). */
+#define PT_XDP_TX_BRIDGE 1      /* a bridge: no ndo_xdp_xmit */
+#define PT_XDP_TX_SHAPED 2      /* a qdisc or egress filter that XDP frames would bypass */
 
 /* xdp_stats: per-CPU array of packet counters of pt_wan_xdp. */
 enum pt_xdp_counter {

@@ -38,9 +38,19 @@
 
 #include <bpf/bpf_tracing.h>
 
-/* Only the field the tracepoints need; CO-RE finds its offset in the kernel's BTF. */
+/* Only the fields the tracepoints need; CO-RE finds their offsets in the kernel's BTF. */
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+struct pt_possible_net {
+	struct net *net;
+} __attribute__((preserve_access_index));
 struct net_device {
 	int ifindex;
+	struct pt_possible_net nd_net;
 } __attribute__((preserve_access_index));
 struct bpf_prog;
 
@@ -87,6 +97,38 @@ static __always_inline bool pt_xdp_ip_csum_ok(const struct iphdr *ip)
 }
 
 /*
+ * Does the L4 checksum field hold only the pseudo-header's sum (a
+ * CHECKSUM_PARTIAL packet of a local sender, whose checksum the device would
+ * have completed)? A frame off the wire never does, but a veth hands XDP its
+ * peer's skbs, and the incremental update below is wrong for such a field
+ * (bpf_l4_csum_replace() on TC knows the difference). A complete checksum
+ * equal to that sum by chance (1 in 65536) also goes to TC, which is right
+ * for both.
+ */
+static __always_inline bool pt_xdp_csum_partial(const struct iphdr *ip, __u32 tot_len, void *data_end)
+{
+	const __u16 *w = (const __u16 *)&ip->saddr;   /* saddr, daddr: 4 words */
+	__u32 l4_len = tot_len - sizeof(*ip);
+	__u32 sum = (__u32)w[0] + w[1] + w[2] + w[3] + bpf_htons(ip->protocol) + bpf_htons((__u16)l4_len);
+	__u16 pseudo = pt_csum_fold(sum);
+	__sum16 *check;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return true;
+		check = &tcp->check;
+	} else {
+		struct udphdr *udp = (void *)(ip + 1);
+		if ((void *)(udp + 1) > data_end)
+			return true;
+		if (!udp->check)   /* "no checksum": nothing to get wrong */
+			return false;
+		check = &udp->check;
+	}
+	return *check == pseudo;
+}
+
+/*
  * Parse a frame as pt_parse() would, into `p`, for the fast path only: true
  * for a plain IPv4 TCP/UDP packet (no options, not a fragment) with a sane
  * total length and L4 header, to the WAN address and MAC, TTL > 1, header
@@ -101,10 +143,10 @@ static __always_inline bool pt_xdp_parse(struct xdp_md *ctx, struct pt_pkt *p, _
 	struct iphdr *ip = data + ETH_HLEN;
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return false;
-	/* To this device's unicast address only (PACKET_HOST): the comparison
-	 * as two loads, 4 + 2 bytes. */
-	if (*(__u32 *)eth->h_dest != *(__u32 *)xc->wan_mac ||
-	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(xc->wan_mac + 4))
+	/* To this device's unicast address only (PACKET_HOST). In 16-bit
+	 * words: the Ethernet header may be only 2-byte aligned (NET_IP_ALIGN). */
+	const __u16 *d = (const __u16 *)eth->h_dest, *m = (const __u16 *)xc->wan_mac;
+	if (((d[0] ^ m[0]) | (d[1] ^ m[1]) | (d[2] ^ m[2])) != 0)
 		return false;
 	if (ip->version != 4 || ip->ihl != 5 || ip->daddr != wan_addr || !wan_addr)
 		return false;
@@ -139,6 +181,8 @@ static __always_inline bool pt_xdp_parse(struct xdp_md *ctx, struct pt_pkt *p, _
 		return false;
 	}
 	if (!pt_xdp_ip_csum_ok(ip))
+		return false;
+	if (pt_xdp_csum_partial(ip, tot_len, data_end))
 		return false;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
@@ -217,9 +261,25 @@ static __always_inline bool pt_xdp_rewrite(struct xdp_md *ctx, const struct pt_p
 	__sum16 check = pt_csum_update16(ip->check, old_ttl_word, *ttl_word);
 	ip->check = pt_csum_update32(check, ip->daddr, addr);
 	ip->daddr = addr;
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	__u16 *dst = (__u16 *)eth->h_dest, *src = (__u16 *)eth->h_source;
+	const __u16 *dmac = (const __u16 *)fib->dmac, *smac = (const __u16 *)fib->smac;
+	dst[0] = dmac[0]; dst[1] = dmac[1]; dst[2] = dmac[2];
+	src[0] = smac[0]; src[1] = smac[1]; src[2] = smac[2];
 	return true;
+}
+
+/* Is `ifindex` out of the XDP path (pt_xdp_tx)? For good after a failure
+ * that says the device cannot take XDP frames, or a daemon's mark; for
+ * PT_XDP_TX_RETRY_NS after any other failure. */
+static __always_inline bool pt_xdp_tx_off(const struct pt_xdp_config *xc, __u32 ifindex, __u64 now)
+{
+	if (xc->all_off)
+		return true;
+	struct pt_xdp_tx *t = bpf_map_lookup_elem(&pt_xdp_tx, &ifindex);
+	if (!t)
+		return false;
+	__s32 err = t->err;
+	return err > 0 || err == -EOPNOTSUPP || err == -ENXIO || (__s64)(now - t->last_ns) < (__s64)PT_XDP_TX_RETRY_NS;
 }
 
 SEC("xdp")
@@ -240,7 +300,7 @@ int pt_wan_xdp(struct xdp_md *ctx)
 	if (!pt_flow_get(&key, &ref, false))
 		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
 	__u32 ifindex = ref.fv.ifindex;
-	if (bpf_map_lookup_elem(&pt_xdp_tx, &ifindex))
+	if (pt_xdp_tx_off(xc, ifindex, ref.now))
 		return pt_xdp_count(PT_XDP_FALLBACK, XDP_PASS);
 	if (pt_neigh_due(ref.fv.created_ns, ref.fv.last_seen_ns, ref.now))
 		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
@@ -254,6 +314,12 @@ int pt_wan_xdp(struct xdp_md *ctx)
 		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
 	if (!pt_xdp_next_hop(ctx, fib, &p, ip->tos, ref.fv.nat_addr, ifindex))
 		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
+	/* Bytes past the IP datagram (Ethernet padding, or anything a sender
+	 * appends) go, as ip_rcv() trims them: they would count against the
+	 * LAN device's MTU in the redirect (xdp_ok_fwd_dev()), not the route's. */
+	long excess = (long)(data_end - data) - (long)p.ip_end;   /* 64-bit: packet pointers */
+	if (excess > 0 && bpf_xdp_adjust_tail(ctx, -(int)excess))
+		return pt_xdp_count(PT_XDP_PASSED, XDP_PASS);
 
 	/* From here on the packet is this program's: as pt_forward() does it. */
 	pt_touch(&ref.f->last_seen_ns, ref.now);
@@ -266,30 +332,39 @@ int pt_wan_xdp(struct xdp_md *ctx)
 	return pt_xdp_count(PT_XDP_REDIRECTED, bpf_redirect(ifindex, 0));
 }
 
-/* Take `ifindex` out of the XDP path: the kernel could not transmit an XDP
- * frame there (error `err`). */
-static __always_inline void pt_xdp_tx_failed(__u32 ifindex, int err)
+/* Take `ifindex` out of the XDP path: the kernel could not transmit a frame
+ * that pt_wan_xdp redirected there (error `err`). Only failures of frames
+ * received on the WAN device count (`rx`: that device, in its namespace, as
+ * the daemon wrote them): an ifindex means nothing in another namespace,
+ * and other XDP programs' failures are not porttrig's. */
+static __always_inline void pt_xdp_tx_failed(const struct net_device *rx, __u32 ifindex, int err)
 {
+	__u32 zero = 0;
+	struct pt_xdp_config *xc = bpf_map_lookup_elem(&pt_xdp_config, &zero);
+	if (!xc || !xc->wan_ifindex || rx->ifindex != xc->wan_ifindex || rx->nd_net.net->ns.inum != xc->netns_ino)
+		return;
+	/* The map clock, read as tracing programs may (not the coarse clock). */
+	__u64 now = bpf_ktime_get_ns() + PT_CLOCK_BIAS_NS;
 	struct pt_xdp_tx *t = bpf_map_lookup_elem(&pt_xdp_tx, &ifindex);
 	if (t) {
+		t->last_ns = now;
 		__sync_fetch_and_add(&t->failures, 1);
 		return;
 	}
-	/* The map clock, read as tracing programs may (not the coarse clock). */
-	struct pt_xdp_tx fresh = { .since_ns = bpf_ktime_get_ns() + PT_CLOCK_BIAS_NS, .err = err, .failures = 1 };
-	bpf_map_update_elem(&pt_xdp_tx, &ifindex, &fresh, BPF_NOEXIST);
+	struct pt_xdp_tx fresh = { .since_ns = now, .last_ns = now, .err = err, .failures = 1 };
+	if (bpf_map_update_elem(&pt_xdp_tx, &ifindex, &fresh, BPF_NOEXIST) == -E2BIG)
+		xc->all_off = 1;   /* more failing interfaces than slots: TC for all */
 }
 
 /* A redirect refused before queueing (the device has no ndo_xdp_xmit, is
  * down, or the frame exceeds its MTU): map_type 0 is a plain bpf_redirect(),
- * whose target ifindex is `index`. Only porttrig's LAN interfaces (those in
- * the flows) are ever looked up, so an entry for another device is harmless. */
+ * whose target ifindex is `index`. */
 SEC("tp_btf/xdp_redirect_err")
 int BPF_PROG(pt_xdp_redirect_err, const struct net_device *dev, const struct bpf_prog *xdp, const void *tgt,
 	     int err, enum bpf_map_type map_type, __u32 map_id, __u32 index)
 {
 	if (map_type == BPF_MAP_TYPE_UNSPEC && err)
-		pt_xdp_tx_failed(index, err);
+		pt_xdp_tx_failed(dev, index, err);
 	return 0;
 }
 
@@ -301,7 +376,7 @@ int BPF_PROG(pt_xdp_devmap_xmit, const struct net_device *from_dev, const struct
 	     int sent, int drops, int err)
 {
 	if (err && drops > 0)
-		pt_xdp_tx_failed(to_dev->ifindex, err);
+		pt_xdp_tx_failed(from_dev, to_dev->ifindex, err);
 	return 0;
 }
 

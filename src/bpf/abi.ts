@@ -430,19 +430,27 @@ export const LpmV6Codec = new StructCodec<PtLpmV6>('pt_lpm_v6', 20, [
 ]);
 
 /** struct pt_xdp_config (bpf/xdp.h): what the XDP fast path knows of the WAN device. */
-export interface PtXdpConfig { wan_mac: string }
-export const XdpConfigCodec = new StructCodec<PtXdpConfig>('pt_xdp_config', 8, [
+export interface PtXdpConfig { wan_mac: string; all_off: number; wan_ifindex: number; netns_ino: number }
+export const XdpConfigCodec = new StructCodec<PtXdpConfig>('pt_xdp_config', 16, [
   { name: 'wan_mac', offset: 0, kind: mac },
-  { name: '_pad', offset: 6, kind: pad(2) },
+  { name: 'all_off', offset: 6, kind: u16 },
+  { name: 'wan_ifindex', offset: 8, kind: u32 },
+  { name: 'netns_ino', offset: 12, kind: u32 },
 ]);
 
 /** struct pt_xdp_tx: why the XDP path stopped sending to a LAN interface. */
-export interface PtXdpTx { since_ns: bigint; err: number; failures: number }
-export const XdpTxCodec = new StructCodec<PtXdpTx>('pt_xdp_tx', 16, [
+export interface PtXdpTx { since_ns: bigint; last_ns: bigint; err: number; failures: number }
+export const XdpTxCodec = new StructCodec<PtXdpTx>('pt_xdp_tx', 24, [
   { name: 'since_ns', offset: 0, kind: u64 },
-  { name: 'err', offset: 8, kind: s32 },
-  { name: 'failures', offset: 12, kind: u32 },
+  { name: 'last_ns', offset: 8, kind: u64 },
+  { name: 'err', offset: 16, kind: s32 },
+  { name: 'failures', offset: 20, kind: u32 },
 ]);
+/** pt_xdp_tx marks of the daemon (positive err): a bridge; a LAN whose qdisc or egress filters XDP frames would bypass. */
+export const XDP_TX_BRIDGE = 1;
+export const XDP_TX_SHAPED = 2;
+/** How long the XDP path leaves a LAN interface to TC after a failure that may pass (PT_XDP_TX_RETRY_NS). */
+export const XDP_TX_RETRY_NS = 1_000_000_000n;
 
 /** Every struct codec, for the layout test. */
 export const ALL_CODECS = [

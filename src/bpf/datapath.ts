@@ -3,7 +3,7 @@
  * (pinned under pin_path and adopted from there when they exist), and the TC
  * attachment of its two programs.
  */
-import { existsSync, mkdirSync, renameSync, statfsSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync, statfsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
@@ -600,7 +600,7 @@ export class Datapath {
   attachXdp(ifindex: number, mac: string): void {
     if (!this.xdpLoaded) throw new PorttrigError('E_STATE', 'attachXdp: the data path was loaded without its XDP programs');
     const maps = this.xdpMaps();
-    maps.config.set(0, { wan_mac: mac });
+    maps.config.set(0, { wan_mac: mac, all_off: maps.config.get(0)?.all_off ?? 0, wan_ifindex: ifindex, netns_ino: statSync('/proc/self/ns/net').ino });
     for (const name of XDP_TX_PROGRAMS) {
       const p = ffi.objectFindProgram(this.object(), name);
       if (!p) throw new BpfError(`find program ${name}`, ENOENT);

@@ -161,6 +161,8 @@ export function buildProgram(): Command {
         `attached: ${s.attached.map((a) => `${a.interface}${a.program_id ? `(prog ${a.program_id})` : '(NOT ATTACHED)'}`).join(', ')}`,
         `conntrack check: ${s.conntrack.check === null ? 'unknown' : s.conntrack.check ? 'on' : 'OFF'} (${s.conntrack.reason})`,
         `LAN IPv6: ${s.lan_ipv6_prefixes.join(', ') || '(no global or unique-local prefix)'}`,
+        ...(s.xdp ? [`XDP fast path: ${s.xdp.attached ? 'attached' : `NOT ATTACHED (${s.xdp.error ?? 'WAN absent'})`}` +
+          (s.xdp.tc_only.length ? `; on TC only: ${s.xdp.tc_only.map((l) => `${l.interface} (${l.reason})`).join(', ')}` : '')] : []),
         `rules ${s.rules}, sessions ${s.sessions} (IPv4 ${s.by_family.ipv4.sessions}, IPv6 ${s.by_family.ipv6.sessions}), ` +
           `flows ${s.flows} (IPv4 ${s.by_family.ipv4.flows}, IPv6 ${s.by_family.ipv6.flows})`,
       ].join('\n'));

@@ -21,11 +21,11 @@ import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
 import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
 import {
-  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, isBridge, lanPrefixes6, linkInfo, linkMac, programRole, watchAddresses, xdpWanProblem,
+  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, isBridge, lanPrefixes6, lanQueueingProblem, linkInfo, linkMac, programRole, watchAddresses, xdpWanProblem,
   type AddressWatch, type LinkInfo,
 } from './netinfo.js';
 import { armingClass } from '../core/addr.js';
-import { FAMILIES, PROGRAMS, XDP_PROGRAM, type Family } from '../bpf/abi.js';
+import { FAMILIES, PROGRAMS, XDP_PROGRAM, XDP_TX_BRIDGE, XDP_TX_RETRY_NS, XDP_TX_SHAPED, type Family } from '../bpf/abi.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 import { SweepScheduler, type Table } from './sweeper.js';
@@ -89,6 +89,17 @@ export interface StatusView {
   /** The LAN's IPv6 prefixes the data path knows (interfaces' global and unique-local ones, and lan_networks). */
   lan_ipv6_prefixes: string[];
   counted_at: string | null;
+  /** The XDP fast path (datapath.xdp): null when the config has it off. */
+  xdp: XdpStatus | null;
+}
+
+export interface XdpStatus {
+  /** pt_wan_xdp is attached to the WAN now. */
+  attached: boolean;
+  /** Why it is not, when it should be. */
+  error: string | null;
+  /** LAN interfaces whose flows stay on TC, and why. */
+  tc_only: { interface: string; reason: string }[];
 }
 
 /** What the daemon knows of a configured interface's link (status, metrics). */
@@ -127,6 +138,10 @@ interface XdpView {
   error: string | null;
   /** LAN ifindexes of pt_xdp_tx already reported. */
   reported: Set<number>;
+  /** LAN name -> the ifindex whose queueing was last checked (lanQueueingProblem()). */
+  queueingChecked: Map<string, number>;
+  /** LAN ifindex -> why XDP frames must not go there (its queueing). */
+  shaped: Map<number, string>;
 }
 
 export interface RuleView {
@@ -150,6 +165,7 @@ export interface RuleView {
 export interface RuleCounters { trigger_hits: number; sessions_opened: number; flows_opened: number }
 
 const EOPNOTSUPP = 95;
+const ENXIO = 6;
 
 export class Daemon {
   private config: Config;
@@ -170,7 +186,7 @@ export class Daemon {
   private lanNets6: string[] = [];
   /** The configured interfaces, by name, as last seen (followLinks()). */
   private links = new Map<string, Link>();
-  private readonly xdp: XdpView = { ifindex: 0, mac: null, error: null, reported: new Set() };
+  private readonly xdp: XdpView = { ifindex: 0, mac: null, error: null, reported: new Set(), queueingChecked: new Map(), shaped: new Map() };
   private readonly startedAt = new Date();
   private stopped = false;
 
@@ -217,9 +233,12 @@ export class Daemon {
       else if (!info.kind) throw linkTypeError(info);
     }
     if (config.datapath.xdp) {
+      // A WAN that can never run XDP is a configuration error; one with
+      // upper devices now may lose them (followXdp() waits for that).
       const wan = linkInfo(config.interfaces.wan);
-      const problem = wan?.kind ? xdpWanProblem(wan) : null;
-      if (problem) throw new PorttrigError('E_CONFIG', `datapath.xdp: ${problem}; set datapath.xdp: false`, { interface: config.interfaces.wan });
+      if (wan?.kind && wan.kind !== 'ethernet') {
+        throw new PorttrigError('E_CONFIG', `datapath.xdp: ${xdpWanProblem(wan)!}; set datapath.xdp: false`, { interface: config.interfaces.wan });
+      }
     }
     compileRules(config.rules);  // throws E_CONFIG for tables the schema cannot judge, before anything changes
     // A second daemon would replace the first one's programs before failing on
@@ -329,12 +348,15 @@ export class Daemon {
   /**
    * Keep the XDP fast path (datapath.xdp, bpf/xdp.h) where the config wants
    * it: on the WAN as it is now (attached again after the WAN comes back with
-   * a new ifindex, its MAC followed), taken off a WAN that gains an upper
-   * device (a VLAN: see xdpWanProblem()), and off when the config turns it
-   * off. LAN bridges are marked in pt_xdp_tx before any packet tries them
-   * (a bridge cannot transmit XDP frames); an interface the tracepoint
-   * programs marked is reported once. `strict` (start): a failure throws;
-   * later ones are logged and retried on the next tick.
+   * a new ifindex, its MAC followed), taken off a WAN that has an upper device
+   * (a VLAN: see xdpWanProblem()), whoever attached it, and off when the
+   * config turns it off. LAN interfaces that must not get XDP frames are
+   * marked in pt_xdp_tx before the program is attached, and again after a
+   * reload: bridges (checked on every call), and LANs whose qdisc or egress
+   * filters XDP frames would bypass (checked when the program is attached,
+   * on reload and when a LAN gets a new ifindex). An interface the tracepoint
+   * programs marked is reported once. `strict` (start): an attach failure
+   * throws; later ones are logged and retried on the next tick.
    */
   private followXdp(strict: boolean): void {
     const log = this.opts.logger;
@@ -349,16 +371,17 @@ export class Daemon {
     if (!w.ifindex || !w.info?.kind) return;
     const problem = xdpWanProblem(w.info);
     if (problem) {
-      if (x.ifindex) {
-        this.dp.detachXdp(x.ifindex);
-        x.ifindex = 0;
-      }
+      // Also an earlier daemon's program, which pt_attach records.
+      if (this.dp.detachXdp(w.ifindex)) log.info('XDP fast path detached', { interface: w.name, ifindex: w.ifindex });
+      x.ifindex = 0;
       if (x.error !== problem) log.error('XDP fast path not attached; inbound packets take the TC path', { interface: w.name, error: problem });
       x.error = problem;
       return;
     }
     const mac = linkMac(w.name);
-    if (x.ifindex === 0 || mac !== x.mac) {
+    const attaching = x.ifindex === 0;
+    this.markLans(attaching);
+    if (attaching || mac !== x.mac) {
       try {
         if (!mac) throw new PorttrigError('E_ATTACH', `cannot read the link-layer address of ${w.name}`, { interface: w.name });
         this.dp.attachXdp(w.ifindex, mac);
@@ -369,34 +392,62 @@ export class Daemon {
         x.error = msg;
         return;
       }
-      if (x.ifindex === 0) log.info('XDP fast path attached', { interface: w.name, ifindex: w.ifindex, program: XDP_PROGRAM, mac });
+      if (attaching) log.info('XDP fast path attached', { interface: w.name, ifindex: w.ifindex, program: XDP_PROGRAM, mac });
       x.ifindex = w.ifindex;
       x.mac = mac;
       x.error = null;
     }
-    const tx = this.dp.xdpMaps().tx;
-    for (const l of this.links.values()) {
-      if (l.side === 'lan' && l.ifindex && isBridge(l.name) && tx.get(l.ifindex) === undefined) {
-        tx.set(l.ifindex, { since_ns: monotonicNs(), err: -EOPNOTSUPP, failures: 0 });
-      }
-    }
-    for (const [ifindex, t] of tx.entries()) {
+    for (const [ifindex, t] of this.dp.xdpMaps().tx.entries()) {
       if (x.reported.has(ifindex)) continue;
       x.reported.add(ifindex);
       const lan = [...this.links.values()].find((l) => l.side === 'lan' && l.ifindex === ifindex);
-      const why = t.failures === 0 ? 'it is a bridge, which cannot transmit XDP frames' : `the kernel could not transmit an XDP frame there (${errnoName(-t.err)})`;
-      log.warn('LAN interface left to the TC path: the XDP fast path does not send to it', {
-        interface: lan?.name ?? `ifindex ${ifindex}`, ifindex, reason: why,
-        fix: t.failures === 0 ? undefined : 'a veth needs NAPI on its peer (an XDP program or GRO there); a NIC may need an XDP program of its own; "porttrig reload" retries',
-      });
+      const fields = { interface: lan?.name ?? `ifindex ${ifindex}`, ifindex };
+      if (t.err === XDP_TX_BRIDGE) log.info('LAN interface left to the TC path: a bridge cannot transmit XDP frames', fields);
+      else if (t.err === XDP_TX_SHAPED) log.info('LAN interface left to the TC path', { ...fields, reason: x.shaped.get(ifindex) ?? 'shaped' });
+      else {
+        const lasting = t.err === -EOPNOTSUPP || t.err === -ENXIO;
+        log.warn(`LAN interface left to the TC path${lasting ? '' : ' for a second after each failure'}: the kernel could not transmit an XDP frame there (${errnoName(-t.err)})`, {
+          ...fields, failures: t.failures,
+          fix: lasting ? 'a veth needs NAPI on its peer (an XDP program or GRO there); a NIC may need an XDP program of its own; "porttrig reload" retries' : undefined,
+        });
+      }
     }
   }
 
-  /** Forget which LAN interfaces XDP cannot send to (reload): each is tried again. */
+  /**
+   * Mark in pt_xdp_tx the LAN interfaces that must not get XDP frames: bridges
+   * always, and with `queueing` (or for a LAN not checked at its ifindex
+   * yet), those whose qdisc or egress filters XDP frames would bypass.
+   */
+  private markLans(queueing: boolean): void {
+    const tx = this.dp.xdpMaps().tx;
+    const x = this.xdp;
+    for (const l of this.links.values()) {
+      if (l.side !== 'lan' || !l.ifindex) continue;
+      const mark = (err: number): void => {
+        const t = tx.get(l.ifindex);
+        if (!t || t.err <= 0) tx.set(l.ifindex, { since_ns: monotonicNs(), last_ns: monotonicNs(), err, failures: 0 });
+      };
+      if (isBridge(l.name)) { mark(XDP_TX_BRIDGE); continue; }
+      if (!queueing && x.queueingChecked.get(l.name) === l.ifindex) continue;
+      x.queueingChecked.set(l.name, l.ifindex);
+      const why = lanQueueingProblem(l.name);
+      if (why) { x.shaped.set(l.ifindex, why); mark(XDP_TX_SHAPED); } else {
+        x.shaped.delete(l.ifindex);
+        if (tx.get(l.ifindex)?.err === XDP_TX_SHAPED) { tx.delete(l.ifindex); x.reported.delete(l.ifindex); }
+      }
+    }
+  }
+
+  /** Forget which LAN interfaces XDP cannot send to (reload): each is tried again; bridges and shaped LANs are marked again first. */
   private resetXdpTx(): void {
     if (!this.config.datapath.xdp || !this.dp.xdpLoaded) return;
     const tx = this.dp.xdpMaps().tx;
-    for (const [k] of [...tx.entries()]) tx.delete(k);
+    this.markLans(true);
+    for (const [k, t] of [...tx.entries()]) if (t.err <= 0) tx.delete(k);
+    const c = this.dp.xdpMaps().config;
+    const cur = c.get(0);
+    if (cur?.all_off) c.set(0, { ...cur, all_off: 0 });
     this.xdp.reported.clear();
   }
 
@@ -688,7 +739,23 @@ export class Daemon {
       by_family,
       lan_ipv6_prefixes: [...this.lanNets6],
       counted_at: this.sweeper.countedAt()?.toISOString() ?? null,
+      xdp: this.xdpStatus(),
     };
+  }
+
+  private xdpStatus(): XdpStatus | null {
+    if (!this.config.datapath.xdp) return null;
+    const x = this.xdp;
+    const now = monotonicNs();
+    const tcOnly = [...this.dp.xdpMaps().tx.entries()].flatMap(([ifindex, t]) => {
+      const lasting = t.err > 0 || t.err === -EOPNOTSUPP || t.err === -ENXIO;
+      if (!lasting && now - t.last_ns >= XDP_TX_RETRY_NS) return [];
+      const lan = [...this.links.values()].find((l) => l.side === 'lan' && l.ifindex === ifindex);
+      const reason = t.err === XDP_TX_BRIDGE ? 'a bridge' : t.err === XDP_TX_SHAPED ? x.shaped.get(ifindex) ?? 'shaped'
+        : `transmit failed (${errnoName(-t.err).split(':')[0]})${lasting ? '' : ', retried'}`;
+      return [{ interface: lan?.name ?? `ifindex ${ifindex}`, reason }];
+    });
+    return { attached: x.ifindex !== 0, error: x.error, tc_only: tcOnly };
   }
 
   /**

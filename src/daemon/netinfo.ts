@@ -2,6 +2,7 @@
  * What the daemon reads of the gateway's interfaces: the WAN IPv4 address,
  * the gateway's own addresses and the LAN subnets, of both families.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import * as ffi from '../ffi/libbpf.js';
@@ -215,3 +216,31 @@ export function linkMac(name: string): string | null {
 
 /** Is `name` a Linux bridge (which cannot transmit XDP frames)? */
 export const isBridge = (name: string): boolean => existsSync(`${SYS_NET}/${name}/bridge`);
+
+/**
+ * Queueing disciplines that only order or drop at the device's own rate:
+ * frames that bypass them (XDP's ndo_xdp_xmit does) lose nothing an
+ * operator set up. Anything else (cake, htb, tbf, hfsc, netem, ...) shapes
+ * or delays on purpose.
+ */
+const PLAIN_QDISCS = new Set(['noqueue', 'pfifo_fast', 'fq_codel', 'fq', 'mq', 'pfifo', 'bfifo', 'sfq', 'codel', 'pie', 'fq_pie', 'clsact', 'ingress']);
+
+/**
+ * Why XDP frames must not be sent to LAN interface `name`, as far as its
+ * queueing goes, or null: XDP frames bypass the device's qdisc and its TC
+ * egress filters, so download shaping (SQM with cake or htb on the LAN side)
+ * or egress filters would not see them. Asks tc (iproute2); when tc cannot
+ * tell, says so (the caller keeps the interface on TC).
+ */
+export function lanQueueingProblem(name: string): string | null {
+  const tc = (...args: string[]): unknown[] => JSON.parse(execFileSync('tc', ['-j', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || '[]') as unknown[];
+  try {
+    const kinds = tc('qdisc', 'show', 'dev', name).map((q) => String((q as { kind?: unknown }).kind));
+    const shaping = [...new Set(kinds.filter((k) => !PLAIN_QDISCS.has(k)))];
+    if (shaping.length > 0) return `qdisc ${shaping.join(', ')}, which XDP frames would bypass`;
+    if (kinds.includes('clsact') && tc('filter', 'show', 'dev', name, 'egress').length > 0) return 'TC egress filters, which XDP frames would bypass';
+    return null;
+  } catch (e) {
+    return `tc cannot show its qdiscs (${e instanceof Error ? e.message.split('\n')[0] : String(e)})`;
+  }
+}

@@ -177,13 +177,17 @@ export function libbpfVersion(): string {
 }
 
 let printCallback: unknown = null;
+/** Longest libbpf message kept whole (a verifier log of a failed load). */
+const LIBBPF_MSG_MAX = 1 << 20;
 /**
  * Route libbpf's own messages to `sink` (level 0 warn, 1 info, 2 debug),
  * formatted through vsnprintf. x86-64 and arm64 pass va_list as a pointer-sized
- * handle, which is what the callback receives.
+ * handle, which is what the callback receives. One message can be a whole
+ * verifier log (libbpf prints it with one "%s"), hence the large buffer: a
+ * va_list cannot be formatted twice, so there is no second try with more.
  */
 export function setLibbpfPrint(sink: (level: number, msg: string) => void): void {
-  const buf = Buffer.alloc(4096);
+  const buf = Buffer.alloc(LIBBPF_MSG_MAX);
   const fn = (level: number, fmt: string, args: unknown): number => {
     const n = f.vsnprintf(buf, buf.length, fmt, args) as number;
     sink(level, buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))).toString('utf8'));

@@ -11,12 +11,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DIR_IN, IPPROTO_TCP, IPPROTO_UDP, XDP_COUNTERS, type PtFlow } from '../../src/bpf/abi.js';
+import { DIR_IN, IPPROTO_TCP, IPPROTO_UDP, XDP_COUNTERS, type PtFlow, type PtXdpConfig } from '../../src/bpf/abi.js';
 import { XDP_PASS, XDP_REDIRECT, TC_ACT_REDIRECT, bpfSkipReason, runProg, runXdp, type TestDatapath } from '../helpers/bpffs.js';
 import {
   EPOCH, HOST, HOST_MAC, IN_ETH, LAN_MAC, MS, REMOTE, T, WAN, WAN_MAC, enterRedirectNetns, seeded,
 } from '../helpers/fastpath.js';
-import { TCP, buildPacket, fragment, type PacketSpec } from '../helpers/packet.js';
+import { ETH_HLEN, TCP, buildPacket, fold, fragment, pseudoHeader, sum16, type PacketSpec } from '../helpers/packet.js';
 
 const skip = bpfSkipReason();
 const TO_WAN = { dst: WAN_MAC, src: IN_ETH.src };
@@ -55,7 +55,7 @@ function xdpCounts(f: TestDatapath): Record<(typeof XDP_COUNTERS)[number], bigin
 function bed(t: { after: (fn: () => void) => void }, o: { hostNeigh?: boolean; extra?: string[][]; stamp?: bigint; created?: bigint } = {}): TestDatapath {
   const dev = enterRedirectNetns(t, { hostNeigh: o.hostNeigh ?? true, ...(o.extra ? { extra: o.extra } : {}) });
   const f = seeded(t, dev, o.stamp ?? T - 1n * MS, o.created ?? T - 10n * EPOCH, { xdp: true });
-  f.dp.xdpMaps().config.set(0, { wan_mac: WAN_MAC });
+  f.dp.xdpMaps().config.set(0, { wan_mac: WAN_MAC, all_off: 0, wan_ifindex: dev.wan, netns_ino: 0 });
   return f;
 }
 
@@ -102,10 +102,34 @@ const PASS_ROWS: { name: string; bed?: Parameters<typeof bed>[1]; frame: () => B
   { name: 'the neighbour upkeep\'s packet (flow not refreshed since it was made)', bed: { stamp: T - 1n * MS, created: T - 1n * MS }, frame: () => buildPacket(inbound('udp')) },
   { name: 'the LAN host\'s MAC unknown (bpf_redirect_neigh() resolves it)', bed: { hostNeigh: false }, frame: () => buildPacket(inbound('udp')) },
   { name: 'too big for the LAN egress (TC answers with ICMP)', bed: { extra: [['link', 'set', 'lan', 'mtu', '1280']] }, frame: () => buildPacket(inbound('udp', { payload: Buffer.alloc(1300, 7) })) },
-  { name: 'no WAN MAC written yet', frame: () => buildPacket(inbound('udp')), prep: (f) => f.dp.xdpMaps().config.set(0, { wan_mac: '00:00:00:00:00:00' }) },
-  { name: 'a LAN interface XDP cannot transmit to (pt_xdp_tx)', counter: 'fallback', frame: () => buildPacket(inbound('udp')),
-    prep: (f) => f.dp.xdpMaps().tx.set(f.dp.maps.flows.get({ saddr: REMOTE, daddr: WAN, sport: 40000, dport: 27000, proto: IPPROTO_UDP, dir: DIR_IN })!.ifindex, { since_ns: T, err: -6, failures: 1 }) },
+  { name: 'no WAN MAC written yet', frame: () => buildPacket(inbound('udp')), prep: (f) => xdpConfig(f, { wan_mac: '00:00:00:00:00:00' }) },
+  { name: 'a CHECKSUM_PARTIAL TCP segment (a veth peer\'s local sender: the field holds the pseudo-header sum)', frame: () => partial('tcp') },
+  { name: 'a CHECKSUM_PARTIAL UDP datagram', frame: () => partial('udp') },
+  ...([['a LAN interface the device cannot send XDP frames to (-ENXIO, for good)', -6, T - 100n * EPOCH],
+    ['a LAN interface without ndo_xdp_xmit (-EOPNOTSUPP, for good)', -95, T - 100n * EPOCH],
+    ['a LAN interface that failed (-ENETDOWN) less than a second ago', -100, T - 900n * MS],
+    ['a bridge (the daemon\'s mark)', 1, T - 100n * EPOCH],
+    ['a shaped LAN (the daemon\'s mark)', 2, T - 100n * EPOCH]] as const).map(([name, err, last]) => ({
+    name, counter: 'fallback' as const, frame: () => buildPacket(inbound('udp')),
+    prep: (f: TestDatapath) => f.dp.xdpMaps().tx.set(lanOf(f), { since_ns: last, last_ns: last, err, failures: 1 }),
+  })),
+  { name: 'more failing LAN interfaces than pt_xdp_tx holds (all_off)', counter: 'fallback', frame: () => buildPacket(inbound('udp')), prep: (f) => xdpConfig(f, { all_off: 1 }) },
 ];
+
+function xdpConfig(f: TestDatapath, change: Partial<PtXdpConfig>): void {
+  const c = f.dp.xdpMaps().config;
+  c.set(0, { ...c.get(0)!, ...change });
+}
+const lanOf = (f: TestDatapath): number => inFlow(f, 'udp').ifindex;
+
+/** The packet as a local sender's CHECKSUM_PARTIAL skb carries it: the L4 checksum field holds the folded pseudo-header sum. */
+function partial(proto: Proto): Buffer {
+  const frame = buildPacket(inbound(proto));
+  const l4 = frame.subarray(ETH_HLEN + 20);
+  const pseudo = pseudoHeader(REMOTE, WAN, proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, l4.length);
+  l4.writeUInt16BE(fold(sum16(pseudo)), proto === 'tcp' ? 16 : 6);
+  return frame;
+}
 
 for (const row of PASS_ROWS) {
   test(`XDP leaves to TC, untouched and changing nothing: ${row.name}`, { skip: skip ?? false }, (t) => {
@@ -124,6 +148,20 @@ for (const row of PASS_ROWS) {
     assert.equal(xdpCounts(f).redirected, counts.redirected);
   });
 }
+
+test('a LAN interface that failed (-ENETDOWN) more than a second ago is tried again', { skip: skip ?? false }, (t) => {
+  const f = bed(t);
+  f.dp.xdpMaps().tx.set(lanOf(f), { since_ns: T - 5000n * MS, last_ns: T - 1100n * MS, err: -100, failures: 3 });
+  assert.equal(runXdp(f, buildPacket(inbound('udp'))).retval, XDP_REDIRECT);
+});
+
+test('bytes past the IP datagram (padding, or a sender\'s trailer) are trimmed, as ip_rcv() does', { skip: skip ?? false }, (t) => {
+  const f = bed(t);
+  const spec = inbound('udp');
+  const x = runXdp(f, Buffer.concat([buildPacket(spec), Buffer.alloc(9, 0xee)]));
+  assert.equal(x.retval, XDP_REDIRECT);
+  assert.deepEqual(x.out, translated('udp', spec));
+});
 
 test('a flow that is over is ended by XDP as by TC (both entries gone), and the packet left to TC', { skip: skip ?? false }, (t) => {
   // Idle for longer than the UDP flow timeout.

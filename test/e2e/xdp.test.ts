@@ -32,8 +32,8 @@ const RULES = `  - name: game
  * NAPI (GRO on) when `napi`: only then can the gateway's lan0 transmit XDP
  * frames to it (the veth refuses them otherwise).
  */
-function setup(t: { after: (fn: () => void) => void }, napi: boolean): { topo: Topology; config: string } {
-  const topo = new Topology({ hostTxOffload: false });
+function setup(t: { after: (fn: () => void) => void }, napi: boolean, hostTxOffload = false): { topo: Topology; config: string } {
+  const topo = new Topology({ hostTxOffload });
   t.after(() => topo.destroy());
   topo.create();
   topo.exec(topo.ns.lan, 'ethtool', '-K', 'eth0', 'gro', napi ? 'on' : 'off');
@@ -174,4 +174,47 @@ test('XDP fast path: postrm purge\'s detach.sh removes pt_wan_xdp and the tracep
   assert.match(out, /detached from 2 interfaces/);
   assert.ok(!xdpAttached(topo), 'detach.sh removed pt_wan_xdp');
   for (const p of XDP_TX_PROGRAMS) assert.ok(!existsSync(join(topo.pinPath, xdpLinkPin(p))), `${p}'s link pin removed`);
+});
+
+test('XDP fast path: kept off a WAN with an upper device and off a shaped LAN, back once they are gone', { skip: !root && 'needs root' }, async (t) => {
+  const { topo, config } = setup(t, true);
+  // An upper device as a VLAN would be one (this kernel may lack 8021q): a bridge wan0 is a port of.
+  topo.exec(topo.ns.gw, 'ip', 'link', 'add', 'brw', 'type', 'bridge');
+  topo.exec(topo.ns.gw, 'ip', 'link', 'set', 'wan0', 'master', 'brw');
+  topo.exec(topo.ns.gw, 'tc', 'qdisc', 'replace', 'dev', 'lan0', 'root', 'tbf', 'rate', '1gbit', 'burst', '1mb', 'latency', '50ms');
+  const d = await topo.startDaemon(config);
+  assert.ok(!xdpAttached(topo), 'not on a WAN with an upper device');
+  assert.match(d.stderr, /XDP fast path not attached.*upper devices \(brw\)/);
+  topo.exec(topo.ns.gw, 'ip', 'link', 'set', 'wan0', 'nomaster');
+  topo.exec(topo.ns.gw, 'ip', 'link', 'del', 'brw');
+  await d.waitFor(() => false, 3000).catch(() => undefined);  // the next tick attaches it
+  assert.ok(xdpAttached(topo), 'attached once the VLAN is gone');
+  assert.match(d.stderr, /LAN interface left to the TC path.*qdisc tbf/);
+  const st = await topo.json<{ xdp: { attached: boolean; tc_only: { interface: string; reason: string }[] } }>('status');
+  assert.equal(st.xdp.attached, true);
+  assert.deepEqual(st.xdp.tc_only.map((l) => l.interface), ['lan0']);
+  assert.match(st.xdp.tc_only[0]!.reason, /tbf/);
+
+  const shaped = await udpStream(topo, 1000);
+  assert.ok(shaped.echoed >= shaped.sent - 1, `${shaped.echoed} of ${shaped.sent} echoed`);
+  const c1 = await xdpCounters(topo);
+  assert.equal(c1.redirected ?? 0, 0, `nothing bypasses lan0's tbf: ${JSON.stringify(c1)}`);
+  assert.ok((c1.fallback ?? 0) >= shaped.sent / 2);
+
+  topo.exec(topo.ns.gw, 'tc', 'qdisc', 'del', 'dev', 'lan0', 'root');
+  assert.equal((await topo.cli('reload')).status, 0);
+  const plain = await udpStream(topo, 1000, 40001);
+  assert.ok(plain.echoed >= plain.sent - 1, `${plain.echoed} of ${plain.sent} echoed`);
+  const c2 = await xdpCounters(topo);
+  assert.ok((c2.redirected ?? 0) >= plain.sent / 2, `XDP again after the qdisc went and a reload: ${JSON.stringify(c2)}`);
+});
+
+test('XDP fast path: a veth WAN whose peer sends CHECKSUM_PARTIAL skbs (tx offload on): left to TC, every datagram arrives intact', { skip: !root && 'needs root' }, async (t) => {
+  const { topo, config } = setup(t, true, true);
+  await topo.startDaemon(config);
+  const { sent, echoed } = await udpStream(topo, 1500);
+  assert.ok(echoed >= sent - 1, `${echoed} of ${sent} datagrams echoed (the LAN host verifies checksums)`);
+  const c = await xdpCounters(topo);
+  assert.equal(c.redirected ?? 0, 0, `a partial checksum is not XDP's to update: ${JSON.stringify(c)}`);
+  assert.ok((c.passed ?? 0) >= sent);
 });
