@@ -100,9 +100,9 @@ const DAEMON_START_MS = 60_000;
 const READY_MS = 120_000;
 const WARMUP_MS = 1000;
 
-type ConfigName = 'plain' | 'tc-floor' | 'tc-floor+stats' | 'xdp-floor' | 'nft' | 'porttrig' | 'porttrig+stats' | 'porttrig-xdp' | 'compare';
+type ConfigName = 'plain' | 'tc-floor' | 'tc-floor+stats' | 'xdp-floor' | 'nft' | 'porttrig' | 'porttrig+stats' | 'porttrig-xdp' | 'porttrig-xdp+stats' | 'compare';
 /** Configurations measured with the kernel's BPF run-time statistics on, on the bed of the one without. */
-type StatsConfig = 'tc-floor+stats' | 'porttrig+stats';
+type StatsConfig = 'tc-floor+stats' | 'porttrig+stats' | 'porttrig-xdp+stats';
 const isStats = (c: ConfigName): c is StatsConfig => c.endsWith('+stats');
 const CONFIG_TITLE: Record<ConfigName, string> = {
   plain: 'plain forwarding',
@@ -113,6 +113,7 @@ const CONFIG_TITLE: Record<ConfigName, string> = {
   porttrig: 'porttrig',
   'porttrig+stats': 'porttrig + BPF stats on',
   'porttrig-xdp': 'porttrig, datapath.xdp on',
+  'porttrig-xdp+stats': 'porttrig, datapath.xdp on + BPF stats on',
   compare: 'porttrig, --compare OBJ',
 };
 
@@ -146,7 +147,7 @@ const ALL_SCENARIOS: Scenario[] = [
   { id: 'udp1-frames', proto: 'udp', flows: 1, frames: true },
   { id: 'udp-many-frames', proto: 'udp', flows: MANY, frames: true },
 ];
-const CONFIGS: ConfigName[] = ['plain', 'tc-floor', 'tc-floor+stats', 'xdp-floor', 'nft', 'porttrig', 'porttrig+stats', 'porttrig-xdp', ...(opts.compare ? ['compare' as const] : [])];
+const CONFIGS: ConfigName[] = ['plain', 'tc-floor', 'tc-floor+stats', 'xdp-floor', 'nft', 'porttrig', 'porttrig+stats', 'porttrig-xdp', 'porttrig-xdp+stats', ...(opts.compare ? ['compare' as const] : [])];
 const SCENARIOS = opts.scenarios.split(',').map((id) => {
   const s = ALL_SCENARIOS.find((x) => x.id === id);
   if (!s) throw new Error(`unknown scenario ${id} (${ALL_SCENARIOS.map((x) => x.id).join(', ')})`);
@@ -409,6 +410,13 @@ rules:
     const rules = sessions.filter((s) => s.host === RECEIVER).map((s) => s.rule).sort();
     if (rules.join() !== 'bench-tcp,bench-udp') throw new Error(`trigger packets opened ${JSON.stringify(sessions)}`);
     this.findTcProgs();
+    // With XDP, "+ BPF stats on" reads pt_wan_xdp alone: the inbound path's program.
+    if (this.xdp) {
+      const net = JSON.parse(this.in(this.ns.gw, 'bpftool', '-j', 'net', 'show')) as { xdp: { id: number; devname: string }[] }[];
+      const x = net[0]!.xdp.filter((p) => p.devname === this.dev.wan);
+      if (x.length !== 1) throw new Error(`expected pt_wan_xdp on ${this.dev.wan}, bpftool net show: ${JSON.stringify(net)}`);
+      this.progIds = [x[0]!.id];
+    }
   }
 
   /** porttrig_xdp_packets_total{result="redirected"} from the daemon's /metrics, inside the gateway namespace. */
@@ -556,7 +564,7 @@ async function main(): Promise<void> {
   const xdpFloor = new Bed('xdp-floor', 5);
   const ptXdp = new Bed('porttrig', 6, undefined, true);
   beds.set('plain', plain).set('tc-floor', tcFloor).set('xdp-floor', xdpFloor).set('nft', nft).set('porttrig', pt).set('porttrig+stats', pt).set('tc-floor+stats', tcFloor)
-    .set('porttrig-xdp', ptXdp);
+    .set('porttrig-xdp', ptXdp).set('porttrig-xdp+stats', ptXdp);
   const all = [plain, tcFloor, xdpFloor, nft, pt, ptXdp];
   if (opts.compare) {
     const cmp = new Bed('porttrig', 3, opts.compare);
@@ -600,6 +608,7 @@ async function main(): Promise<void> {
       ...(opts.compare ? { porttrigVsCompare: ratio('porttrig', 'compare') } : {}),
       statsVsPorttrig: ratio('porttrig+stats', 'porttrig'),
       bpfNsPerRun: nsPerRun('porttrig+stats'),
+      xdpNsPerRun: nsPerRun('porttrig-xdp+stats'),
       bpfNsPerPkt: median(of('porttrig+stats').map((x) => x.bpfNs! / x.delivered)),
       floorBpfNsPerRun: nsPerRun('tc-floor+stats'),
     };
@@ -627,6 +636,7 @@ async function main(): Promise<void> {
   }
   out.push('');
   out.push(`porttrig / TC floor (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.porttrigVsTcFloor)}`).join(', ')}`);
+  out.push(`pt_wan_xdp's ns per run (porttrig, datapath.xdp on + BPF stats on): ${rows.map((r) => `${r.scenario} ${f0(r.xdpNsPerRun)}`).join(', ')}`);
   out.push(`porttrig with datapath.xdp / nftables: ${rows.map((r) => `${r.scenario} ${f2(r.porttrigXdpVsNft)}`).join(', ')}; / porttrig on TC: ${rows.map((r) => `${r.scenario} ${f2(r.porttrigXdpVsPorttrig)}`).join(', ')}`);
   out.push(`packets through the gateway's ip_forward() (median share): ${rows.map((r) => `${r.scenario} ${CONFIGS.filter((c) => !isStats(c)).map((c) => `${c} ${(100 * r.ipForwardedShare[c]!).toFixed(1)} %`).join(' ')}`).join('; ')}`);
   out.push(`porttrig + BPF stats on / porttrig (same-round ratio): ${rows.map((r) => `${r.scenario} ${f2(r.statsVsPorttrig)}`).join(', ')}`);

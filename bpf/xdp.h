@@ -332,6 +332,18 @@ int pt_wan_xdp(struct xdp_md *ctx)
 	return pt_xdp_count(PT_XDP_REDIRECTED, bpf_redirect(ifindex, 0));
 }
 
+/*
+ * The LAN side's XDP program, attached by the daemon to a LAN device whose
+ * driver takes XDP frames only while an XDP program of its own is loaded
+ * (virtio_net, ixgbe and others answer ENXIO otherwise): it passes every
+ * frame, so the device receives as before.
+ */
+SEC("xdp")
+int pt_lan_xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
 /* Take `ifindex` out of the XDP path: the kernel could not transmit a frame
  * that pt_wan_xdp redirected there (error `err`). Only failures of frames
  * received on the WAN device count (`rx`: that device, in its namespace, as

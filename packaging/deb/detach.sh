@@ -7,7 +7,8 @@
 # filter (TC ingress, priority PT_TC_PRIORITY 1, handle PT_TC_HANDLE 0x7074)
 # from each recorded interface with tc (iproute2), and the clsact qdisc where
 # porttrig created it (ATTACH_CREATED_QDISC, bit 2), and its XDP program
-# pt_wan_xdp where it attached one (ATTACH_XDP, bit 3; with ip, iproute2 too);
+# pt_wan_xdp or pt_lan_xdp_pass where it attached one (ATTACH_XDP, bit 3; with
+# ip, iproute2 too);
 # then every pt_* and pt6_* pin (the IPv6 maps, the daemon's pt6_progs and
 # the XDP path's tracepoint links), and
 # the bpffs if porttrig mounted it on PIN_PATH. Idempotent. Prints what it did;
@@ -39,7 +40,7 @@ pt_detach() {
 				tc qdisc del dev "$dev" clsact || rc=1
 			fi
 			# porttrig's XDP program (ATTACH_XDP, bit 3), only if it is still the one there.
-			if [ $((flags & 8)) -ne 0 ] && ip -d link show dev "$dev" 2>/dev/null | grep -q 'prog/xdp id [0-9]* name pt_wan_xdp '; then
+			if [ $((flags & 8)) -ne 0 ] && ip -d link show dev "$dev" 2>/dev/null | grep -Eq 'prog/xdp id [0-9]+ name (pt_wan_xdp|pt_lan_xdp_pass) '; then
 				ip link set dev "$dev" xdpdrv off || rc=1
 			fi
 		done

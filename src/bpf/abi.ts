@@ -137,6 +137,8 @@ export const SCRATCH_MAPS = ['pt_fib_scratch'] as const;
 export const XDP_MAPS = { config: 'pt_xdp_config', tx: 'pt_xdp_tx', stats: 'pt_xdp_stats' } as const;
 /** The XDP program of the WAN device, and the tracepoint programs that take a LAN interface out of its path. */
 export const XDP_PROGRAM = 'pt_wan_xdp';
+/** The LAN side's XDP_PASS program, for drivers that take XDP frames only with an XDP program of their own. */
+export const XDP_LAN_PROGRAM = 'pt_lan_xdp_pass';
 export const XDP_TX_PROGRAMS = ['pt_xdp_redirect_err', 'pt_xdp_devmap_xmit'] as const;
 /** enum pt_xdp_counter: pt_xdp_stats indices, in order. */
 export const XDP_COUNTERS = ['redirected', 'passed', 'fallback'] as const;

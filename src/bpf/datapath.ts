@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as ffi from '../ffi/libbpf.js';
 import { BpfError, PorttrigError, errnoName } from '../errors.js';
 import {
-  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ATTACH_XDP, XDP_MAPS, XDP_PROGRAM, XDP_TX_PROGRAMS, XdpConfigCodec, XdpTxCodec, type PtXdpConfig, type PtXdpTx, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
+  ATTACH_CREATED_QDISC, ATTACH_LAN, ATTACH_WAN, ATTACH_XDP, XDP_LAN_PROGRAM, XDP_MAPS, XDP_PROGRAM, XDP_TX_PROGRAMS, XdpConfigCodec, XdpTxCodec, type PtXdpConfig, type PtXdpTx, ConfigCodec, HostCodec, LoadOptsCodec, OPT_TEST_CLOCK, ReclaimCodec, FlowCodec, FlowKeyCodec, FragCodec, FragKeyCodec,
   LpmV4Codec, MAPS, TAIL_CALL_MAPS, PortCodec, PROGRAMS, PT_LAYOUT_VERSION, PT_MAX_RULES, SWEEP_PROGRAM, SWEEP_SECTION, SWEEP_SESSIONS, SWEEP_SESSIONS6, SWEEP_HOST6, SWEEP_LIVE_OFFSET, SWEEP_LIVE6_OFFSET, SweepCodec, PT_TC_HANDLE, PT_TC_PRIORITY, RuleCodec, RuleNameCodec,
   SessionCodec, SessionKeyCodec, Session6KeyCodec, Session6Codec, Flow6KeyCodec, Flow6Codec, Frag6KeyCodec, Frag6Codec, LpmV6Codec,
   type Pt6Session, type Pt6SessionKey, type Pt6Flow, type Pt6FlowKey, type Pt6Frag, type Pt6FragKey, type PtLpmV6,
@@ -324,7 +324,7 @@ export class Datapath {
       if (!optsMap) throw new BpfError(`find map ${OPTS_SECTION}`, ENOENT);
       const r0 = ffi.mapSetInitialValue(optsMap, LoadOptsCodec.format({ flags: opts.testClock ? OPT_TEST_CLOCK : 0 }));
       if (r0 < 0) throw new BpfError(`set ${OPTS_SECTION}`, -r0);
-      for (const name of [XDP_PROGRAM, ...XDP_TX_PROGRAMS]) {
+      for (const name of [XDP_PROGRAM, XDP_LAN_PROGRAM, ...XDP_TX_PROGRAMS]) {
         const p = ffi.objectFindProgram(obj, name);
         if (!p) throw new BpfError(`find program ${name}`, ENOENT);
         const ra = ffi.programSetAutoload(p, opts.xdp === true);
@@ -611,19 +611,34 @@ export class Datapath {
       if (r < 0) throw new PorttrigError('E_ATTACH', `attach ${name} (tracepoint ${name.replace(/^pt_/, '')}): ${errnoName(-r)}`, { program: name });
       renameSync(tmp, final);
     }
+    this.attachXdpProgram(ifindex, XDP_PROGRAM);
+  }
+
+  /**
+   * Attach pt_lan_xdp_pass to the LAN device `ifindex`, whose driver takes
+   * XDP frames only with an XDP program of its own (it answered ENXIO).
+   * Same rules as attachXdp(): recorded in pt_attach, never over another
+   * program.
+   */
+  attachLanXdpPass(ifindex: number): void {
+    if (!this.xdpLoaded) throw new PorttrigError('E_STATE', 'attachLanXdpPass: the data path was loaded without its XDP programs');
+    this.attachXdpProgram(ifindex, XDP_LAN_PROGRAM);
+  }
+
+  private attachXdpProgram(ifindex: number, program: typeof XDP_PROGRAM | typeof XDP_LAN_PROGRAM): void {
     const prev = ffi.xdpProgId(ifindex);
     if (prev < 0) throw new PorttrigError('E_ATTACH', `query the XDP program of ifindex ${ifindex}: ${errnoName(-prev)}`, { ifindex });
     if (prev > 0) {
       const name = ffi.progNameById(prev);
-      if (name !== XDP_PROGRAM) {
+      if (name !== program) {
         throw new PorttrigError('E_ATTACH', `ifindex ${ifindex} already runs XDP program id ${prev} (${name ?? 'unknown'}); porttrig does not replace another XDP program: remove it, or set datapath.xdp: false`, { ifindex, progId: prev });
       }
     }
     this.maps.attach.set(ifindex, (this.maps.attach.get(ifindex) ?? 0) | ATTACH_XDP);
-    const r = ffi.xdpAttach(ifindex, this.programFdByName(XDP_PROGRAM), ffi.XDP_FLAGS_DRV_MODE);
+    const r = ffi.xdpAttach(ifindex, this.programFdByName(program), ffi.XDP_FLAGS_DRV_MODE);
     if (r < 0) {
       if (prev === 0) this.maps.attach.set(ifindex, (this.maps.attach.get(ifindex) ?? 0) & ~ATTACH_XDP);
-      throw new PorttrigError('E_ATTACH', `attach ${XDP_PROGRAM} to ifindex ${ifindex} in native mode: ${errnoName(-r)}` +
+      throw new PorttrigError('E_ATTACH', `attach ${program} to ifindex ${ifindex} in native mode: ${errnoName(-r)}` +
         (r === -EOPNOTSUPP ? ' (the driver has no native XDP: set datapath.xdp: false)' : ''), { ifindex });
     }
   }
@@ -669,12 +684,13 @@ export function attachedProgramId(ifindex: number): number {
 /** The pin name (under pin_path) of a tracepoint program's link: bpffs refuses dots. */
 export const xdpLinkPin = (program: string): string => `${program}_link`;
 
-/** Remove porttrig's XDP program (pt_wan_xdp) from `ifindex`; another one, or none, is left alone. */
+/** Remove porttrig's XDP program (pt_wan_xdp, pt_lan_xdp_pass) from `ifindex`; another one, or none, is left alone. */
 export function detachXdpProgram(ifindex: number): void {
   const id = ffi.xdpProgId(ifindex);
-  if (id <= 0 || ffi.progNameById(id) !== XDP_PROGRAM) return;
+  const name = id > 0 ? ffi.progNameById(id) : null;
+  if (name !== XDP_PROGRAM && name !== XDP_LAN_PROGRAM) return;
   const r = ffi.xdpDetach(ifindex, ffi.XDP_FLAGS_DRV_MODE);
-  if (r < 0 && r !== -ENODEV) throw new PorttrigError('E_ATTACH', `detach ${XDP_PROGRAM} from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
+  if (r < 0 && r !== -ENODEV) throw new PorttrigError('E_ATTACH', `detach ${name} from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
 }
 
 /**

@@ -21,11 +21,11 @@ import { bpfObjectOverride, bpfObjectPaths, version } from '../paths.js';
 import { CT_LOST, chooseCtObject, probeCtKfunc } from '../bpf/conntrack.js';
 import type { Logger } from './log.js';
 import {
-  allIpv4, allIpv6, ifindexOf, ipv4Of, ipv6Of, isBridge, lanPrefixes6, lanQueueingProblem, linkInfo, linkMac, programRole, watchAddresses, xdpWanProblem,
+  allIpv4, allIpv6, hasDevice, ifindexOf, ipv4Of, ipv6Of, isBridge, lanPrefixes6, lanQueueingProblem, linkInfo, linkMac, programRole, watchAddresses, xdpWanProblem,
   type AddressWatch, type LinkInfo,
 } from './netinfo.js';
 import { armingClass } from '../core/addr.js';
-import { FAMILIES, PROGRAMS, XDP_PROGRAM, XDP_TX_BRIDGE, XDP_TX_RETRY_NS, XDP_TX_SHAPED, type Family } from '../bpf/abi.js';
+import { FAMILIES, PROGRAMS, XDP_LAN_PROGRAM, XDP_PROGRAM, XDP_TX_BRIDGE, XDP_TX_RETRY_NS, XDP_TX_SHAPED, type Family } from '../bpf/abi.js';
 import { ControlServer, socketAlive } from './control.js';
 import { DaemonMetrics } from '../metrics/daemon.js';
 import { SweepScheduler, type Table } from './sweeper.js';
@@ -142,6 +142,8 @@ interface XdpView {
   queueingChecked: Map<string, number>;
   /** LAN ifindex -> why XDP frames must not go there (its queueing). */
   shaped: Map<number, string>;
+  /** LAN ifindexes pt_lan_xdp_pass was attached to (or tried). */
+  lanPass: Set<number>;
 }
 
 export interface RuleView {
@@ -186,7 +188,7 @@ export class Daemon {
   private lanNets6: string[] = [];
   /** The configured interfaces, by name, as last seen (followLinks()). */
   private links = new Map<string, Link>();
-  private readonly xdp: XdpView = { ifindex: 0, mac: null, error: null, reported: new Set(), queueingChecked: new Map(), shaped: new Map() };
+  private readonly xdp: XdpView = { ifindex: 0, mac: null, error: null, reported: new Set(), queueingChecked: new Map(), shaped: new Map(), lanPass: new Set() };
   private readonly startedAt = new Date();
   private stopped = false;
 
@@ -362,7 +364,9 @@ export class Daemon {
     const log = this.opts.logger;
     const w = this.links.get(this.config.interfaces.wan)!;
     if (!this.config.datapath.xdp) {
-      if (w.ifindex && this.dp.detachXdp(w.ifindex)) log.info('XDP fast path detached (datapath.xdp is off)', { interface: w.name, ifindex: w.ifindex });
+      for (const l of this.links.values()) {
+        if (l.ifindex && this.dp.detachXdp(l.ifindex)) log.info('XDP fast path detached (datapath.xdp is off)', { interface: l.name, ifindex: l.ifindex });
+      }
       if (strict) this.dp.unpinXdpLinks();
       return;
     }
@@ -404,7 +408,18 @@ export class Daemon {
       const fields = { interface: lan?.name ?? `ifindex ${ifindex}`, ifindex };
       if (t.err === XDP_TX_BRIDGE) log.info('LAN interface left to the TC path: a bridge cannot transmit XDP frames', fields);
       else if (t.err === XDP_TX_SHAPED) log.info('LAN interface left to the TC path', { ...fields, reason: x.shaped.get(ifindex) ?? 'shaped' });
-      else {
+      else if (t.err === -ENXIO && lan && hasDevice(lan.name) && !x.lanPass.has(ifindex)) {
+        // A NIC driver that takes XDP frames only with an XDP program of its own.
+        x.lanPass.add(ifindex);
+        try {
+          this.dp.attachLanXdpPass(ifindex);
+          this.dp.xdpMaps().tx.delete(ifindex);
+          x.reported.delete(ifindex);
+          log.info(`XDP_PASS program attached to a LAN interface whose driver takes XDP frames only with one (${XDP_LAN_PROGRAM})`, fields);
+        } catch (e) {
+          log.warn('LAN interface left to the TC path: its driver takes XDP frames only with an XDP program of its own, which could not be attached', { ...fields, error: e });
+        }
+      } else {
         const lasting = t.err === -EOPNOTSUPP || t.err === -ENXIO;
         log.warn(`LAN interface left to the TC path${lasting ? '' : ' for a second after each failure'}: the kernel could not transmit an XDP frame there (${errnoName(-t.err)})`, {
           ...fields, failures: t.failures,

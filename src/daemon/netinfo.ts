@@ -214,6 +214,9 @@ export function linkMac(name: string): string | null {
   }
 }
 
+/** Is `name` backed by a device (a NIC: virtio, PCI, USB), not a virtual link (veth, bridge, tun)? */
+export const hasDevice = (name: string): boolean => existsSync(`${SYS_NET}/${name}/device`);
+
 /** Is `name` a Linux bridge (which cannot transmit XDP frames)? */
 export const isBridge = (name: string): boolean => existsSync(`${SYS_NET}/${name}/bridge`);
 

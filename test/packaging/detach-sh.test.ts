@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ATTACH_CREATED_QDISC, ATTACH_XDP, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY, TAIL_CALL_MAPS, XDP_PROGRAM, XDP_TX_PROGRAMS } from '../../src/bpf/abi.js';
+import { ATTACH_CREATED_QDISC, ATTACH_XDP, MAPS, PT_TC_HANDLE, PT_TC_PRIORITY, TAIL_CALL_MAPS, XDP_LAN_PROGRAM, XDP_PROGRAM, XDP_TX_PROGRAMS } from '../../src/bpf/abi.js';
 import { xdpLinkPin } from '../../src/bpf/datapath.js';
 import { REPO_ROOT } from '../helpers/bpffs.js';
 import { GW_WAN, Topology, WAN_SERVER } from '../e2e/topology.js';
@@ -24,7 +24,7 @@ test('detach.sh names the ABI\'s filter handle, priority, created-qdisc and XDP 
   assert.match(sh, new RegExp(`pref ${PT_TC_PRIORITY} handle 0x${PT_TC_HANDLE.toString(16)} bpf`));
   assert.match(sh, new RegExp(`flags & ${ATTACH_CREATED_QDISC}\\)`));
   assert.match(sh, new RegExp(`flags & ${ATTACH_XDP}\\)`));
-  assert.match(sh, new RegExp(`name ${XDP_PROGRAM} `));
+  assert.match(sh, new RegExp(`name \\(${XDP_PROGRAM}\\|${XDP_LAN_PROGRAM}\\) `));
   for (const p of XDP_TX_PROGRAMS) assert.ok(/^pt_/.test(xdpLinkPin(p)), `${p}: detach.sh removes its link pin (pt_*)`);
   assert.match(sh, new RegExp(`"\\$pin/${MAPS.attach}"`));
   for (const m of [...Object.values(MAPS), ...TAIL_CALL_MAPS]) assert.ok(/^pt6?_/.test(m), `${m}: detach.sh removes pt_* and pt6_* pins`);
