@@ -18,7 +18,11 @@
  *    error), a next hop whose MAC is not known and valid, a route out of
  *    another device than the flow's, and the neighbour upkeep's one packet per
  *    flow and epoch (pt_neigh_due(), redirect.h);
- *  - a packet to a LAN interface that XDP cannot transmit to (below).
+ *  - a packet whose L4 checksum field holds only the pseudo-header's sum (a
+ *    veth peer's CHECKSUM_PARTIAL skb: pt_xdp_csum_partial());
+ *  - a packet to a LAN interface that XDP cannot or must not transmit to
+ *    (below; the daemon also marks bridges, and LANs whose qdisc or egress
+ *    filters XDP frames would bypass).
  * The flow's state is judged and refreshed by the same functions as on TC
  * (pt_flow_get(), pt_touch(), pt_seen_flags()), and counted as the same
  * verdict (pt_done(): translated on the WAN).
@@ -30,8 +34,9 @@
  * after the program returned. So the two tracepoint programs below watch for
  * the kernel's own report of such a failure and take that LAN interface out
  * of the XDP path at once (pt_xdp_tx): the frames of that one failure are
- * lost, later packets take the TC path. The daemon logs it and clears the
- * map on reload.
+ * lost, later packets take the TC path (for a second only, after an error
+ * that may pass). The daemon logs it, attaches pt_lan_xdp_pass to a NIC
+ * that answered ENXIO, and clears the failures on reload.
  */
 #ifndef PORTTRIG_XDP_H
 #define PORTTRIG_XDP_H

@@ -384,7 +384,8 @@ export class Daemon {
     }
     const mac = linkMac(w.name);
     const attaching = x.ifindex === 0;
-    this.markLans(attaching);
+    // Queueing is asked of tc when attaching, not on every retry of a failed attach.
+    this.markLans(attaching && x.error === null);
     if (attaching || mac !== x.mac) {
       try {
         if (!mac) throw new PorttrigError('E_ATTACH', `cannot read the link-layer address of ${w.name}`, { interface: w.name });
