@@ -229,8 +229,9 @@ static __always_inline bool pt_xdp_next_hop(struct xdp_md *ctx, struct bpf_fib_l
 /*
  * Rewrite the destination address and port, decrement the TTL, and fix both
  * checksums incrementally (RFC 1624). An XDP frame is as it came off the wire:
- * its L4 checksum is complete (there is no CHECKSUM_PARTIAL here), and the
- * pseudo-header's address is updated like any covered word. UDP checksum 0
+ * its L4 checksum is complete (a field holding only the pseudo-header's sum
+ * went to TC: pt_xdp_csum_partial()), and the pseudo-header's address is
+ * updated like any covered word. UDP checksum 0
  * ("none", RFC 768) stays 0; a computed 0 is sent as 0xffff.
  */
 static __always_inline bool pt_xdp_rewrite(struct xdp_md *ctx, const struct pt_pkt *p, __be32 addr, __be16 port,
