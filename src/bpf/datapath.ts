@@ -629,7 +629,8 @@ export class Datapath {
     const prev = ffi.xdpProgId(ifindex);
     if (prev < 0) throw new PorttrigError('E_ATTACH', `query the XDP program of ifindex ${ifindex}: ${errnoName(-prev)}`, { ifindex });
     if (prev > 0) {
-      const name = ffi.progNameById(prev);
+      // Without CAP_SYS_ADMIN the name cannot be read: pt_attach's record says whose it is.
+      const name = ffi.progNameById(prev) ?? ((this.maps.attach.get(ifindex) ?? 0) & ATTACH_XDP ? program : null);
       if (name !== program) {
         throw new PorttrigError('E_ATTACH', `ifindex ${ifindex} already runs XDP program id ${prev} (${name ?? 'unknown'}); porttrig does not replace another XDP program: remove it, or set datapath.xdp: false`, { ifindex, progId: prev });
       }
@@ -684,13 +685,19 @@ export function attachedProgramId(ifindex: number): number {
 /** The pin name (under pin_path) of a tracepoint program's link: bpffs refuses dots. */
 export const xdpLinkPin = (program: string): string => `${program}_link`;
 
-/** Remove porttrig's XDP program (pt_wan_xdp, pt_lan_xdp_pass) from `ifindex`; another one, or none, is left alone. */
+/**
+ * Remove porttrig's XDP program (pt_wan_xdp, pt_lan_xdp_pass) from `ifindex`,
+ * which pt_attach records as having one; another program, or none, is left
+ * alone. A name that cannot be read (no CAP_SYS_ADMIN) is taken as the
+ * record says: porttrig's.
+ */
 export function detachXdpProgram(ifindex: number): void {
   const id = ffi.xdpProgId(ifindex);
-  const name = id > 0 ? ffi.progNameById(id) : null;
-  if (name !== XDP_PROGRAM && name !== XDP_LAN_PROGRAM) return;
+  if (id <= 0) return;
+  const name = ffi.progNameById(id);
+  if (name !== null && name !== XDP_PROGRAM && name !== XDP_LAN_PROGRAM) return;
   const r = ffi.xdpDetach(ifindex, ffi.XDP_FLAGS_DRV_MODE);
-  if (r < 0 && r !== -ENODEV) throw new PorttrigError('E_ATTACH', `detach ${name} from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
+  if (r < 0 && r !== -ENODEV) throw new PorttrigError('E_ATTACH', `detach ${name ?? `XDP program id ${id}`} from ifindex ${ifindex}: ${errnoName(-r)}`, { ifindex });
 }
 
 /**

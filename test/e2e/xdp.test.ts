@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { XDP_TX_PROGRAMS } from '../../src/bpf/abi.js';
 import { xdpLinkPin } from '../../src/bpf/datapath.js';
 import { REPO_ROOT } from '../helpers/bpffs.js';
-import { GW_WAN, WAN_SERVER, Topology, sleep } from './topology.js';
+import { GW_WAN, ROOT, WAN_SERVER, Topology, sleep } from './topology.js';
 
 const root = process.getuid?.() === 0;
 
@@ -217,4 +217,12 @@ test('XDP fast path: a veth WAN whose peer sends CHECKSUM_PARTIAL skbs (tx offlo
   const c = await xdpCounters(topo);
   assert.equal(c.redirected ?? 0, 0, `a partial checksum is not XDP's to update: ${JSON.stringify(c)}`);
   assert.ok((c.passed ?? 0) >= sent);
+});
+
+test('XDP fast path: another XDP program on the WAN is never replaced: the daemon refuses to start, naming it', { skip: !root && 'needs root' }, async (t) => {
+  const { topo, config } = setup(t, true);
+  // Any XDP program not porttrig's: the bench's floor.
+  topo.exec(topo.ns.gw, 'ip', 'link', 'set', 'dev', 'wan0', 'xdpdrv', 'obj', join(ROOT, 'build/bench-floor.bpf.o'), 'sec', 'xdp');
+  await assert.rejects(topo.startDaemon(config), /already runs XDP program id \d+ \(floor_xdp\); porttrig does not replace another XDP program/);
+  assert.match(topo.exec(topo.ns.gw, 'ip', '-d', 'link', 'show', 'wan0'), /prog\/xdp id \d+ name floor_xdp /, 'still attached');
 });
