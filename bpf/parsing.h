@@ -97,6 +97,43 @@ struct pt_icmp_quote {
 #define PT_L3_OFF(p) ((__u32)(p)->l3_off & 0xf)
 
 /*
+ * The TCP or UDP header at `l4` (`proto`) of an L4 datagram of `l4_len`
+ * bytes (as the IP header says): its ports, and TCP's flags, into `p`. False
+ * for a header the receiver drops: cut short, a data offset below 5 words or
+ * past the segment (tcp_v4_rcv; conntrack calls it invalid), a UDP length
+ * (RFC 768) below the header or beyond the datagram (udp_rcv). A first
+ * fragment (`first_frag`) may end inside the TCP options, and its UDP length
+ * is the whole datagram's: only its first bytes are checked. Shared by
+ * pt_parse() and the XDP path (xdp.h).
+ */
+static __always_inline bool pt_parse_ports(void *l4, void *data_end, __u8 proto, __u32 l4_len, bool first_frag,
+					   struct pt_pkt *p)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		if (l4_len < sizeof(*tcp) || (void *)(tcp + 1) > data_end)
+			return false;
+		__u32 doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || (!first_frag && doff > l4_len))
+			return false;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else {
+		struct udphdr *udp = l4;
+		if (l4_len < sizeof(*udp) || (void *)(udp + 1) > data_end)
+			return false;
+		__u32 ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || (!first_frag && ulen > l4_len))
+			return false;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+		p->tcp_flags = 0;
+	}
+	return true;
+}
+
+/*
  * Parse Ethernet (or nothing, `l3`), IPv4 (any header length, RFC 791 options
  * skipped by byte arithmetic) and the TCP/UDP ports. A bogus total length
  * (shorter than the header, or longer than what arrived), IHL < 5, or an L4
@@ -168,36 +205,8 @@ static __always_inline int pt_parse(struct __sk_buff *skb, struct pt_pkt *p, con
 	if (p->nonfirst_frag)
 		return PT_PARSE_OK;
 
-	void *l4 = (void *)ip + hlen;
-	__u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-	if (tot_len < hlen + l4_min)
+	if (!pt_parse_ports((void *)ip + hlen, data_end, ip->protocol, tot_len - hlen, p->first_frag, p))
 		return PT_PARSE_BAD;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		if ((void *)(tcp + 1) > data_end)
-			return PT_PARSE_BAD;
-		/* A data offset below 5 words, or past the segment, is a header the
-		 * receiver drops (tcp_v4_rcv; conntrack calls it invalid). A first
-		 * fragment may end inside the options: only its 20 bytes are checked. */
-		__u32 doff = tcp->doff * 4;
-		if (doff < sizeof(struct tcphdr) || (!p->first_frag && doff > tot_len - hlen))
-			return PT_PARSE_BAD;
-		p->sport = tcp->source;
-		p->dport = tcp->dest;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-	} else {
-		struct udphdr *udp = l4;
-		if ((void *)(udp + 1) > data_end)
-			return PT_PARSE_BAD;
-		/* RFC 768 length: at least the header, and not beyond the datagram
-		 * (udp_rcv drops it). A first fragment's length is the whole
-		 * datagram's, which is longer than the fragment. */
-		__u32 ulen = bpf_ntohs(udp->len);
-		if (ulen < sizeof(struct udphdr) || (!p->first_frag && ulen > tot_len - hlen))
-			return PT_PARSE_BAD;
-		p->sport = udp->source;
-		p->dport = udp->dest;
-	}
 	return PT_PARSE_OK;
 }
 

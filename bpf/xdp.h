@@ -162,29 +162,10 @@ static __always_inline bool pt_xdp_parse(struct xdp_md *ctx, struct pt_pkt *p, _
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len > (__u32)(data_end - (void *)ip))
 		return false;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip + 1);
-		if ((void *)(tcp + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*tcp))
-			return false;
-		__u32 doff = tcp->doff * 4;
-		if (doff < sizeof(*tcp) || doff > tot_len - sizeof(*ip))
-			return false;
-		p->sport = tcp->source;
-		p->dport = tcp->dest;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *udp = (void *)(ip + 1);
-		if ((void *)(udp + 1) > data_end || tot_len < sizeof(*ip) + sizeof(*udp))
-			return false;
-		__u32 ulen = bpf_ntohs(udp->len);
-		if (ulen < sizeof(*udp) || ulen > tot_len - sizeof(*ip))
-			return false;
-		p->sport = udp->source;
-		p->dport = udp->dest;
-		p->tcp_flags = 0;
-	} else {
+	if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) || tot_len < sizeof(*ip))
 		return false;
-	}
+	if (!pt_parse_ports(ip + 1, data_end, ip->protocol, tot_len - sizeof(*ip), false, p))
+		return false;
 	if (!pt_xdp_ip_csum_ok(ip))
 		return false;
 	if (pt_xdp_csum_partial(ip, tot_len, data_end))
